@@ -1,0 +1,54 @@
+"""Wiring of the ingest service: resources, middlewares, routes, background loops."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from services.ingest.context import CTX, IngestContext
+from services.ingest.endpoints_api import setup_endpoints
+from services.ingest.events_api import setup_events
+from services.ingest.metrics import IngestMetrics
+from services.ingest.settings import IngestSettings
+from shared.adapters.kafka.publisher import KafkaPublisher
+from shared.adapters.pg.pool import create_pool, ping
+from shared.http.auth import bearer_auth
+from shared.http.errors import error_middleware
+from shared.http.health import add_health_routes
+from shared.outbox_relay import OutboxFlusher, OutboxRelay
+
+
+async def make_app(settings: IngestSettings) -> web.Application:
+    """Build the app; resources open here and close in the app's cleanup (SIGTERM drains)."""
+    common = settings.common
+    metrics = IngestMetrics()
+    pool = await create_pool(common.database_url, max_size=common.db_pool_size)
+    publisher = KafkaPublisher(common.kafka_bootstrap, common.topic_prefix, common.kafka_partitions)
+    await publisher.start()
+    flusher = OutboxFlusher(pool, publisher)
+    relay = OutboxRelay(pool, publisher, on_backlog=metrics.outbox_backlog.set)
+    ctx = IngestContext(settings=settings, pool=pool, publisher=publisher, flusher=flusher,
+                        metrics=metrics)
+
+    app = web.Application(
+        middlewares=[error_middleware, metrics.http.middleware(),
+                     bearer_auth(("api", key) for key in settings.api_keys)],
+        client_max_size=64 * 1024 * 1024,  # bodies are bounded by shared.http.body instead
+    )
+    app[CTX] = ctx
+
+    async def resources(_: web.Application) -> AsyncIterator[None]:
+        flusher.start()
+        relay.start()
+        yield
+        await relay.stop()
+        await flusher.stop()
+        await publisher.stop()
+        await pool.close()
+
+    app.cleanup_ctx.append(resources)
+    setup_endpoints(app, ctx)
+    setup_events(app, ctx)
+    add_health_routes(app, [lambda: ping(pool), publisher.ping], metrics.registry)
+    return app

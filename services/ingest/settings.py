@@ -1,0 +1,29 @@
+"""Ingest settings: the common variables plus API keys and group-commit tuning."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from shared.config import CommonSettings, env_int, load_common, parse_api_keys
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """Read once at start; a bad value raises ConfigError naming the variable."""
+
+    common: CommonSettings
+    port: int
+    api_keys: tuple[str, ...]
+    batch_max_events: int          # a group commit closes at this many events...
+    batch_max_wait_ms: int         # ...or this long after its first event arrived
+
+
+def load_ingest_settings(env: Mapping[str, str]) -> IngestSettings:
+    return IngestSettings(
+        common=load_common(env),
+        port=env_int(env, "POSTWIRE_INGEST_PORT", 8080, 1, 65535),
+        api_keys=parse_api_keys(env),
+        batch_max_events=env_int(env, "POSTWIRE_INGEST_BATCH_MAX_EVENTS", 500, 1, 5000),
+        batch_max_wait_ms=env_int(env, "POSTWIRE_INGEST_BATCH_MAX_WAIT_MS", 2, 0, 1000),
+    )

@@ -1,0 +1,52 @@
+"""The asyncpg pool every service uses, and the translation of connection failures."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import orjson
+
+from shared.adapters.pg.migrations import ensure_schema_current
+from shared.core.errors import ConfigError
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+    await conn.execute("SET TIME ZONE 'UTC'")
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
+                      connect_timeout_s: float = 10.0) -> asyncpg.Pool:
+    """Open a pool and check the schema is current.
+
+    Raises ConfigError with one clear line when Postgres cannot be reached within
+    ``connect_timeout_s`` or the schema is out of date.
+    """
+    try:
+        pool: asyncpg.Pool = await asyncio.wait_for(
+            asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
+                                init=_init_connection, command_timeout=60),
+            timeout=connect_timeout_s,
+        )
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise ConfigError(f"POSTWIRE_DATABASE_URL: cannot connect to Postgres ({exc})") from exc
+    async with pool.acquire() as conn:
+        await ensure_schema_current(conn)
+    return pool
+
+
+async def ping(pool: asyncpg.Pool, timeout_s: float = 2.0) -> str | None:
+    """None when Postgres answers ``SELECT 1`` within ``timeout_s``; otherwise the reason."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+        return None
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        return f"postgres: {type(exc).__name__}: {exc}"
+
+

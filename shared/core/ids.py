@@ -1,0 +1,67 @@
+"""Prefixed, time-sortable identifiers (``evt_``, ``ep_``, ``dlv_``, ``att_``, ``rpl_`` + 26 chars).
+
+The 26 characters are a ULID in Crockford base32: 48 bits of Unix milliseconds followed by
+80 random bits. Within one process, ids made in the same millisecond are strictly increasing
+(the random part is incremented), so sorting ids sorts by creation time.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_DECODE = {c: i for i, c in enumerate(_ALPHABET)}
+PREFIXES = frozenset({"evt", "ep", "dlv", "att", "rpl", "job"})
+_ID_LEN = 26
+
+
+class _UlidGenerator:
+    """Monotonic ULID source; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = -1
+        self._last_rand = 0
+
+    def next(self, now_ms: int | None = None) -> int:
+        ms = int(time.time() * 1000) if now_ms is None else now_ms
+        with self._lock:
+            if ms <= self._last_ms:
+                ms = self._last_ms
+                rand = self._last_rand + 1
+            else:
+                rand = int.from_bytes(os.urandom(10), "big") >> 1  # leave room to increment
+            self._last_ms, self._last_rand = ms, rand
+        return (ms << 80) | (rand & ((1 << 80) - 1))
+
+
+_GENERATOR = _UlidGenerator()
+
+
+def _encode(value: int) -> str:
+    chars = []
+    for _ in range(_ID_LEN):
+        chars.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def new_id(prefix: str) -> str:
+    """Return a fresh id such as ``evt_01JD...``; ``prefix`` must be one of :data:`PREFIXES`."""
+    if prefix not in PREFIXES:
+        raise ValueError(f"unknown id prefix {prefix!r}")
+    return f"{prefix}_{_encode(_GENERATOR.next())}"
+
+
+def is_valid_id(value: str, prefix: str) -> bool:
+    """True when ``value`` is ``<prefix>_`` followed by 26 Crockford base32 characters."""
+    head, sep, body = value.partition("_")
+    return (
+        sep == "_"
+        and head == prefix
+        and len(body) == _ID_LEN
+        and all(c in _DECODE for c in body)
+        and _DECODE[body[0]] <= 7
+    )

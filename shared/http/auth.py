@@ -1,0 +1,63 @@
+"""Bearer-token authentication for an aiohttp app (constant-time comparison).
+
+Health, readiness and metrics routes are open; everything else needs a token from the
+service's own list. Ingest API keys and admin tokens are separate lists, so a token of one
+service is refused (401) by the other.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+
+from aiohttp import web
+
+from shared.core.errors import AuthenticationFailed
+from shared.http.types import Handler
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+REQUEST_PRINCIPAL = "postwire.principal"
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def bearer_auth(principals: Iterable[tuple[str, str]]) -> web.Middleware:
+    """Middleware accepting ``(principal_name, token)`` pairs; sets ``request[REQUEST_PRINCIPAL]``.
+
+    Every candidate token is compared (hmac.compare_digest), so timing does not reveal which
+    prefix matched or how many tokens exist.
+    """
+    table = [(name, token.encode()) for name, token in principals]
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in OPEN_PATHS:
+            return await handler(request)
+        presented = _bearer(request)
+        if presented is None:
+            raise AuthenticationFailed("missing or malformed Authorization: Bearer header")
+        candidate = presented.encode()
+        matched: str | None = None
+        for name, token in table:
+            if hmac.compare_digest(candidate, token) and matched is None:
+                matched = name
+        if matched is None:
+            raise AuthenticationFailed("invalid credentials")
+        request[REQUEST_PRINCIPAL] = matched
+        return await handler(request)
+
+    return middleware
+
+
+def principal_of(request: web.Request) -> str:
+    """The authenticated principal (operator name on the admin API, ``api`` on ingest)."""
+    value = request.get(REQUEST_PRINCIPAL)
+    if not isinstance(value, str):
+        raise AuthenticationFailed("not authenticated")
+    return value

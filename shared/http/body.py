@@ -1,0 +1,67 @@
+"""Reading request bodies to the contract: JSON objects only, bounded size, no unknown fields."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from shared.core.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+
+
+async def read_body_bytes(request: web.Request, max_bytes: int) -> bytes:
+    """The raw body, refusing with 413 as soon as it exceeds ``max_bytes``.
+
+    A declared Content-Length over the limit is refused before anything is read; a chunked
+    body is read incrementally and refused the moment it crosses the limit.
+    """
+    declared = request.content_length
+    if declared is not None and declared > max_bytes:
+        raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {max_bytes}")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def check_json_content_type(request: web.Request) -> None:
+    """415 unless the request declares ``application/json`` (charset parameters allowed)."""
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, not {request.content_type or 'missing'}")
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """Parse ``raw`` as a JSON object; 400 otherwise."""
+    if not raw:
+        raise InvalidRequest("request body is empty; a JSON object is required")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc.msg}") from exc
+    if not isinstance(value, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return value
+
+
+async def read_json_object(request: web.Request, max_bytes: int) -> dict[str, Any]:
+    """Content type, size limit and JSON-object checks in the contract's order."""
+    check_json_content_type(request)
+    return parse_json_object(await read_body_bytes(request, max_bytes))
+
+
+def reject_unknown(obj: dict[str, Any], allowed: Iterable[str], where: str = "") -> None:
+    """400 naming the first field of ``obj`` not in ``allowed``."""
+    allowed_set = set(allowed)
+    for key in obj:
+        if key not in allowed_set:
+            raise InvalidRequest(f"unknown field {key!r}", param=f"{where}{key}")

@@ -1,0 +1,61 @@
+"""Structured JSON logs, one object per line on stderr.
+
+Log with ``log.info("delivery succeeded", extra=fields(event_id=..., delivery_id=...,
+endpoint_id=...))``: the ids become top-level keys, so operators can grep or ship them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+_CONTEXT_KEYS = ("event_id", "delivery_id", "endpoint_id", "account_id", "replay_id", "operator")
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+
+def fields(**values: Any) -> dict[str, Any]:
+    """Wrap context fields for ``extra=``; None values are dropped."""
+    return {"pw": {k: v for k, v in values.items() if v is not None}}
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON object with ts, level, service, logger, msg and context."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "service": self.service,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        extra = getattr(record, "pw", None)
+        if isinstance(extra, dict):
+            out.update(extra)
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED and key != "pw" and key in _CONTEXT_KEYS:
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(out, default=str).decode()
+
+
+def configure_logging(service: str, level: str = "INFO") -> None:
+    """Send every logger's records to stderr as JSON lines tagged with ``service``."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("aiokafka", "kafka", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

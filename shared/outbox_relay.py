@@ -1,0 +1,130 @@
+"""Getting outbox rows onto Kafka: a fast path right after commit, and a relay for leftovers.
+
+The fast path (:class:`OutboxFlusher`) publishes what a transaction just committed and deletes
+it. Whatever it misses (the process died between commit and publish, the broker was down) is
+picked up by :class:`OutboxRelay`, which every process runs: it locks rows older than a few
+seconds with ``FOR UPDATE SKIP LOCKED``, publishes them and deletes them in one transaction, so
+several relays never publish the same row at once. Kafka may see a message twice (at least
+once); consumers check Postgres before acting, so a duplicate is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+import asyncpg
+
+from shared.adapters.kafka.publisher import KafkaPublisher, Message, PublishFailed
+from shared.adapters.pg.outbox import delete_outbox, lock_due_outbox, outbox_backlog
+
+log = logging.getLogger(__name__)
+
+
+class OutboxFlusher:
+    """Publishes freshly committed outbox rows in the background, batching across commits."""
+
+    def __init__(self, pool: asyncpg.Pool, publisher: KafkaPublisher, max_batch: int = 2000) -> None:
+        self._pool = pool
+        self._publisher = publisher
+        self._queue: asyncio.Queue[tuple[list[int], list[Message]]] = asyncio.Queue()
+        self._max_batch = max_batch
+        self._task: asyncio.Task[None] | None = None
+
+    def submit(self, ids: Sequence[int], messages: Sequence[Message]) -> None:
+        """Queue committed rows for publishing; never blocks, never raises."""
+        if ids:
+            self._queue.put_nowait((list(ids), list(messages)))
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-flusher")
+
+    async def stop(self) -> None:
+        """Publish what is queued (best effort), then stop; the relay covers the rest."""
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drain_now(), timeout=5)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _drain_now(self) -> None:
+        while not self._queue.empty():
+            await self._flush([self._queue.get_nowait()])
+
+    async def _run(self) -> None:
+        while True:
+            await self._flush([await self._queue.get()])
+
+    async def _flush(self, batch: list[tuple[list[int], list[Message]]]) -> None:
+        count = len(batch[0][0])
+        while not self._queue.empty() and count < self._max_batch:
+            batch.append(self._queue.get_nowait())
+            count += len(batch[-1][0])
+        ids = [i for part_ids, _ in batch for i in part_ids]
+        messages = [m for _, part_messages in batch for m in part_messages]
+        try:
+            await self._publisher.publish(messages)
+            await delete_outbox(self._pool, ids)
+        except PublishFailed as exc:
+            log.warning("publish after commit failed, relay will retry: %s", exc)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("outbox cleanup failed, relay will re-publish: %s", exc)
+
+
+class OutboxRelay:
+    """Background loop that publishes outbox rows the fast path left behind."""
+
+    def __init__(self, pool: asyncpg.Pool, publisher: KafkaPublisher, *, min_age_s: float = 3.0,
+                 interval_s: float = 1.0, batch: int = 1000,
+                 on_backlog: Callable[[int], None] | None = None) -> None:
+        self._pool = pool
+        self._publisher = publisher
+        self._min_age_s = min_age_s
+        self._interval_s = interval_s
+        self._batch = batch
+        self._on_backlog = on_backlog
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def relay_once(self) -> int:
+        """Publish one batch of due rows; returns how many were published (0 when none due).
+
+        Raises PublishFailed when the broker did not take them (rows stay for the next round).
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            due = await lock_due_outbox(conn, self._min_age_s, self._batch)
+            if not due:
+                return 0
+            await self._publisher.publish([m for _, m in due])
+            await delete_outbox(conn, [i for i, _ in due])
+        log.info("outbox relay published %d messages", len(due))
+        return len(due)
+
+    async def _run(self) -> None:
+        delay = self._interval_s
+        while True:
+            try:
+                while await self.relay_once() == self._batch:
+                    pass
+                if self._on_backlog is not None:
+                    self._on_backlog(await outbox_backlog(self._pool))
+                delay = self._interval_s
+            except PublishFailed as exc:
+                delay = min(delay * 2, 10.0)
+                log.warning("outbox relay: broker unavailable (%s); retry in %.1fs", exc, delay)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                delay = min(delay * 2, 10.0)
+                log.warning("outbox relay: postgres unavailable (%s); retry in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
