@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 class OutboxFlusher:
     """Publishes freshly committed outbox rows in the background, batching across commits."""
 
-    def __init__(self, pool: asyncpg.Pool, publisher: KafkaPublisher, max_batch: int = 2000) -> None:
+    def __init__(self, pool: asyncpg.Pool, publisher: KafkaPublisher,
+                 max_batch: int = 2000) -> None:
         self._pool = pool
         self._publisher = publisher
         self._queue: asyncio.Queue[tuple[list[int], list[Message]]] = asyncio.Queue()

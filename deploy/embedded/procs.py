@@ -34,17 +34,19 @@ from pathlib import Path
 _PR_SET_PDEATHSIG = 1
 
 
-def _load_libc() -> ctypes.CDLL | None:
+def _load_prctl() -> Callable[..., int] | None:
+    """libc's ``prctl``, resolved once in the parent (the forked child must not allocate)."""
     if not sys.platform.startswith("linux"):
         return None
     name = ctypes.util.find_library("c") or "libc.so.6"
     try:
-        return ctypes.CDLL(name, use_errno=True)
-    except OSError:
+        prctl: Callable[..., int] = ctypes.CDLL(name, use_errno=True).prctl
+    except (OSError, AttributeError):
         return None
+    return prctl
 
 
-_LIBC = _load_libc()
+_PRCTL = _load_prctl()
 
 
 def pdeathsig_preexec(sig: signal.Signals) -> Callable[[], None] | None:
@@ -54,14 +56,14 @@ def pdeathsig_preexec(sig: signal.Signals) -> Callable[[], None] | None:
     module docstring for why. The returned function runs in the forked child and never raises:
     if the parent already died before it ran, the child exits at once.
     """
-    libc = _LIBC
-    if libc is None or threading.current_thread() is not threading.main_thread():
+    prctl = _PRCTL
+    if prctl is None or threading.current_thread() is not threading.main_thread():
         return None
     parent = os.getpid()
     signum = int(sig)
 
     def arm() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
+        prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
         if os.getppid() != parent:
             os._exit(1)
 
@@ -95,6 +97,7 @@ def spawn(
             cwd=cwd,
             user=user,
             group=_primary_group(user),
+            extra_groups=[] if user is not None else None,
             start_new_session=True,
             preexec_fn=pdeathsig_preexec(death_signal),
         )
@@ -121,46 +124,51 @@ def signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
             os.kill(proc.pid, sig)
 
 
-def terminate(
-    proc: subprocess.Popen[bytes], sig: signal.Signals, timeout_s: float
-) -> int | None:
-    """Send ``sig`` to the group, wait up to ``timeout_s``, then SIGKILL the group.
+def terminate(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout_s: float) -> int | None:
+    """Send ``sig`` to the group, wait up to ``timeout_s``, then SIGKILL the whole tree.
 
-    Blocks until the child is reaped. Returns its exit status (negative signal number when killed
-    by a signal). Leftover group members (for example orphaned Postgres backends) are SIGKILLed.
+    Blocks until the child is reaped and its descendants are gone (up to a few seconds for
+    those, which are reaped by init). Returns the child's exit status (negative signal number
+    when killed by a signal).
     """
     signal_group(proc, sig)
     try:
         proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        signal_group(proc, signal.SIGKILL)
-        proc.wait()
-    kill_group_leftovers(proc.pid)
+        kill_now(proc)
     return proc.returncode
 
 
 def kill_now(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the child's whole group and reap it. Blocks only for the reap (milliseconds)."""
+    """SIGKILL the child, its process group and every descendant (some, like Postgres backends,
+    run in sessions of their own), then reap it and wait for the descendants to vanish."""
+    tree = descendants(proc.pid) if proc.poll() is None else []
     signal_group(proc, signal.SIGKILL)
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
     proc.wait()
-    kill_group_leftovers(proc.pid)
+    wait_gone([*tree, *group_members(proc.pid)], timeout_s=5.0)
 
 
-def kill_group_leftovers(pgid: int) -> None:
-    """SIGKILL any process still in group ``pgid`` (after its leader exited). Never raises."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-    deadline = time.monotonic() + 5.0
-    while group_members(pgid) and time.monotonic() < deadline:
+def wait_gone(pids: list[int], timeout_s: float) -> bool:
+    """Wait until none of ``pids`` is alive (zombies count as gone). True if they all went."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = [pid for pid in pids if pid_alive(pid)]
+        if not alive:
+            return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.02)
 
 
-def group_members(pgid: int) -> list[int]:
-    """PIDs of live (non-zombie) processes whose process group is ``pgid`` (Linux ``/proc``)."""
-    members: list[int] = []
+def _proc_table() -> list[tuple[int, str, int, int]]:
+    """(pid, state, ppid, pgrp) of every process visible in ``/proc`` (empty off Linux)."""
+    table: list[tuple[int, str, int, int]] = []
     proc_root = Path("/proc")
     if not proc_root.is_dir():
-        return members
+        return table
     for entry in proc_root.iterdir():
         if not entry.name.isdigit():
             continue
@@ -170,9 +178,30 @@ def group_members(pgid: int) -> list[int]:
             continue
         # Fields after the parenthesised command: state ppid pgrp ...
         fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) >= 3 and fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
+        if len(fields) >= 3:
+            table.append((int(entry.name), fields[0], int(fields[1]), int(fields[2])))
+    return table
+
+
+def group_members(pgid: int) -> list[int]:
+    """PIDs of live (non-zombie) processes whose process group is ``pgid`` (Linux ``/proc``)."""
+    return [pid for pid, state, _ppid, pgrp in _proc_table() if pgrp == pgid and state != "Z"]
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of all live descendants of ``pid`` (children, grandchildren...), via ``/proc``."""
+    children: dict[int, list[int]] = {}
+    for child, state, ppid, _pgrp in _proc_table():
+        if state != "Z":
+            children.setdefault(ppid, []).append(child)
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        current = frontier.pop()
+        for child in children.get(current, []):
+            found.append(child)
+            frontier.append(child)
+    return found
 
 
 def pid_alive(pid: int) -> bool:

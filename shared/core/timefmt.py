@@ -28,5 +28,6 @@ def parse_ts(text: str) -> datetime:
     except ValueError as exc:
         raise ValueError("not an RFC 3339 timestamp") from exc
     if parsed.tzinfo is None or "T" not in candidate.upper():
-        raise ValueError("timestamp needs a date, a time and a UTC offset (e.g. 2026-11-22T10:00:00Z)")
+        raise ValueError(
+            "timestamp needs a date, a time and a UTC offset (e.g. 2026-11-22T10:00:00Z)")
     return parsed.astimezone(UTC)

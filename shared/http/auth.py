@@ -11,6 +11,7 @@ import hmac
 from collections.abc import Iterable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from shared.core.errors import AuthenticationFailed
 from shared.http.types import Handler
@@ -27,7 +28,7 @@ def _bearer(request: web.Request) -> str | None:
     return token.strip()
 
 
-def bearer_auth(principals: Iterable[tuple[str, str]]) -> web.Middleware:
+def bearer_auth(principals: Iterable[tuple[str, str]]) -> Middleware:
     """Middleware accepting ``(principal_name, token)`` pairs; sets ``request[REQUEST_PRINCIPAL]``.
 
     Every candidate token is compared (hmac.compare_digest), so timing does not reveal which

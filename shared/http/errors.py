@@ -29,7 +29,7 @@ def _from_http_exception(exc: web.HTTPException) -> ApiError:
     if exc.status == 404:
         return NotFound("no such route")
     if exc.status == 405:
-        error = InvalidRequest(f"method {exc.text or ''} not allowed on this route".replace("  ", " "))
+        error = InvalidRequest("method not allowed on this route")
         error.status = 405  # type: ignore[misc]
         return error
     if exc.status == 413:

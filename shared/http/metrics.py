@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from shared.http.types import Handler
@@ -16,13 +17,14 @@ class HttpMetrics:
     """``http_requests_total`` by route and status; ``http_request_duration_seconds`` by route."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter("http_requests_total", "HTTP requests answered, by route and status",
+        self.requests = Counter("http_requests_total",
+                                "HTTP requests answered, by route and status",
                                 ["method", "route", "status"], registry=registry)
         self.latency = Histogram("http_request_duration_seconds",
                                  "Time to answer an HTTP request, by route", ["method", "route"],
                                  buckets=LATENCY_BUCKETS, registry=registry)
 
-    def middleware(self) -> web.Middleware:
+    def middleware(self) -> Middleware:
         """Observes every request; the route label is the route template (bounded cardinality)."""
 
         @web.middleware

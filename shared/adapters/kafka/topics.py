@@ -1,4 +1,7 @@
-"""Topic names and their creation at start (plain Kafka admin API: works on Apache Kafka and Tansu)."""
+"""Topic names and their creation at start.
+
+Only the plain Kafka admin API is used, so Apache Kafka and Tansu both work.
+"""
 
 from __future__ import annotations
 
@@ -45,8 +48,9 @@ async def ensure_topics(bootstrap: str, prefix: str, partitions: int,
                         raise ConfigError(f"cannot create Kafka topic {name}: {message} ({code})")
                 log.info("created topics %s", missing)
     except (KafkaError, OSError, TimeoutError) as exc:
-        raise ConfigError(f"POSTWIRE_KAFKA_BOOTSTRAP: cannot reach Kafka at {bootstrap} ({exc!r})") \
-            from exc
+        raise ConfigError(
+            f"POSTWIRE_KAFKA_BOOTSTRAP: cannot reach Kafka at {bootstrap} ({exc!r})"
+        ) from exc
     finally:
         await admin.close()
 

@@ -1,4 +1,4 @@
-"""The transactional outbox table: write messages with the state change, delete once acknowledged."""
+"""The transactional outbox: messages written with their state change, deleted once acked."""
 
 from __future__ import annotations
 

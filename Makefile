@@ -1,0 +1,48 @@
+# Postwire developer entry points. Everything runs from the repo's own virtualenv (.venv).
+#   make install  create .venv (if missing) and install the package with dev extras
+#   make run      install, then run the local stack in the foreground (`postwire dev up`)
+#   make lint     ruff check + mypy (strict)
+#   make test     install, lint, then every test layer; prints a one-line verdict
+#   make bench    run every bench/*.py script (each prints its own table)
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TEST_DIRS := tests/unit tests/integration tests/e2e tests/faults
+
+.PHONY: install run lint test bench clean
+
+install: $(STAMP)
+
+# Re-installs only when pyproject.toml changed since the last successful install.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: install
+	$(BIN)/postwire dev up
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: install lint
+	@dirs=""; for d in $(TEST_DIRS); do if [ -d "$$d" ]; then dirs="$$dirs $$d"; fi; done; \
+	set +e; $(BIN)/pytest -q -rfE $$dirs; rc=$$?; set -e; \
+	if [ $$rc -eq 0 ]; then echo "make test: OK (lint clean, all tests passed)"; \
+	else echo "make test: FAILED (pytest exit status $$rc; see the summary above)"; fi; \
+	exit $$rc
+
+bench: install
+	@for f in bench/*.py; do \
+		[ -e "$$f" ] || continue; \
+		name=$$(basename "$$f" .py); \
+		case "$$name" in _*) continue;; esac; \
+		echo "== bench/$$name.py"; \
+		$(BIN)/python -m "bench.$$name" || exit 1; \
+	done
+
+clean:
+	rm -rf .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,86 @@
+"""Dispatcher settings: the common variables plus delivery, backoff and loop tuning.
+
+Every variable is optional except the common required ones (API.md). Units are in the names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from shared.config import CommonSettings, env_float, env_int, env_str, load_common
+from shared.core.backoff import BackoffPolicy
+from shared.core.errors import ConfigError
+from shared.core.retry import RetryFloors
+
+FIVE_DAYS_S = 5 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class DispatcherSettings:
+    """Read once at start; a bad value raises ConfigError naming the variable."""
+
+    common: CommonSettings
+    port: int
+    group_id: str                      # Kafka consumer group shared by every dispatcher
+    backoff: BackoffPolicy             # circuit breaker + auto-disable window
+    floors: RetryFloors                # shortest retry delay after a timeout / a 429
+    concurrency: int                   # in-flight attempts of this process, all endpoints
+    endpoint_concurrency: int          # in-flight attempts of this process for one endpoint
+    waiting_per_endpoint: int          # messages held in memory per endpoint before parking
+    lease_margin_s: float              # lease = wait for rate slot + timeout + this margin
+    rate_horizon_s: float              # claim a rate-limited delivery at most this far ahead
+    scheduler_interval_s: float        # how often due retries are re-published
+    sweep_interval_s: float            # how often stuck deliveries are looked for
+    sweep_stale_s: float               # a delivery that has not moved this long is re-published
+    drain_s: float                     # SIGTERM: wait this long for in-flight attempts
+    outcome_batch_max: int             # group commit closes at this many outcomes...
+    outcome_batch_wait_ms: int         # ...or this long after the first one arrived
+
+    @property
+    def delivery_timeout_s(self) -> float:
+        return self.common.delivery_timeout_s
+
+
+def _backoff(env: Mapping[str, str]) -> BackoffPolicy:
+    cooloff = env_float(env, "POSTWIRE_CIRCUIT_COOLOFF_S", 5.0, 0.0, 86400.0)
+    max_cooloff = env_float(env, "POSTWIRE_CIRCUIT_MAX_COOLOFF_S", max(300.0, cooloff),
+                            0.0, 86400.0)
+    if max_cooloff < cooloff:
+        raise ConfigError(f"POSTWIRE_CIRCUIT_MAX_COOLOFF_S={max_cooloff:g} is not valid: "
+                          f"expected at least POSTWIRE_CIRCUIT_COOLOFF_S ({cooloff:g})")
+    return BackoffPolicy(
+        failure_threshold=env_int(env, "POSTWIRE_CIRCUIT_FAILURE_THRESHOLD", 5, 1, 100000),
+        base_cooloff_s=cooloff,
+        max_cooloff_s=max_cooloff,
+        auto_disable_after_s=env_float(env, "POSTWIRE_ENDPOINT_DISABLE_AFTER_S",
+                                       float(FIVE_DAYS_S), 1.0, 365.0 * 86400),
+    )
+
+
+def load_dispatcher_settings(env: Mapping[str, str]) -> DispatcherSettings:
+    """Read and validate; raises ConfigError (one line naming the variable) on a bad value."""
+    common = load_common(env)
+    return DispatcherSettings(
+        common=common,
+        port=env_int(env, "POSTWIRE_DISPATCHER_PORT", 8081, 1, 65535),
+        group_id=env_str(env, "POSTWIRE_DISPATCHER_GROUP", f"{common.topic_prefix}dispatcher"),
+        backoff=_backoff(env),
+        floors=RetryFloors(
+            timeout_s=env_float(env, "POSTWIRE_RETRY_FLOOR_TIMEOUT_S", 5.0, 0.0, 86400.0),
+            rate_limited_s=env_float(env, "POSTWIRE_RETRY_FLOOR_429_S", 10.0, 0.0, 86400.0),
+        ),
+        concurrency=env_int(env, "POSTWIRE_DISPATCHER_CONCURRENCY", 512, 1, 100000),
+        endpoint_concurrency=env_int(env, "POSTWIRE_DISPATCHER_ENDPOINT_CONCURRENCY", 64, 1,
+                                     100000),
+        waiting_per_endpoint=env_int(env, "POSTWIRE_DISPATCHER_WAITING_PER_ENDPOINT", 2000, 1,
+                                     1000000),
+        lease_margin_s=env_float(env, "POSTWIRE_LEASE_MARGIN_S", 10.0, 0.5, 3600.0),
+        rate_horizon_s=env_float(env, "POSTWIRE_RATE_HORIZON_S", 1.0, 0.05, 60.0),
+        scheduler_interval_s=env_float(env, "POSTWIRE_SCHEDULER_INTERVAL_S", 0.25, 0.01, 60.0),
+        sweep_interval_s=env_float(env, "POSTWIRE_SWEEP_INTERVAL_S", 5.0, 0.1, 3600.0),
+        sweep_stale_s=env_float(env, "POSTWIRE_SWEEP_STALE_S", 60.0, 0.5, 86400.0),
+        drain_s=env_float(env, "POSTWIRE_DISPATCHER_DRAIN_S", 5.0, 0.0, 300.0),
+        outcome_batch_max=env_int(env, "POSTWIRE_OUTCOME_BATCH_MAX", 500, 1, 10000),
+        outcome_batch_wait_ms=env_int(env, "POSTWIRE_OUTCOME_BATCH_WAIT_MS", 2, 0, 1000),
+    )

@@ -1,0 +1,133 @@
+"""Mutating admin routes: replay one event, start and cancel a bulk replay.
+
+Each runs in one transaction with its audit row (see :mod:`audit`); outbox messages are handed
+to the flusher only after commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import asyncpg
+import orjson
+from aiohttp import web
+
+from services.dlq_replay.api_read import path_id
+from services.dlq_replay.context import CTX
+from services.dlq_replay.event_replay import EventReplayResult, IdempotencyInput, replay_event
+from services.dlq_replay.jobs import cancel_job, create_bulk_job
+from services.dlq_replay.schemas import (
+    parse_bulk_replay,
+    parse_event_replay,
+    parse_idempotency_key,
+    request_hash,
+)
+from services.dlq_replay.txn import in_transaction
+from shared.core.errors import InvalidRequest
+from shared.http.auth import principal_of
+from shared.http.body import (
+    check_json_content_type,
+    parse_json_object,
+    read_body_bytes,
+    read_json_object,
+    reject_unknown,
+)
+from shared.http.query import check_query
+from shared.logging import fields
+
+MAX_BODY_BYTES = 256 * 1024
+
+log = logging.getLogger(__name__)
+
+
+def _json(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json",
+                        headers=headers)
+
+
+async def post_event_replay(request: web.Request) -> web.Response:
+    """``POST /admin/v1/events/{event_id}/replay`` -> 202 with one outcome per delivery."""
+    check_query(request, ())
+    ctx = request.app[CTX]
+    event_id = path_id(request, "event_id", "evt", "event")
+    operator = principal_of(request)
+    key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
+    body = await read_json_object(request, MAX_BODY_BYTES)
+    parsed = parse_event_replay(body)
+    idem = None if key is None else IdempotencyInput(
+        key, request_hash(event_id, body), ctx.settings.idempotency_window_s)
+
+    async def work(conn: asyncpg.Connection) -> EventReplayResult:
+        return await replay_event(conn, operator=operator, event_id=event_id, request=parsed,
+                                  idempotency=idem)
+
+    result = await in_transaction(ctx.pool, work)
+    if result.replayed:
+        ctx.metrics.replay_requests.labels("event", "idempotent_replayed").inc()
+        return _json(result.body, 202, {"Idempotent-Replayed": "true"})
+    ctx.flusher.submit(result.outbox_ids, result.messages)
+    ctx.metrics.replay_requests.labels("event", "ok").inc()
+    for item in result.body["deliveries"]:
+        ctx.metrics.replay_outcomes.labels("event", item["outcome"]).inc()
+    log.info("event replayed", extra=fields(
+        event_id=event_id, replay_id=result.body["replay_id"], operator=operator))
+    return _json(result.body, 202)
+
+
+async def post_bulk_replay(request: web.Request) -> web.Response:
+    """``POST /admin/v1/replays`` -> 202 ``{"id", "status", "matched", ...}``."""
+    check_query(request, ())
+    ctx = request.app[CTX]
+    operator = principal_of(request)
+    parsed = parse_bulk_replay(await read_json_object(request, MAX_BODY_BYTES))
+
+    async def work(conn: asyncpg.Connection) -> dict[str, Any]:
+        return await create_bulk_job(conn, operator=operator, request=parsed)
+
+    job = await in_transaction(ctx.pool, work)
+    ctx.worker.wake()
+    ctx.metrics.replay_requests.labels("bulk", "ok").inc()
+    log.info("bulk replay started", extra=fields(
+        replay_id=job["id"], operator=operator))
+    return _json(job, 202)
+
+
+async def _optional_reason(request: web.Request) -> str | None:
+    """The cancel body is optional: nothing, or ``{"reason": "..."}``."""
+    raw = await read_body_bytes(request, MAX_BODY_BYTES)
+    if not raw.strip():
+        return None
+    check_json_content_type(request)
+    body = parse_json_object(raw)
+    reject_unknown(body, ("reason",))
+    reason = body.get("reason")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 1000):
+        raise InvalidRequest("reason must be a string of at most 1000 characters",
+                             param="reason")
+    return reason
+
+
+async def post_cancel(request: web.Request) -> web.Response:
+    """``POST /admin/v1/replays/{id}/cancel`` -> 200 with the job (audited when it changed)."""
+    check_query(request, ())
+    ctx = request.app[CTX]
+    job_id = path_id(request, "id", "rpl", "replay")
+    operator = principal_of(request)
+    reason = await _optional_reason(request)
+
+    async def work(conn: asyncpg.Connection) -> tuple[dict[str, Any], bool]:
+        return await cancel_job(conn, operator=operator, job_id=job_id, reason=reason)
+
+    job, changed = await in_transaction(ctx.pool, work)
+    if changed:
+        ctx.metrics.replay_requests.labels("cancel", "ok").inc()
+        log.info("bulk replay cancelled", extra=fields(
+            replay_id=job_id, operator=operator))
+    return _json(job, 200)
+
+
+def setup_write_routes(app: web.Application) -> None:
+    app.router.add_post("/admin/v1/events/{event_id}/replay", post_event_replay)
+    app.router.add_post("/admin/v1/replays", post_bulk_replay)
+    app.router.add_post("/admin/v1/replays/{id}/cancel", post_cancel)

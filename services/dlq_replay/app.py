@@ -1,0 +1,68 @@
+"""Wiring of the admin and replay service: resources, middlewares, routes, background loops."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from services.dlq_replay.api_read import setup_read_routes
+from services.dlq_replay.api_write import setup_write_routes
+from services.dlq_replay.context import CTX, AdminContext
+from services.dlq_replay.metrics import AdminMetrics
+from services.dlq_replay.settings import AdminSettings
+from services.dlq_replay.stats import StatsLoop
+from services.dlq_replay.worker import BulkReplayWorker
+from shared.adapters.kafka.publisher import KafkaPublisher
+from shared.adapters.pg.pool import create_pool, ping
+from shared.http.auth import bearer_auth
+from shared.http.errors import error_middleware
+from shared.http.health import add_health_routes
+from shared.outbox_relay import OutboxFlusher, OutboxRelay
+
+STATS_INTERVAL_S = 5.0
+
+
+async def make_app(settings: AdminSettings) -> web.Application:
+    """Build the app; resources open here and close in the app's cleanup (SIGTERM drains).
+
+    Raises ConfigError (one line) when Postgres is unreachable or its schema is out of date.
+    """
+    common = settings.common
+    metrics = AdminMetrics()
+    pool = await create_pool(common.database_url, max_size=common.db_pool_size)
+    publisher = KafkaPublisher(common.kafka_bootstrap, common.topic_prefix, common.kafka_partitions)
+    await publisher.start()
+    flusher = OutboxFlusher(pool, publisher)
+    relay = OutboxRelay(pool, publisher, on_backlog=metrics.outbox_backlog.set)
+    worker = BulkReplayWorker(pool, flusher, metrics, settings)
+    stats = StatsLoop(pool, metrics, interval_s=STATS_INTERVAL_S,
+                      idempotency_window_s=settings.idempotency_window_s)
+    ctx = AdminContext(settings=settings, pool=pool, publisher=publisher, flusher=flusher,
+                       worker=worker, metrics=metrics)
+
+    app = web.Application(
+        middlewares=[error_middleware, metrics.http.middleware(),
+                     bearer_auth(settings.admin_tokens)],
+        client_max_size=1024 * 1024,
+    )
+    app[CTX] = ctx
+
+    async def resources(_: web.Application) -> AsyncIterator[None]:
+        flusher.start()
+        relay.start()
+        worker.start()
+        stats.start()
+        yield
+        await stats.stop()
+        await worker.stop()
+        await relay.stop()
+        await flusher.stop()
+        await publisher.stop()
+        await pool.close()
+
+    app.cleanup_ctx.append(resources)
+    setup_read_routes(app)
+    setup_write_routes(app)
+    add_health_routes(app, [lambda: ping(pool), publisher.ping], metrics.registry)
+    return app

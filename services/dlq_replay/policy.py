@@ -1,0 +1,107 @@
+"""Replay policy, pure: what a replay does to one delivery, and how fast a bulk replay may go.
+
+Nothing here does I/O; time is passed in. The shell (``queueing``, ``worker``) carries the
+decisions out inside Postgres transactions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+Outcome = Literal["queued", "already_pending", "endpoint_deleted", "endpoint_disabled", "not_dead"]
+OUTCOMES: tuple[Outcome, ...] = (
+    "queued", "already_pending", "endpoint_deleted", "endpoint_disabled", "not_dead")
+OPEN_STATUSES = frozenset({"pending", "retrying"})
+
+MAX_BATCH = 500          # deliveries queued by one bulk step (one transaction)
+STEPS_PER_SECOND = 10    # a bulk job aims for this many steps per second at full rate
+
+
+@dataclass(frozen=True)
+class DeliveryState:
+    """What a replay needs to know about one delivery, read under its row lock."""
+
+    delivery_id: str
+    endpoint_id: str
+    status: str
+    endpoint_enabled: bool
+    endpoint_deleted: bool
+
+
+def replayable_statuses(include_succeeded: bool) -> list[str]:
+    """The delivery statuses a replay may move back to ``pending``."""
+    return ["dead", "succeeded"] if include_succeeded else ["dead"]
+
+
+def classify(state: DeliveryState, include_succeeded: bool) -> Outcome:
+    """The outcome a replay reports for ``state``; only ``queued`` changes anything.
+
+    A delivery still moving (pending or retrying) is ``already_pending`` whatever its endpoint;
+    otherwise a deleted endpoint wins over a disabled one, and a delivery is queued only from a
+    replayable status (``dead``; also ``succeeded`` with ``include_succeeded``). ``cancelled``
+    deliveries of a live endpoint are reported ``not_dead``.
+    """
+    if state.status in OPEN_STATUSES:
+        return "already_pending"
+    if state.endpoint_deleted:
+        return "endpoint_deleted"
+    if not state.endpoint_enabled:
+        return "endpoint_disabled"
+    if state.status in replayable_statuses(include_succeeded):
+        return "queued"
+    return "not_dead"
+
+
+def batch_size(max_per_second: int) -> int:
+    """Deliveries per bulk step for a rate: about a tenth of a second's worth, 1..MAX_BATCH."""
+    if max_per_second < 1:
+        raise ValueError("max_per_second must be >= 1")
+    return max(1, min(MAX_BATCH, math.ceil(max_per_second / STEPS_PER_SECOND)))
+
+
+class SlidingWindowPacer:
+    """Keeps a sender at no more than ``rate`` items in any window of ``window_s`` seconds.
+
+    A strict sliding log, not a token bucket: there is no burst allowance, so every window of
+    ``window_s`` (open or closed) on the caller's clock holds at most ``rate`` items. Not
+    thread-safe; one pacer per sender.
+    """
+
+    def __init__(self, rate: int, window_s: float = 1.0, margin_s: float = 0.002) -> None:
+        if rate < 1:
+            raise ValueError("rate must be >= 1")
+        self.rate = rate
+        self.window_s = window_s
+        self._margin_s = margin_s
+        self._log: deque[tuple[float, int]] = deque()
+        self._in_window = 0
+
+    def _prune(self, now: float) -> None:
+        while self._log and self._log[0][0] + self.window_s + self._margin_s <= now:
+            self._in_window -= self._log.popleft()[1]
+
+    def wait_s(self, n: int, now: float) -> float:
+        """Seconds to wait before ``n`` more items may go (0 when they may go now).
+
+        Raises ValueError when ``n`` exceeds ``rate`` (it could never go).
+        """
+        if n > self.rate:
+            raise ValueError(f"a batch of {n} can never fit a rate of {self.rate}")
+        self._prune(now)
+        excess = self._in_window + n - self.rate
+        if excess <= 0:
+            return 0.0
+        for sent_at, count in self._log:
+            excess -= count
+            if excess <= 0:
+                return max(0.0, sent_at + self.window_s + self._margin_s - now)
+        return 0.0  # unreachable: the log holds more than the excess
+
+    def record(self, n: int, now: float) -> None:
+        """Note that ``n`` items went at ``now`` (call after they went)."""
+        if n > 0:
+            self._log.append((now, n))
+            self._in_window += n

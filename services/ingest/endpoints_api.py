@@ -1,0 +1,220 @@
+"""The Endpoints half of the ingest API (API.md, "Endpoints"): merchant webhook destinations.
+
+Routes (all behind the ingest API key)::
+
+    POST   /v1/endpoints                          201 endpoint object, with ``secret``
+    GET    /v1/endpoints?account_id=&limit=&cursor=   list, newest first
+    GET    /v1/endpoints/{id}                     endpoint object
+    PATCH  /v1/endpoints/{id}                     endpoint object
+    DELETE /v1/endpoints/{id}                     204; pending/retrying deliveries -> cancelled
+    GET    /v1/endpoints/{id}/secret              {"secret"}
+    POST   /v1/endpoints/{id}/rotate-secret       {"secret"} (the new one)
+
+A malformed or unknown id, or a deleted endpoint, is a 404. Every change notifies the other
+processes' endpoint caches inside its transaction and invalidates this process's cache after
+commit. URLs pass the SSRF guard (:func:`check_url_target`) on create and on a URL patch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import orjson
+from aiohttp import web
+
+from services.ingest import endpoints_repo as repo
+from services.ingest.context import IngestContext
+from services.ingest.endpoint_cache import ENDPOINT_CACHE, EndpointCache
+from services.ingest.endpoint_validation import (
+    check_url_target,
+    validate_account_id,
+    validate_create,
+    validate_patch,
+    validate_rotate,
+)
+from shared.adapters.dns import Resolver, resolve_host
+from shared.core.cursor import decode_cursor, encode_cursor
+from shared.core.errors import InvalidRequest, NotFound
+from shared.core.ids import is_valid_id, new_id
+from shared.core.signing import generate_secret
+from shared.core.timefmt import format_ts, utcnow
+from shared.http.body import read_json_object
+from shared.http.query import check_query, query_limit
+
+ENDPOINT_RESOLVER: web.AppKey[Resolver] = web.AppKey("endpoint_resolver")
+"""Resolves URL hosts for the SSRF guard; tests may replace it before the app starts."""
+
+MAX_BODY_BYTES = 64 * 1024
+_CURSOR_KIND = "endpoints"
+
+
+def render_endpoint(row: asyncpg.Record) -> dict[str, Any]:
+    """The public endpoint object of a row from :mod:`endpoints_repo` (never the secret)."""
+    return {
+        "id": row["id"],
+        "account_id": row["account_id"],
+        "url": row["url"],
+        "event_types": list(row["event_types"]),
+        "description": row["description"],
+        "enabled": row["enabled"],
+        "status": "enabled" if row["enabled"] else "disabled",
+        "disabled_reason": row["disabled_reason"],
+        "rate_limit_per_s": row["rate_limit_per_s"],
+        "max_in_flight": row["max_in_flight"],
+        "metadata": row["metadata"],
+        "created_at": format_ts(row["created_at"]),
+        "updated_at": format_ts(row["updated_at"]),
+    }
+
+
+def _json(body: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+def _endpoint_id(request: web.Request) -> str:
+    endpoint_id = request.match_info["endpoint_id"]
+    if not is_valid_id(endpoint_id, "ep"):
+        raise NotFound(f"no endpoint {endpoint_id!r}")
+    return endpoint_id
+
+
+def _not_found(endpoint_id: str) -> NotFound:
+    return NotFound(f"no endpoint {endpoint_id!r}")
+
+
+async def _read_optional_body(request: web.Request) -> dict[str, Any]:
+    """The JSON object body, or ``{}`` when the request has no body at all."""
+    if not request.body_exists:
+        return {}
+    return await read_json_object(request, MAX_BODY_BYTES)
+
+
+class _Handlers:
+    """Request handlers sharing the service context, the cache and the resolver."""
+
+    def __init__(self, ctx: IngestContext, cache: EndpointCache) -> None:
+        self.ctx = ctx
+        self.cache = cache
+
+    async def _check_url(self, request: web.Request, url: str) -> None:
+        await check_url_target(url, allow_private=self.ctx.settings.common.allow_private_targets,
+                               resolve=request.app[ENDPOINT_RESOLVER])
+
+    async def create(self, request: web.Request) -> web.Response:
+        check_query(request, ())
+        spec = validate_create(await read_json_object(request, MAX_BODY_BYTES))
+        await self._check_url(request, spec.url)
+        secret = spec.secret or generate_secret()
+        async with self.ctx.pool.acquire() as conn, conn.transaction():
+            row = await repo.insert_endpoint(conn, new_id("ep"), spec, secret, utcnow())
+            await repo.notify_endpoints_changed(conn, spec.account_id)
+        self.cache.invalidate(spec.account_id)
+        return _json({**render_endpoint(row), "secret": secret}, status=201)
+
+    async def list_endpoints(self, request: web.Request) -> web.Response:
+        check_query(request, ("account_id", "limit", "cursor"))
+        limit = query_limit(request)
+        account_id = request.query.get("account_id")
+        if account_id is not None:
+            validate_account_id(account_id)
+        cursor = request.query.get("cursor")
+        before_id: str | None = None
+        if cursor is not None:
+            key = decode_cursor(_CURSOR_KIND, cursor)
+            if len(key) != 1 or not isinstance(key[0], str):
+                raise InvalidRequest("cursor is not valid", param="cursor")
+            before_id = key[0]
+        async with self.ctx.pool.acquire() as conn:
+            rows = await repo.list_endpoints(conn, account_id, before_id, limit + 1)
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = encode_cursor(_CURSOR_KIND, [rows[-1]["id"]]) if has_more else None
+        return _json({"data": [render_endpoint(r) for r in rows], "has_more": has_more,
+                      "next_cursor": next_cursor})
+
+    async def get(self, request: web.Request) -> web.Response:
+        check_query(request, ())
+        endpoint_id = _endpoint_id(request)
+        async with self.ctx.pool.acquire() as conn:
+            row = await repo.get_endpoint(conn, endpoint_id)
+        if row is None:
+            raise _not_found(endpoint_id)
+        return _json(render_endpoint(row))
+
+    async def patch(self, request: web.Request) -> web.Response:
+        check_query(request, ())
+        endpoint_id = _endpoint_id(request)
+        changes = validate_patch(await read_json_object(request, MAX_BODY_BYTES))
+        if "url" in changes:
+            await self._check_url(request, changes["url"])
+        async with self.ctx.pool.acquire() as conn, conn.transaction():
+            row = await repo.get_endpoint(conn, endpoint_id, for_update=bool(changes))
+            if row is None:
+                raise _not_found(endpoint_id)
+            if changes:
+                row = await repo.update_endpoint(conn, row, changes, utcnow())
+                await repo.notify_endpoints_changed(conn, row["account_id"])
+        self.cache.invalidate(row["account_id"])
+        return _json(render_endpoint(row))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        check_query(request, ())
+        endpoint_id = _endpoint_id(request)
+        async with self.ctx.pool.acquire() as conn, conn.transaction():
+            deleted = await repo.soft_delete_endpoint(conn, endpoint_id, utcnow())
+            if deleted is None:
+                raise _not_found(endpoint_id)
+            await repo.notify_endpoints_changed(conn, deleted[0])
+        self.cache.invalidate(deleted[0])
+        return web.Response(status=204)
+
+    async def get_secret(self, request: web.Request) -> web.Response:
+        check_query(request, ())
+        endpoint_id = _endpoint_id(request)
+        async with self.ctx.pool.acquire() as conn:
+            secret = await repo.get_secret(conn, endpoint_id)
+        if secret is None:
+            raise _not_found(endpoint_id)
+        return _json({"secret": secret})
+
+    async def rotate_secret(self, request: web.Request) -> web.Response:
+        check_query(request, ())
+        endpoint_id = _endpoint_id(request)
+        grace_period_s = validate_rotate(await _read_optional_body(request))
+        secret = generate_secret()
+        async with self.ctx.pool.acquire() as conn, conn.transaction():
+            account_id = await repo.rotate_secret(conn, endpoint_id, secret, grace_period_s,
+                                                  utcnow())
+            if account_id is None:
+                raise _not_found(endpoint_id)
+            await repo.notify_endpoints_changed(conn, account_id)
+        self.cache.invalidate(account_id)
+        return _json({"secret": secret})
+
+
+def setup_endpoints(app: web.Application, ctx: IngestContext) -> None:
+    """Add the endpoint routes, ``app[ENDPOINT_CACHE]`` and ``app[ENDPOINT_RESOLVER]``.
+
+    The cache starts listening when the app starts and stops when it cleans up (a
+    ``cleanup_ctx`` appended here, so it runs inside the pool's lifetime).
+    """
+    cache = EndpointCache(ctx.pool, ctx.metrics, dsn=ctx.settings.common.database_url)
+    app[ENDPOINT_CACHE] = cache
+    app[ENDPOINT_RESOLVER] = resolve_host
+
+    async def cache_lifetime(_: web.Application) -> AsyncIterator[None]:
+        await cache.start()
+        yield
+        await cache.stop()
+
+    app.cleanup_ctx.append(cache_lifetime)
+    handlers = _Handlers(ctx, cache)
+    app.router.add_post("/v1/endpoints", handlers.create)
+    app.router.add_get("/v1/endpoints", handlers.list_endpoints)
+    app.router.add_get("/v1/endpoints/{endpoint_id}", handlers.get)
+    app.router.add_patch("/v1/endpoints/{endpoint_id}", handlers.patch)
+    app.router.add_delete("/v1/endpoints/{endpoint_id}", handlers.delete)
+    app.router.add_get("/v1/endpoints/{endpoint_id}/secret", handlers.get_secret)
+    app.router.add_post("/v1/endpoints/{endpoint_id}/rotate-secret", handlers.rotate_secret)

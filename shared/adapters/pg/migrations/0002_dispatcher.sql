@@ -1,0 +1,24 @@
+-- Dispatcher state that 0001 does not hold: half-open circuit probes, the cross-process rate
+-- slot of each endpoint, when a delivery's message was last (re)published, and the indexes the
+-- claim, scheduler and sweeper statements use.
+
+-- A half-open circuit lets one probe through; while it is in flight (until probe_until) every
+-- other delivery of the endpoint is rescheduled. rate_next_free_at is the next free send slot
+-- of an endpoint with rate_limit_per_s (GCRA-style spacing shared by every dispatcher).
+ALTER TABLE endpoint_health
+    ADD COLUMN probe_until       timestamptz,
+    ADD COLUMN rate_next_free_at timestamptz;
+
+-- When the scheduler, the sweeper or a finished ordering-key head last published a message for
+-- this delivery; the scheduler publishes a due delivery once (published_at < next_attempt_at),
+-- the sweeper again only after it has stood still for a while.
+ALTER TABLE deliveries ADD COLUMN published_at timestamptz;
+
+-- In-flight per endpoint = unexpired leases; leases are cleared when an outcome is recorded, so
+-- this index stays small (bounded by what is in flight plus leases of crashed dispatchers).
+CREATE INDEX deliveries_leased_idx ON deliveries (endpoint_id, lease_until)
+    WHERE lease_until IS NOT NULL;
+
+-- The sweeper looks for open deliveries that have not moved for a while.
+CREATE INDEX deliveries_open_updated_idx ON deliveries (updated_at)
+    WHERE status IN ('pending', 'retrying');

@@ -1,0 +1,336 @@
+"""``postwire dev up`` and ``postwire dev infra``: the local development stack.
+
+Both run in the foreground until Ctrl-C or SIGTERM and then stop every child they started
+(services first, then the broker, then Postgres). Data, logs, credentials and a lock live in
+``--dir`` (default ``.postwire/dev`` under the current directory); the lock (``dev.lock``, an
+``flock``) makes a second ``dev up``/``dev infra`` on the same directory exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import json
+import os
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from deploy.embedded import procs
+from deploy.embedded.broker import BrokerError
+from deploy.embedded.ports import PortInUseError, ensure_port_free, pick_port
+from deploy.embedded.postgres import PostgresError
+from deploy.embedded.services import (
+    PORT_VARS,
+    SERVICE_NAMES,
+    ServiceName,
+    ServiceProcess,
+    ServiceStartError,
+    service_available,
+    service_port,
+    start_service,
+)
+from deploy.embedded.stack import EmbeddedStack
+
+DEFAULT_DIR = Path(".postwire/dev")
+DEFAULT_PG_PORT = 55432
+DEFAULT_BROKER_PORT = 59092
+ADMIN_OPERATOR = "admin"
+_LABELS: dict[ServiceName, str] = {
+    "ingest": "ingest API",
+    "dispatcher": "dispatcher (health/metrics)",
+    "dlq_replay": "admin/replay API",
+}
+
+
+class AlreadyRunning(Exception):
+    """Another ``postwire dev`` holds the lock of this directory."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Dev credentials, generated once and kept in ``credentials.json`` so they stay stable."""
+
+    api_key: str
+    admin_token: str
+
+    @property
+    def admin_tokens_env(self) -> str:
+        """Value for POSTWIRE_ADMIN_TOKENS (``operator:token``)."""
+        return f"{ADMIN_OPERATOR}:{self.admin_token}"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``postwire dev up`` and ``postwire dev infra``."""
+    dev = sub.add_parser("dev", help="run a local stack (embedded Postgres + Kafka broker)")
+    actions = dev.add_subparsers(dest="dev_command", metavar="ACTION", required=True)
+    up = actions.add_parser(
+        "up",
+        help="Postgres, broker, migrations and every service, until Ctrl-C",
+        description="Start embedded Postgres and broker, apply migrations, start the services "
+        "on their ports (POSTWIRE_*_PORT or 8080/8081/8082) and print how to use them.",
+    )
+    infra = actions.add_parser(
+        "infra",
+        help="only Postgres and the broker (run services yourself), until Ctrl-C",
+        description="Start embedded Postgres and broker, apply migrations and print the "
+        "export lines for POSTWIRE_DATABASE_URL and POSTWIRE_KAFKA_BOOTSTRAP.",
+    )
+    for parser in (up, infra):
+        parser.add_argument(
+            "--dir", type=Path, default=DEFAULT_DIR, help="state directory (default %(default)s)"
+        )
+        parser.add_argument(
+            "--pg-port", type=int, default=None, help=f"Postgres port (default {DEFAULT_PG_PORT})"
+        )
+        parser.add_argument(
+            "--broker-port",
+            type=int,
+            default=None,
+            help=f"broker port (default {DEFAULT_BROKER_PORT})",
+        )
+    infra.add_argument("--no-migrate", action="store_true", help="do not apply migrations")
+    up.set_defaults(handler=cmd_up, no_migrate=False)
+    infra.set_defaults(handler=cmd_infra)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """``dev up``: exit 0 after a clean stop, 1 on failure or a child dying, 1 if already up."""
+    return _run(args, with_services=True)
+
+
+def cmd_infra(args: argparse.Namespace) -> int:
+    """``dev infra``: like ``dev up`` without the services."""
+    return _run(args, with_services=False)
+
+
+def _say(message: str = "") -> None:
+    print(message, flush=True)
+
+
+def _fail(message: str) -> int:
+    print(f"postwire dev: {message}", file=sys.stderr, flush=True)
+    return 1
+
+
+def _run(args: argparse.Namespace, *, with_services: bool) -> int:
+    base: Path = args.dir.resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = acquire_lock(base / "dev.lock")
+    except AlreadyRunning as exc:
+        return _fail(str(exc))
+    stack: EmbeddedStack | None = None
+    running: list[ServiceProcess] = []
+    previous = {
+        sig: signal.signal(sig, signal.default_int_handler)
+        for sig in (signal.SIGTERM, signal.SIGHUP)
+    }
+    try:
+        names = [n for n in SERVICE_NAMES if service_available(n)] if with_services else []
+        ports = _service_ports(names)
+        pg_port = _infra_port(args.pg_port, DEFAULT_PG_PORT, "embedded Postgres", "--pg-port")
+        broker_port = _infra_port(
+            args.broker_port, DEFAULT_BROKER_PORT, "embedded Kafka broker", "--broker-port"
+        )
+        _say(f"starting Postgres and the broker (state in {base}) ...")
+        stack = EmbeddedStack(base_dir=base, pg_port=pg_port, broker_port=broker_port)
+        stack.start()
+        if not args.no_migrate:
+            _migrate(stack.database_url)
+        if with_services:
+            env = _service_env(stack, load_credentials(base / "credentials.json"), ports)
+            running = _start_services(names, env, stack.log_dir)
+            _print_up_banner(stack, running, base)
+        else:
+            _print_infra_banner(stack)
+        return _supervise(stack, running)
+    except KeyboardInterrupt:
+        _say("\nstopping ...")
+        return 0
+    except (PortInUseError, PostgresError, BrokerError, ServiceStartError, MigrationError) as exc:
+        return _fail(str(exc))
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        for service in reversed(running):
+            service.stop()
+        if stack is not None:
+            stack.stop()
+            _say("stopped: no child process left running")
+        lock.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def acquire_lock(path: Path) -> IO[str]:
+    """Take an exclusive, non-blocking ``flock`` on ``path`` and write our PID into it.
+
+    The lock lasts while the returned file stays open (children do not inherit it).
+    Raises AlreadyRunning naming the holder's PID.
+    """
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise AlreadyRunning(
+            f"another `postwire dev` is already running on {path.parent} (pid {holder}); "
+            "stop it first (Ctrl-C in its terminal, or kill its pid)"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def load_credentials(path: Path) -> Credentials:
+    """Read the dev credentials, creating them (owner-only file) on first use or if unreadable."""
+    try:
+        data = json.loads(path.read_text())
+        return Credentials(api_key=str(data["api_key"]), admin_token=str(data["admin_token"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        creds = Credentials(
+            api_key=f"pw_test_{secrets.token_hex(16)}", admin_token=secrets.token_urlsafe(24)
+        )
+        body = {"api_key": creds.api_key, "admin_token": creds.admin_token}
+        procs.write_text_private(path, json.dumps(body, indent=2) + "\n")
+        return creds
+
+
+def _infra_port(explicit: int | None, default: int, purpose: str, flag: str) -> int:
+    """An explicit port must be free (else PortInUseError); the default falls back to any."""
+    if explicit is not None:
+        ensure_port_free(explicit, purpose, f"free it or pass another {flag}")
+        return explicit
+    port = pick_port(default)
+    if port != default:
+        _say(f"note: port {default} is busy, so {purpose} uses port {port}")
+    return port
+
+
+def _service_ports(names: list[ServiceName]) -> dict[ServiceName, int]:
+    """Each service's port from the environment or its default; all must be free."""
+    host = os.environ.get("POSTWIRE_HOST", "127.0.0.1")
+    ports: dict[ServiceName, int] = {}
+    for name in names:
+        port = service_port(name, dict(os.environ))
+        hint = f"stop whatever holds it or set {PORT_VARS[name]} to another port"
+        ensure_port_free(port, f"the {_LABELS[name]}", hint, host=host)
+        ports[name] = port
+    return ports
+
+
+def _service_env(
+    stack: EmbeddedStack, creds: Credentials, ports: dict[ServiceName, int]
+) -> dict[str, str]:
+    """The user's own POSTWIRE_* settings, with the dev stack's connection and auth on top."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("POSTWIRE_")}
+    env.update(
+        {
+            "POSTWIRE_DATABASE_URL": stack.database_url,
+            "POSTWIRE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+            "POSTWIRE_API_KEYS": creds.api_key,
+            "POSTWIRE_ADMIN_TOKENS": creds.admin_tokens_env,
+        }
+    )
+    env.setdefault("POSTWIRE_ALLOW_PRIVATE_TARGETS", "true")
+    env.update({PORT_VARS[name]: str(port) for name, port in ports.items()})
+    return env
+
+
+class MigrationError(RuntimeError):
+    """Migrations could not be applied (wraps the underlying error's message)."""
+
+
+def _migrate(dsn: str) -> None:
+    from shared.adapters.pg.migrations import apply_migrations
+
+    try:
+        applied = asyncio.run(apply_migrations(dsn))
+    except Exception as exc:  # report any failure as one line
+        raise MigrationError(f"migrations failed: {type(exc).__name__}: {exc}") from exc
+    _say(f"migrations applied: {', '.join(applied)}" if applied else "schema is up to date")
+
+
+def _start_services(
+    names: list[ServiceName], env: dict[str, str], log_dir: Path
+) -> list[ServiceProcess]:
+    running: list[ServiceProcess] = []
+    try:
+        for name in names:
+            _say(f"starting {name} ...")
+            running.append(start_service(name, env, log_dir / f"{name}.log"))
+        for service in running:
+            service.wait_healthy(timeout_s=60.0)
+    except BaseException:
+        for service in reversed(running):
+            service.stop()
+        raise
+    return running
+
+
+def _supervise(stack: EmbeddedStack, running: list[ServiceProcess]) -> int:
+    """Block until interrupted (KeyboardInterrupt propagates); return 1 if a child dies."""
+    while True:
+        time.sleep(0.5)
+        for service in running:
+            if not service.is_running():
+                return _fail(
+                    f"{service.name} exited unexpectedly (status {service.returncode}); "
+                    f"see {service.log_path}:\n{service.log_tail(15)}"
+                )
+        if not stack.postgres.is_running():
+            return _fail(f"Postgres exited unexpectedly; see {stack.postgres.log_path}")
+        if not stack.broker.is_running():
+            return _fail(f"the broker exited unexpectedly; see {stack.broker.log_path}")
+
+
+def _print_infra_banner(stack: EmbeddedStack) -> None:
+    _say()
+    _say(f"export POSTWIRE_DATABASE_URL={stack.database_url}")
+    _say(f"export POSTWIRE_KAFKA_BOOTSTRAP={stack.kafka_bootstrap}")
+    _say()
+    _say(f"logs in {stack.log_dir}; Ctrl-C (or kill {os.getpid()}) stops everything")
+
+
+def _print_up_banner(stack: EmbeddedStack, running: list[ServiceProcess], base: Path) -> None:
+    env = running[0].env if running else {}
+    _say("\nPostwire dev stack is up\n")
+    by_name = {service.name: service for service in running}
+    for name in SERVICE_NAMES:
+        service = by_name.get(name)
+        where = service.base_url if service else "(not available yet: no services." + name + ")"
+        _say(f"  {_LABELS[name]:<28} {where}")
+    _say(f"  {'Postgres':<28} {stack.database_url}")
+    _say(f"  {'Kafka bootstrap':<28} {stack.kafka_bootstrap}")
+    _say(f"  {'logs':<28} {stack.log_dir}")
+    if env:
+        admin = env["POSTWIRE_ADMIN_TOKENS"].split(":", 1)[1]
+        _say(f"\n  API key      {env['POSTWIRE_API_KEYS']}")
+        _say(f"  admin token  {admin}   (operator {ADMIN_OPERATOR!r})")
+        _say(f"  (both kept in {base / 'credentials.json'})")
+    ingest = by_name.get("ingest")
+    if ingest is not None:
+        _say(_curl_examples(ingest.base_url, env["POSTWIRE_API_KEYS"]))
+    _say(f"\nCtrl-C (or kill {os.getpid()}) stops everything.")
+
+
+def _curl_examples(base_url: str, api_key: str) -> str:
+    auth = f"-H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json'"
+    return (
+        "\nTry it (point the endpoint url at a receiver of yours that answers 2xx):\n"
+        f"  curl -sS -X POST {base_url}/v1/endpoints {auth} \\\n"
+        """    -d '{"account_id": "acct_demo", "url": "http://127.0.0.1:9000/webhooks"}'\n"""
+        f"  curl -sS -X POST {base_url}/v1/events {auth} \\\n"
+        """    -d '{"account_id": "acct_demo", "type": "invoice.paid", "data": {"amount": 42}}'"""
+    )
