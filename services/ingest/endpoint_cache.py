@@ -28,6 +28,8 @@ from shared.adapters.pg.notify import ENDPOINTS_CHANNEL
 
 log = logging.getLogger(__name__)
 
+APPLICATION_NAME = "postwire-endpoint-cache"
+"""``application_name`` of the dedicated listening connection (visible in pg_stat_activity)."""
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
@@ -217,7 +219,8 @@ class EndpointCache:
 
     async def _connect(self) -> asyncpg.Connection:
         if self._dsn is not None:
-            conn: asyncpg.Connection = await asyncpg.connect(self._dsn, timeout=10)
+            conn: asyncpg.Connection = await asyncpg.connect(
+                self._dsn, timeout=10, server_settings={"application_name": APPLICATION_NAME})
             return conn
         pooled: asyncpg.Connection = await self._pool.acquire(timeout=10)
         return pooled
@@ -225,6 +228,9 @@ class EndpointCache:
     async def _close(self, conn: asyncpg.Connection) -> None:
         """Give the connection back (pool) or close it; never blocks more than a few seconds."""
         if self._dsn is None:
+            with contextlib.suppress(*_DB_ERRORS):
+                if not conn.is_closed():
+                    await conn.remove_listener(ENDPOINTS_CHANNEL, self._on_notify)
             with contextlib.suppress(*_DB_ERRORS):
                 await self._pool.release(conn, timeout=2)  # terminates it itself on timeout
             return

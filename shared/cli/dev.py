@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import fcntl
-import json
 import os
-import secrets
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from types import FrameType
+from typing import Any, TypeAlias
 
-from deploy.embedded import procs
 from deploy.embedded.broker import BrokerError
+from deploy.embedded.devstate import (
+    ADMIN_OPERATOR,
+    AlreadyRunning,
+    Credentials,
+    acquire_lock,
+    load_credentials,
+)
 from deploy.embedded.ports import PortInUseError, ensure_port_free, pick_port
 from deploy.embedded.postgres import PostgresError
 from deploy.embedded.services import (
@@ -37,10 +42,10 @@ from deploy.embedded.services import (
 )
 from deploy.embedded.stack import EmbeddedStack
 
+_Handler: TypeAlias = "Callable[[int, FrameType | None], Any] | int | signal.Handlers | None"
 DEFAULT_DIR = Path(".postwire/dev")
 DEFAULT_PG_PORT = 55432
 DEFAULT_BROKER_PORT = 59092
-ADMIN_OPERATOR = "admin"
 _LABELS: dict[ServiceName, str] = {
     "ingest": "ingest API",
     "dispatcher": "dispatcher (health/metrics)",
@@ -48,21 +53,8 @@ _LABELS: dict[ServiceName, str] = {
 }
 
 
-class AlreadyRunning(Exception):
-    """Another ``postwire dev`` holds the lock of this directory."""
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """Dev credentials, generated once and kept in ``credentials.json`` so they stay stable."""
-
-    api_key: str
-    admin_token: str
-
-    @property
-    def admin_tokens_env(self) -> str:
-        """Value for POSTWIRE_ADMIN_TOKENS (``operator:token``)."""
-        return f"{ADMIN_OPERATOR}:{self.admin_token}"
+class MigrationError(RuntimeError):
+    """Migrations could not be applied; the message is one line naming the cause."""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -82,18 +74,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "export lines for POSTWIRE_DATABASE_URL and POSTWIRE_KAFKA_BOOTSTRAP.",
     )
     for parser in (up, infra):
-        parser.add_argument(
-            "--dir", type=Path, default=DEFAULT_DIR, help="state directory (default %(default)s)"
-        )
-        parser.add_argument(
-            "--pg-port", type=int, default=None, help=f"Postgres port (default {DEFAULT_PG_PORT})"
-        )
-        parser.add_argument(
-            "--broker-port",
-            type=int,
-            default=None,
-            help=f"broker port (default {DEFAULT_BROKER_PORT})",
-        )
+        add = parser.add_argument
+        add("--dir", type=Path, default=DEFAULT_DIR, help="state dir (default %(default)s)")
+        add("--pg-port", type=int, help=f"Postgres port (default {DEFAULT_PG_PORT})")
+        add("--broker-port", type=int, help=f"broker port (default {DEFAULT_BROKER_PORT})")
     infra.add_argument("--no-migrate", action="store_true", help="do not apply migrations")
     up.set_defaults(handler=cmd_up, no_migrate=False)
     infra.set_defaults(handler=cmd_infra)
@@ -125,86 +109,103 @@ def _run(args: argparse.Namespace, *, with_services: bool) -> int:
         lock = acquire_lock(base / "dev.lock")
     except AlreadyRunning as exc:
         return _fail(str(exc))
-    stack: EmbeddedStack | None = None
-    running: list[ServiceProcess] = []
-    previous = {
-        sig: signal.signal(sig, signal.default_int_handler)
-        for sig in (signal.SIGTERM, signal.SIGHUP)
-    }
+    session = _DevSession(base)
+    previous = _trap_stop_signals()
     try:
-        names = [n for n in SERVICE_NAMES if service_available(n)] if with_services else []
-        ports = _service_ports(names)
-        pg_port = _infra_port(args.pg_port, DEFAULT_PG_PORT, "embedded Postgres", "--pg-port")
-        broker_port = _infra_port(
-            args.broker_port, DEFAULT_BROKER_PORT, "embedded Kafka broker", "--broker-port"
-        )
-        _say(f"starting Postgres and the broker (state in {base}) ...")
-        stack = EmbeddedStack(base_dir=base, pg_port=pg_port, broker_port=broker_port)
-        stack.start()
-        if not args.no_migrate:
-            _migrate(stack.database_url)
-        if with_services:
-            env = _service_env(stack, load_credentials(base / "credentials.json"), ports)
-            running = _start_services(names, env, stack.log_dir)
-            _print_up_banner(stack, running, base)
-        else:
-            _print_infra_banner(stack)
-        return _supervise(stack, running)
+        session.start(args, with_services=with_services)
+        return session.supervise()
     except KeyboardInterrupt:
         _say("\nstopping ...")
         return 0
     except (PortInUseError, PostgresError, BrokerError, ServiceStartError, MigrationError) as exc:
         return _fail(str(exc))
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for sig in previous:  # a second Ctrl-C must not cut the cleanup short
             signal.signal(sig, signal.SIG_IGN)
-        for service in reversed(running):
-            service.stop()
-        if stack is not None:
-            stack.stop()
-            _say("stopped: no child process left running")
+        session.shutdown()
         lock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def acquire_lock(path: Path) -> IO[str]:
-    """Take an exclusive, non-blocking ``flock`` on ``path`` and write our PID into it.
-
-    The lock lasts while the returned file stays open (children do not inherit it).
-    Raises AlreadyRunning naming the holder's PID.
-    """
-    handle = path.open("a+")
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
-        raise AlreadyRunning(
-            f"another `postwire dev` is already running on {path.parent} (pid {holder}); "
-            "stop it first (Ctrl-C in its terminal, or kill its pid)"
-        ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    return handle
+def _trap_stop_signals() -> dict[signal.Signals, _Handler]:
+    """Make SIGINT and SIGTERM (and SIGHUP unless ignored, as under nohup) raise
+    KeyboardInterrupt. SIGINT is trapped even when inherited as ignored (a background job of a
+    script), so that it always stops the stack cleanly. Returns the previous handlers."""
+    previous: dict[signal.Signals, _Handler] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
+            continue
+        previous[sig] = signal.signal(sig, signal.default_int_handler)
+    return previous
 
 
-def load_credentials(path: Path) -> Credentials:
-    """Read the dev credentials, creating them (owner-only file) on first use or if unreadable."""
-    try:
-        data = json.loads(path.read_text())
-        return Credentials(api_key=str(data["api_key"]), admin_token=str(data["admin_token"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        creds = Credentials(
-            api_key=f"pw_test_{secrets.token_hex(16)}", admin_token=secrets.token_urlsafe(24)
+@dataclass
+class _DevSession:
+    """What one ``dev up``/``dev infra`` run started, so that it can all be stopped."""
+
+    base: Path
+    stack: EmbeddedStack | None = None
+    running: list[ServiceProcess] = field(default_factory=list)
+
+    def start(self, args: argparse.Namespace, *, with_services: bool) -> None:
+        names = [n for n in SERVICE_NAMES if service_available(n)] if with_services else []
+        ports = _service_ports(names)
+        pg_port = _infra_port(args.pg_port, DEFAULT_PG_PORT, "embedded Postgres", "--pg-port")
+        broker_port = _infra_port(
+            args.broker_port, DEFAULT_BROKER_PORT, "embedded Kafka broker", "--broker-port"
         )
-        body = {"api_key": creds.api_key, "admin_token": creds.admin_token}
-        procs.write_text_private(path, json.dumps(body, indent=2) + "\n")
-        return creds
+        _say(f"starting Postgres and the broker (state in {self.base}) ...")
+        self.stack = EmbeddedStack(base_dir=self.base, pg_port=pg_port, broker_port=broker_port)
+        self.stack.start()
+        if not args.no_migrate:
+            applied = run_migrations(self.stack.database_url)
+            _say(f"migrations applied: {', '.join(applied)}" if applied else "schema up to date")
+        if not with_services:
+            _print_infra_banner(self.stack)
+            return
+        env = _service_env(self.stack, load_credentials(self.base / "credentials.json"), ports)
+        for name in names:
+            _say(f"starting {name} ...")
+            self.running.append(start_service(name, env, self.stack.log_dir / f"{name}.log"))
+        for service in self.running:
+            service.wait_healthy(timeout_s=60.0)
+        _print_up_banner(self.stack, self.running, self.base)
+
+    def supervise(self) -> int:
+        """Block until interrupted (KeyboardInterrupt propagates); return 1 if a child dies."""
+        assert self.stack is not None
+        while True:
+            time.sleep(0.5)
+            for service in self.running:
+                if not service.is_running():
+                    return _fail(
+                        f"{service.name} exited unexpectedly (status {service.returncode}); "
+                        f"see {service.log_path}:\n{service.log_tail(15)}"
+                    )
+            for part, label in ((self.stack.postgres, "Postgres"), (self.stack.broker, "broker")):
+                if not part.is_running():
+                    return _fail(f"the {label} exited unexpectedly; see {part.log_path}")
+
+    def shutdown(self) -> None:
+        """Services first (SIGTERM, drain), then the broker, then Postgres. Blocks; never raises
+        for a child that is already gone."""
+        for service in reversed(self.running):
+            service.stop()
+        if self.stack is not None:
+            self.stack.stop()
+            _say("stopped: no child process left running")
+
+
+def run_migrations(dsn: str) -> list[str]:
+    """Apply pending migrations to ``dsn`` and return the versions applied (blocking; must not
+    be called from a running event loop). Raises MigrationError on any failure."""
+    from shared.adapters.pg.migrations import apply_migrations
+
+    try:
+        return asyncio.run(apply_migrations(dsn))
+    except Exception as exc:  # any cause (connection, SQL, checksum) becomes one line
+        raise MigrationError(f"migrations failed: {type(exc).__name__}: {exc}") from exc
 
 
 def _infra_port(explicit: int | None, default: int, purpose: str, flag: str) -> int:
@@ -248,53 +249,6 @@ def _service_env(
     return env
 
 
-class MigrationError(RuntimeError):
-    """Migrations could not be applied (wraps the underlying error's message)."""
-
-
-def _migrate(dsn: str) -> None:
-    from shared.adapters.pg.migrations import apply_migrations
-
-    try:
-        applied = asyncio.run(apply_migrations(dsn))
-    except Exception as exc:  # report any failure as one line
-        raise MigrationError(f"migrations failed: {type(exc).__name__}: {exc}") from exc
-    _say(f"migrations applied: {', '.join(applied)}" if applied else "schema is up to date")
-
-
-def _start_services(
-    names: list[ServiceName], env: dict[str, str], log_dir: Path
-) -> list[ServiceProcess]:
-    running: list[ServiceProcess] = []
-    try:
-        for name in names:
-            _say(f"starting {name} ...")
-            running.append(start_service(name, env, log_dir / f"{name}.log"))
-        for service in running:
-            service.wait_healthy(timeout_s=60.0)
-    except BaseException:
-        for service in reversed(running):
-            service.stop()
-        raise
-    return running
-
-
-def _supervise(stack: EmbeddedStack, running: list[ServiceProcess]) -> int:
-    """Block until interrupted (KeyboardInterrupt propagates); return 1 if a child dies."""
-    while True:
-        time.sleep(0.5)
-        for service in running:
-            if not service.is_running():
-                return _fail(
-                    f"{service.name} exited unexpectedly (status {service.returncode}); "
-                    f"see {service.log_path}:\n{service.log_tail(15)}"
-                )
-        if not stack.postgres.is_running():
-            return _fail(f"Postgres exited unexpectedly; see {stack.postgres.log_path}")
-        if not stack.broker.is_running():
-            return _fail(f"the broker exited unexpectedly; see {stack.broker.log_path}")
-
-
 def _print_infra_banner(stack: EmbeddedStack) -> None:
     _say()
     _say(f"export POSTWIRE_DATABASE_URL={stack.database_url}")
@@ -314,14 +268,17 @@ def _print_up_banner(stack: EmbeddedStack, running: list[ServiceProcess], base: 
     _say(f"  {'Postgres':<28} {stack.database_url}")
     _say(f"  {'Kafka bootstrap':<28} {stack.kafka_bootstrap}")
     _say(f"  {'logs':<28} {stack.log_dir}")
+    admin = env.get("POSTWIRE_ADMIN_TOKENS", ":").split(":", 1)[1]
     if env:
-        admin = env["POSTWIRE_ADMIN_TOKENS"].split(":", 1)[1]
         _say(f"\n  API key      {env['POSTWIRE_API_KEYS']}")
         _say(f"  admin token  {admin}   (operator {ADMIN_OPERATOR!r})")
         _say(f"  (both kept in {base / 'credentials.json'})")
-    ingest = by_name.get("ingest")
+    ingest, admin_api = by_name.get("ingest"), by_name.get("dlq_replay")
     if ingest is not None:
         _say(_curl_examples(ingest.base_url, env["POSTWIRE_API_KEYS"]))
+    if admin_api is not None:
+        auth = f"-H 'Authorization: Bearer {admin}'"
+        _say(f"  curl -sS {admin_api.base_url}/admin/v1/dead-letters {auth}")
     _say(f"\nCtrl-C (or kill {os.getpid()}) stops everything.")
 
 

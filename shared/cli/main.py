@@ -12,7 +12,6 @@ status (0 ok, 1 failure, 2 usage/configuration error). Adding a module is one li
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -59,12 +58,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from shared.adapters.pg.migrations import apply_migrations
-
     try:
-        applied = asyncio.run(apply_migrations(dsn))
-    except Exception as exc:  # report any failure as one line; the exit status says the rest
-        print(f"postwire migrate: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        applied = dev.run_migrations(dsn)
+    except dev.MigrationError as exc:
+        print(f"postwire migrate: {exc}", file=sys.stderr)
         return 1
     if applied:
         print(f"applied {len(applied)} migration(s): {', '.join(applied)}")

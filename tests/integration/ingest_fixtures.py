@@ -22,7 +22,7 @@ from services.ingest.context import CTX, IngestContext
 from services.ingest.endpoint_cache import ENDPOINT_CACHE, EndpointCache
 from services.ingest.endpoints_api import ENDPOINT_RESOLVER
 from services.ingest.settings import load_ingest_settings
-from shared.adapters.dns import ResolutionFailed, resolve_host
+from shared.adapters.dns import ResolutionFailed, Resolver, resolve_host
 from shared.core.ids import new_id
 
 PUBLIC_URL = "https://93.184.216.34/hooks"
@@ -93,7 +93,8 @@ async def running_ingest(env: Mapping[str, str]) -> AsyncIterator[Ingest]:
     settings = load_ingest_settings(env)
     app = await make_app(settings)
     resolver = SafeResolver()
-    app[ENDPOINT_RESOLVER] = resolver
+    resolve: Resolver = resolver
+    app[ENDPOINT_RESOLVER] = resolve
     client: TestClient[web.Request, web.Application] = TestClient(
         TestServer(app, host="127.0.0.1"))
     await client.start_server()

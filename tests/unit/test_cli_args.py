@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from deploy.embedded import devstate
 from shared.cli import dev
 from shared.cli.main import build_parser, cmd_migrate, main
 
@@ -63,26 +64,26 @@ def test_migrate_without_database_url_exits_2(
 
 
 def test_second_lock_holder_is_refused(tmp_path: Path) -> None:
-    lock = dev.acquire_lock(tmp_path / "dev.lock")
+    lock = devstate.acquire_lock(tmp_path / "dev.lock")
     try:
-        with pytest.raises(dev.AlreadyRunning, match="already running"):
-            dev.acquire_lock(tmp_path / "dev.lock")
+        with pytest.raises(devstate.AlreadyRunning, match="already running"):
+            devstate.acquire_lock(tmp_path / "dev.lock")
     finally:
         lock.close()
-    dev.acquire_lock(tmp_path / "dev.lock").close()  # free again once released
+    devstate.acquire_lock(tmp_path / "dev.lock").close()  # free again once released
 
 
 def test_credentials_are_stable_and_private(tmp_path: Path) -> None:
     path = tmp_path / "credentials.json"
-    first = dev.load_credentials(path)
+    first = devstate.load_credentials(path)
     assert first.api_key.startswith("pw_test_")
     assert first.admin_tokens_env == f"admin:{first.admin_token}"
-    assert dev.load_credentials(path) == first
+    assert devstate.load_credentials(path) == first
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_corrupt_credentials_are_regenerated(tmp_path: Path) -> None:
     path = tmp_path / "credentials.json"
     path.write_text("{not json")
-    creds = dev.load_credentials(path)
-    assert dev.load_credentials(path) == creds
+    creds = devstate.load_credentials(path)
+    assert devstate.load_credentials(path) == creds

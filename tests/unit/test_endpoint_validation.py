@@ -219,7 +219,7 @@ async def test_private_literals_refused_without_resolving(url: str) -> None:
     assert resolver.calls == []
 
 
-@pytest.mark.parametrize("url", REFUSED_LITERALS + ["http://localhost/", "http://nowhere.test/"])
+@pytest.mark.parametrize("url", [*REFUSED_LITERALS, "http://localhost/", "http://nowhere.test/"])
 async def test_everything_allowed_with_private_targets(url: str) -> None:
     resolver = FakeResolver({})
     await check_url_target(url, allow_private=True, resolve=resolver)

@@ -1,0 +1,252 @@
+"""The claim transaction: check a batch of consumed messages against Postgres, lease the ones
+to attempt now, and settle the rest (skip, park, cancel, dead-letter).
+
+One transaction per batch. The endpoints' ``endpoint_health`` rows are locked first, in id
+order, so claims of one endpoint are serialised across every dispatcher process (that is what
+makes ``max_in_flight`` and ``rate_limit_per_s`` global); everything read afterwards sees the
+commits of the previous lock holder. The policy itself is :mod:`claim_plan` (pure).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import asyncpg
+
+from services.dispatcher.claim_plan import (
+    Action, Cancel, Claim, ClaimConfig, Defer, DeliveryRow, EndpointSlot, KillDisabled, Park,
+    plan_claims,
+)
+from services.dispatcher.deadletters import kill_deliveries
+from services.dispatcher.model import Claimed, Pending
+from shared.adapters.kafka.publisher import Message
+from shared.adapters.pg.outbox import insert_outbox
+from shared.core.backoff import CircuitState, EndpointHealth, circuit_state
+from shared.core.signing import active_secrets
+
+log = logging.getLogger(__name__)
+
+_ENSURE_HEALTH_SQL = """
+INSERT INTO endpoint_health (endpoint_id)
+SELECT id FROM endpoints WHERE id = ANY($1::text[]) ORDER BY id
+ON CONFLICT DO NOTHING
+"""
+
+_LOCK_HEALTH_SQL = """
+SELECT endpoint_id, consecutive_failures, failing_since, circuit_open_until, probe_until,
+       rate_next_free_at
+FROM endpoint_health WHERE endpoint_id = ANY($1::text[]) ORDER BY endpoint_id FOR UPDATE
+"""
+
+_ROWS_SQL = """
+SELECT d.id, d.endpoint_id, d.status, d.generation, d.round_attempt_count, d.next_attempt_at,
+       d.updated_at, coalesce(d.lease_until > statement_timestamp(), false) AS lease_active,
+       (d.ordering_key IS NOT NULL AND EXISTS (
+           SELECT 1 FROM deliveries p
+           WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key
+             AND p.status IN ('pending', 'retrying') AND p.id <> d.id
+             AND (p.sequence < d.sequence OR p.lease_until > statement_timestamp())
+       )) AS blocked,
+       ep.enabled, ep.deleted_at IS NOT NULL AS deleted, ep.max_in_flight, ep.rate_limit_per_s,
+       statement_timestamp() AS now
+FROM deliveries d JOIN endpoints ep ON ep.id = d.endpoint_id
+WHERE d.id = ANY($1::text[])
+"""
+
+_LEASED_SQL = """
+SELECT endpoint_id, count(*) AS n FROM deliveries
+WHERE endpoint_id = ANY($1::text[]) AND lease_until > $2
+GROUP BY endpoint_id
+"""
+
+_CLAIM_SQL = """
+UPDATE deliveries d SET lease_owner = $1, lease_until = u.lease_until, updated_at = now()
+FROM unnest($2::text[], $3::timestamptz[]) AS u(id, lease_until), events e, endpoints ep
+WHERE d.id = u.id AND e.id = d.event_id AND ep.id = d.endpoint_id
+  AND d.status IN ('pending', 'retrying')
+  AND (d.lease_until IS NULL OR d.lease_until <= statement_timestamp())
+RETURNING d.id, d.event_id, d.account_id, d.ordering_key, d.attempt_count,
+          d.round_attempt_count, e.type, e.body, e.created_at, ep.url, ep.secret,
+          ep.previous_secret, ep.previous_secret_expires_at
+"""
+
+_PARK_SQL = """
+UPDATE deliveries d SET next_attempt_at = u.at, updated_at = now()
+FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at)
+WHERE d.id = u.id AND d.status IN ('pending', 'retrying')
+  AND (d.lease_until IS NULL OR d.lease_until <= statement_timestamp())
+"""
+
+_CANCEL_SQL = """
+UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, lease_owner = NULL,
+       lease_until = NULL, updated_at = now()
+WHERE id = ANY($1::text[]) AND status IN ('pending', 'retrying')
+"""
+
+_SAVE_SLOTS_SQL = """
+UPDATE endpoint_health h SET probe_until = u.probe_until, rate_next_free_at = u.rate_next_free_at,
+       updated_at = now()
+FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])
+     AS u(endpoint_id, probe_until, rate_next_free_at)
+WHERE h.endpoint_id = u.endpoint_id
+"""
+
+
+@dataclass
+class ClaimResult:
+    """What became of a batch. Every request is in exactly one of claimed, settled, deferred."""
+
+    claimed: list[Claimed] = field(default_factory=list)
+    settled: list[tuple[Pending, str]] = field(default_factory=list)  # (request, result label)
+    deferred: list[tuple[Pending, float]] = field(default_factory=list)
+    outbox_ids: list[int] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    endpoint_limits: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+    circuits: dict[str, CircuitState] = field(default_factory=dict)
+
+
+def _row(r: asyncpg.Record) -> DeliveryRow:
+    return DeliveryRow(
+        delivery_id=r["id"], endpoint_id=r["endpoint_id"], status=r["status"],
+        generation=r["generation"], round_attempt_count=r["round_attempt_count"],
+        next_attempt_at=r["next_attempt_at"], queued_at=r["updated_at"],
+        lease_active=r["lease_active"], blocked=r["blocked"], endpoint_enabled=r["enabled"],
+        endpoint_deleted=r["deleted"], max_in_flight=r["max_in_flight"],
+        rate_limit_per_s=r["rate_limit_per_s"],
+    )
+
+
+def _slot(r: asyncpg.Record, leased: int) -> EndpointSlot:
+    health = EndpointHealth(consecutive_failures=r["consecutive_failures"],
+                            circuit_open_until=r["circuit_open_until"],
+                            failing_since=r["failing_since"])
+    return EndpointSlot(health=health, probe_until=r["probe_until"],
+                        rate_next_free_at=r["rate_next_free_at"], leased=leased)
+
+
+class ClaimStore:
+    """Runs claim transactions for one dispatcher (``owner`` names its leases)."""
+
+    def __init__(self, pool: asyncpg.Pool, owner: str, cfg: ClaimConfig,
+                 rng: random.Random | None = None) -> None:
+        self._pool = pool
+        self._owner = owner
+        self._cfg = cfg
+        self._rng = rng or random.Random()
+        self._known_health: set[str] = set()
+
+    async def _ensure_health_rows(self, endpoint_ids: list[str]) -> None:
+        missing = [e for e in endpoint_ids if e not in self._known_health]
+        if missing:
+            await self._pool.execute(_ENSURE_HEALTH_SQL, missing)
+            self._known_health.update(missing)
+
+    async def claim(self, batch: Sequence[Pending]) -> ClaimResult:
+        """Claim or settle every request of ``batch`` in one transaction.
+
+        May raise asyncpg errors (deadlock, connection loss): nothing was changed then and the
+        caller retries the batch later.
+        """
+        endpoint_ids = sorted({p.message.endpoint_id for p in batch})
+        await self._ensure_health_rows(endpoint_ids)
+        async with self._pool.acquire() as conn, conn.transaction():
+            health_rows = await conn.fetch(_LOCK_HEALTH_SQL, endpoint_ids)
+            rows = await conn.fetch(_ROWS_SQL, [p.message.delivery_id for p in batch])
+            if not rows:
+                return ClaimResult(settled=[(p, "unknown") for p in batch])
+            now: datetime = rows[0]["now"]
+            leased = {r["endpoint_id"]: r["n"] for r in
+                      await conn.fetch(_LEASED_SQL, endpoint_ids, now)}
+            slots = {r["endpoint_id"]: _slot(r, leased.get(r["endpoint_id"], 0))
+                     for r in health_rows}
+            by_id = {r["id"]: _row(r) for r in rows}
+            actions = plan_claims(batch, by_id, slots, now, self._cfg, self._rng)
+            result = await self._apply(conn, batch, actions, slots, now)
+            for row in by_id.values():
+                result.endpoint_limits[row.endpoint_id] = (row.max_in_flight,
+                                                           row.rate_limit_per_s)
+            for endpoint_id, slot in slots.items():
+                result.circuits[endpoint_id] = circuit_state(slot.health, now)
+        return result
+
+    async def _apply(self, conn: asyncpg.Connection, batch: Sequence[Pending],
+                     actions: list[Action], slots: dict[str, EndpointSlot],
+                     now: datetime) -> ClaimResult:
+        result = ClaimResult()
+        claims: dict[str, tuple[Pending, Claim]] = {}
+        parks: dict[str, datetime] = {}
+        cancels: list[str] = []
+        kills: list[str] = []
+        for req, action in zip(batch, actions, strict=True):
+            delivery_id = req.message.delivery_id
+            if isinstance(action, Claim):
+                claims[delivery_id] = (req, action)
+                continue
+            if isinstance(action, Defer):
+                result.deferred.append((req, action.delay_s))
+                continue
+            if isinstance(action, Park):
+                parks[delivery_id] = action.at
+                label = f"parked_{action.reason}"
+            elif isinstance(action, Cancel):
+                cancels.append(delivery_id)
+                label = "cancelled"
+            elif isinstance(action, KillDisabled):
+                kills.append(delivery_id)
+                label = "endpoint_disabled"
+            else:
+                label = f"skipped_{action.reason}"
+            result.settled.append((req, label))
+        if parks:
+            ids = sorted(parks)
+            await conn.execute(_PARK_SQL, ids, [parks[i] for i in ids])
+        if cancels:
+            await conn.execute(_CANCEL_SQL, sorted(cancels))
+        result.messages = await kill_deliveries(conn, kills, "endpoint_disabled")
+        changed = sorted(e for e, s in slots.items() if s.changed)
+        if changed:
+            await conn.execute(_SAVE_SLOTS_SQL, changed, [slots[e].probe_until for e in changed],
+                               [slots[e].rate_next_free_at for e in changed])
+        if claims:
+            await self._lease(conn, claims, now, result)
+        result.outbox_ids = await insert_outbox(conn, result.messages)
+        return result
+
+    async def _lease(self, conn: asyncpg.Connection, claims: dict[str, tuple[Pending, Claim]],
+                     now: datetime, result: ClaimResult) -> None:
+        ids = sorted(claims)
+        rows = await conn.fetch(_CLAIM_SQL, self._owner, ids,
+                                [claims[i][1].lease_until for i in ids])
+        got = {r["id"]: r for r in rows}
+        for delivery_id in ids:
+            req, claim = claims[delivery_id]
+            row = got.get(delivery_id)
+            if row is None:
+                result.settled.append((req, "skipped_race"))
+                continue
+            try:
+                secrets = active_secrets(row["secret"], row["previous_secret"],
+                                         row["previous_secret_expires_at"], now)
+            except ValueError:
+                log.error("endpoint secret is malformed; delivery left for later",
+                          extra={"pw": {"delivery_id": delivery_id,
+                                        "endpoint_id": req.message.endpoint_id}})
+                result.settled.append((req, "skipped_bad_secret"))
+                continue
+            result.claimed.append(self._claimed(req, claim, row, secrets, now))
+
+    def _claimed(self, req: Pending, claim: Claim, row: asyncpg.Record,
+                 secrets: list[bytes], now: datetime) -> Claimed:
+        return Claimed(
+            pending=req, delivery_id=row["id"], event_id=row["event_id"],
+            endpoint_id=req.message.endpoint_id, account_id=row["account_id"],
+            event_type=row["type"], ordering_key=row["ordering_key"], url=row["url"],
+            secrets=tuple(secrets), body=bytes(row["body"]),
+            event_created_at=row["created_at"], attempt_count=row["attempt_count"],
+            round_attempt_count=row["round_attempt_count"],
+            send_delay_s=max(0.0, (claim.send_at - now).total_seconds()), probe=claim.probe,
+        )

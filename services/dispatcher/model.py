@@ -1,0 +1,61 @@
+"""Values passed between the dispatcher's stages (consume -> gate -> claim -> send -> record).
+
+Pure data; no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from services.dispatcher.offsets import Ticket
+from shared.core.decision import AttemptResult, Decision
+from shared.core.delivery_message import DeliveryMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A consumed message waiting for its claim.
+
+    ``park_s`` set: do not attempt now, park the delivery in Postgres that many seconds ahead
+    (its endpoint has more work waiting in this process than it can take).
+    """
+
+    ticket: Ticket
+    message: DeliveryMessage
+    park_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery this process holds a lease on and must attempt (or release).
+
+    ``send_delay_s`` is how long to wait before sending (a reserved rate-limit slot), measured
+    from the claim. ``secrets`` are the HMAC keys to sign with, current first.
+    """
+
+    pending: Pending
+    delivery_id: str
+    event_id: str
+    endpoint_id: str
+    account_id: str
+    event_type: str
+    ordering_key: str | None
+    url: str
+    secrets: tuple[bytes, ...]
+    body: bytes
+    event_created_at: datetime
+    attempt_count: int
+    round_attempt_count: int
+    send_delay_s: float
+    probe: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """An attempt that happened and the decision about it, waiting to be recorded."""
+
+    claimed: Claimed
+    result: AttemptResult
+    decision: Decision
+    started_at: datetime
