@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 
 from services.dispatcher.model import Finished
@@ -59,12 +60,8 @@ def auto_disable_reason(health: EndpointHealth) -> str:
 
 
 def plan_health(finished: Sequence[Finished], current: Mapping[str, EndpointHealth],
-                now: object, policy: BackoffPolicy) -> dict[str, HealthChange]:
+                now: datetime, policy: BackoffPolicy) -> dict[str, HealthChange]:
     """One :class:`HealthChange` per endpoint in ``finished``; ``now`` is an aware datetime."""
-    from datetime import datetime
-
-    if not isinstance(now, datetime):
-        raise TypeError("now must be a datetime")
     changes: dict[str, HealthChange] = {}
     for item in finished:
         endpoint_id = item.claimed.endpoint_id

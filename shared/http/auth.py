@@ -17,7 +17,7 @@ from shared.core.errors import AuthenticationFailed
 from shared.http.types import Handler
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-REQUEST_PRINCIPAL = "postwire.principal"
+REQUEST_PRINCIPAL: web.RequestKey[str] = web.RequestKey("postwire_principal", str)
 
 
 def _bearer(request: web.Request) -> str | None:

@@ -1,0 +1,190 @@
+"""Per-endpoint gates inside one dispatcher: where consumed messages wait for their claim.
+
+Isolation lives here. Each endpoint has its own queue and its own in-flight count, capped at
+``min(max_in_flight, endpoint_concurrency)``; the whole process is capped at ``concurrency``.
+:meth:`Gates.take` hands out work round-robin over endpoints, so a slow or saturated endpoint
+only ever holds its own slots and never the queue of another.
+
+Memory is bounded per endpoint: when an endpoint has more messages waiting than it can work
+off soon (twice its in-flight cap, at least 16, at most ``waiting_per_endpoint``), the excess
+is handed to the claim step with ``park_s`` set, which parks those deliveries in Postgres
+roughly when this endpoint would reach them (its observed throughput), releasing the memory
+and the Kafka offsets. Pure bookkeeping on one event loop; the clock is injectable.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field, replace
+
+from services.dispatcher.model import Pending
+
+DEFAULT_MAX_IN_FLIGHT = 10
+MIN_WAITING = 16
+MAX_PARK_S = 600.0
+MIN_PARK_S = 0.5
+
+
+@dataclass
+class Gate:
+    """One endpoint's local state."""
+
+    endpoint_id: str
+    waiting: deque[Pending] = field(default_factory=deque)
+    in_flight: int = 0
+    claiming: int = 0
+    not_before: float = 0.0
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    rate_limit_per_s: int | None = None
+    avg_duration_s: float = 0.25
+
+    def cap(self, endpoint_concurrency: int) -> int:
+        return max(1, min(self.max_in_flight, endpoint_concurrency))
+
+    def throughput_per_s(self, endpoint_concurrency: int) -> float:
+        """Deliveries per second this endpoint is expected to absorb."""
+        by_concurrency = self.cap(endpoint_concurrency) / max(self.avg_duration_s, 0.005)
+        if self.rate_limit_per_s:
+            return max(0.1, min(float(self.rate_limit_per_s), by_concurrency))
+        return max(0.1, by_concurrency)
+
+    def idle(self) -> bool:
+        return not self.waiting and self.in_flight == 0 and self.claiming == 0
+
+
+class Gates:
+    """All gates of the process; see the module docstring."""
+
+    def __init__(self, concurrency: int, endpoint_concurrency: int, waiting_per_endpoint: int,
+                 clock: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None) -> None:
+        self.concurrency = concurrency
+        self.endpoint_concurrency = endpoint_concurrency
+        self.waiting_per_endpoint = waiting_per_endpoint
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._gates: dict[str, Gate] = {}
+        self._rotation = 0
+        self.in_flight = 0
+        self.claiming = 0
+        self.waiting = 0
+
+    def gate(self, endpoint_id: str) -> Gate:
+        found = self._gates.get(endpoint_id)
+        if found is None:
+            found = self._gates[endpoint_id] = Gate(endpoint_id)
+        return found
+
+    def add(self, pending: Pending) -> None:
+        """Queue a consumed message behind its endpoint."""
+        self.gate(pending.message.endpoint_id).waiting.append(pending)
+        self.waiting += 1
+
+    def _overflow(self, gate: Gate) -> list[Pending]:
+        limit = min(self.waiting_per_endpoint,
+                    max(2 * gate.cap(self.endpoint_concurrency), MIN_WAITING))
+        out: list[Pending] = []
+        rate = gate.throughput_per_s(self.endpoint_concurrency)
+        while len(gate.waiting) > limit:
+            position = len(gate.waiting) + gate.in_flight
+            delay = min(MAX_PARK_S, max(MIN_PARK_S, position / rate))
+            out.append(replace(gate.waiting.pop(), park_s=delay * self._rng.uniform(0.9, 1.1)))
+            self.waiting -= 1
+        return out
+
+    def take(self, limit: int) -> list[Pending]:
+        """Up to ``limit`` requests for the next claim (overflow parks come on top of it).
+
+        Requests without ``park_s`` count as claiming until settled, deferred or started.
+        """
+        now = self._clock()
+        out: list[Pending] = []
+        budget = min(limit, self.concurrency - self.in_flight - self.claiming)
+        gates = [g for g in self._gates.values() if g.waiting]
+        if gates:
+            self._rotation = (self._rotation + 1) % len(gates)
+            gates = gates[self._rotation:] + gates[:self._rotation]
+        for gate in gates:
+            out.extend(self._overflow(gate))
+            if budget <= 0 or gate.not_before > now:
+                continue
+            free = gate.cap(self.endpoint_concurrency) - gate.in_flight - gate.claiming
+            for _ in range(max(0, min(free, budget, len(gate.waiting)))):
+                out.append(gate.waiting.popleft())
+                gate.claiming += 1
+                budget -= 1
+            self.waiting -= 0
+        taken = sum(1 for p in out if p.park_s is None)
+        self.claiming += taken
+        self.waiting -= taken
+        return out
+
+    def next_ready_in(self) -> float | None:
+        """Seconds until a deferred gate with waiting work may be asked again (None: none)."""
+        now = self._clock()
+        times = [g.not_before - now for g in self._gates.values()
+                 if g.waiting and g.not_before > now]
+        return max(0.0, min(times)) if times else None
+
+    def _release_claiming(self, pending: Pending) -> Gate:
+        gate = self.gate(pending.message.endpoint_id)
+        if pending.park_s is None:
+            gate.claiming -= 1
+            self.claiming -= 1
+        return gate
+
+    def settled(self, pending: Pending) -> None:
+        """The claim settled the request without an attempt (skip, park, cancel, dead)."""
+        self._forget_if_idle(self._release_claiming(pending))
+
+    def defer(self, pending: Pending, delay_s: float) -> None:
+        """Put the request back in front of its queue; ask again after ``delay_s``."""
+        gate = self._release_claiming(pending)
+        gate.waiting.appendleft(replace(pending, park_s=None))
+        self.waiting += 1
+        gate.not_before = max(gate.not_before, self._clock() + delay_s)
+
+    def started(self, pending: Pending) -> None:
+        """The request was claimed: it is now an attempt in flight."""
+        gate = self._release_claiming(pending)
+        gate.in_flight += 1
+        self.in_flight += 1
+
+    def finished(self, endpoint_id: str, duration_s: float) -> None:
+        """An attempt's outcome is recorded; its slot is free again."""
+        gate = self.gate(endpoint_id)
+        gate.in_flight -= 1
+        self.in_flight -= 1
+        gate.avg_duration_s = 0.8 * gate.avg_duration_s + 0.2 * max(duration_s, 0.0)
+        gate.not_before = 0.0
+        self._forget_if_idle(gate)
+
+    def learn(self, endpoint_id: str, max_in_flight: int, rate_limit_per_s: int | None) -> None:
+        """Update an endpoint's limits from a fresh read of its configuration."""
+        gate = self._gates.get(endpoint_id)
+        if gate is not None:
+            gate.max_in_flight = max(1, max_in_flight)
+            gate.rate_limit_per_s = rate_limit_per_s
+
+    def drop(self, partitions: Iterable[Hashable] | None = None) -> list[Pending]:
+        """Remove waiting requests of ``partitions`` (all when None); returns them."""
+        wanted = None if partitions is None else set(partitions)
+        dropped: list[Pending] = []
+        for gate in list(self._gates.values()):
+            keep: deque[Pending] = deque()
+            for p in gate.waiting:
+                (dropped if wanted is None or p.ticket.partition in wanted else keep).append(p)
+            gate.waiting = keep
+            self._forget_if_idle(gate)
+        self.waiting -= len(dropped)
+        return dropped
+
+    def in_flight_by_endpoint(self) -> dict[str, int]:
+        return {e: g.in_flight for e, g in self._gates.items() if g.in_flight}
+
+    def _forget_if_idle(self, gate: Gate) -> None:
+        if gate.idle() and gate.not_before <= self._clock():
+            self._gates.pop(gate.endpoint_id, None)

@@ -1,0 +1,210 @@
+"""The outcome transaction: record a batch of finished attempts in one commit.
+
+Order inside the transaction (every dispatcher writer and claimer locks the same way, so they
+cannot deadlock each other): endpoint_health rows in id order, then the deliveries in id order.
+A delivery whose lease this dispatcher no longer holds (cancelled, or taken over after the
+lease expired) still gets its attempt row, but its status is left to whoever owns it now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from services.dispatcher.deadletters import kill_waiting, record_dead_letters
+from services.dispatcher.model import Finished
+from services.dispatcher.outcome_plan import HealthChange
+from shared.adapters.kafka.publisher import Message
+from shared.adapters.kafka.topics import DELIVERIES
+from shared.adapters.pg.notify import notify_endpoints_changed
+from shared.core.backoff import EndpointHealth
+from shared.core.decision import Dead, RetryAt, Succeeded
+from shared.core.delivery_message import DeliveryMessage, encode_delivery_message
+from shared.core.ids import new_id
+
+LOCK_HEALTH_SQL = """
+SELECT endpoint_id, consecutive_failures, failing_since, circuit_open_until,
+       statement_timestamp() AS now
+FROM endpoint_health WHERE endpoint_id = ANY($1::text[]) ORDER BY endpoint_id FOR UPDATE
+"""
+
+_LOCK_DELIVERIES_SQL = """
+SELECT id, lease_owner, status FROM deliveries WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
+"""
+
+_UPDATE_SQL = """
+UPDATE deliveries d SET
+    attempt_count = d.attempt_count + 1,
+    round_attempt_count = d.round_attempt_count + 1,
+    last_attempt_at = u.started_at, last_status_code = u.status_code, last_error = u.error,
+    status = coalesce(u.status, d.status),
+    next_attempt_at = CASE WHEN u.status IS NULL THEN d.next_attempt_at
+                           WHEN u.delay_s IS NULL THEN NULL
+                           ELSE now() + make_interval(secs => u.delay_s) END,
+    lease_owner = CASE WHEN u.release THEN NULL ELSE d.lease_owner END,
+    lease_until = CASE WHEN u.release THEN NULL ELSE d.lease_until END,
+    updated_at = now()
+FROM unnest($1::text[], $2::text[], $3::float8[], $4::int[], $5::text[], $6::timestamptz[],
+            $7::bool[]) AS u(id, status, delay_s, status_code, error, started_at, release)
+WHERE d.id = u.id
+RETURNING d.id, d.attempt_count
+"""
+
+_ATTEMPTS_SQL = """
+INSERT INTO attempts (id, delivery_id, attempt, started_at, duration_ms, status_code, error,
+                      response_excerpt)
+SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::int[], $6::int[],
+                     $7::text[], $8::text[])
+"""
+
+_NEXT_IN_KEY_SQL = """
+WITH heads AS (
+    SELECT DISTINCT ON (d.endpoint_id, d.ordering_key) d.id
+    FROM unnest($1::text[], $2::text[]) AS k(endpoint_id, ordering_key)
+    JOIN deliveries d ON d.endpoint_id = k.endpoint_id AND d.ordering_key = k.ordering_key
+    WHERE d.status IN ('pending', 'retrying')
+    ORDER BY d.endpoint_id, d.ordering_key, d.sequence
+)
+UPDATE deliveries d SET published_at = now() FROM heads WHERE d.id = heads.id
+RETURNING d.id, d.event_id, d.endpoint_id, d.account_id, d.ordering_key, d.sequence,
+          d.generation
+"""
+
+_SAVE_HEALTH_SQL = """
+UPDATE endpoint_health h SET consecutive_failures = u.failures, failing_since = u.failing_since,
+       circuit_open_until = u.open_until,
+       probe_until = CASE WHEN u.clear_probe THEN NULL ELSE h.probe_until END, updated_at = now()
+FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::timestamptz[], $5::bool[])
+     AS u(endpoint_id, failures, failing_since, open_until, clear_probe)
+WHERE h.endpoint_id = u.endpoint_id
+"""
+
+_DISABLE_SQL = """
+UPDATE endpoints e SET enabled = false, disabled_reason = u.reason, updated_at = now()
+FROM unnest($1::text[], $2::text[]) AS u(id, reason)
+WHERE e.id = u.id AND e.enabled AND e.deleted_at IS NULL
+RETURNING e.id, e.account_id
+"""
+
+
+@dataclass
+class Recorded:
+    """What the outcome transaction wrote, for metrics and the post-commit publish."""
+
+    messages: list[Message] = field(default_factory=list)
+    dead: dict[str, str] = field(default_factory=dict)          # delivery id -> reason
+    disabled: dict[str, str] = field(default_factory=dict)      # endpoint id -> reason
+    attempt_numbers: dict[str, int] = field(default_factory=dict)
+
+
+def delivery_message(row: asyncpg.Record) -> Message:
+    """A ``deliveries`` topic record for a delivery row."""
+    msg = DeliveryMessage(
+        delivery_id=row["id"], event_id=row["event_id"], endpoint_id=row["endpoint_id"],
+        account_id=row["account_id"], ordering_key=row["ordering_key"],
+        sequence=row["sequence"], generation=row["generation"],
+    )
+    return Message(DELIVERIES, msg.key, encode_delivery_message(msg))
+
+
+def health_of(row: asyncpg.Record) -> EndpointHealth:
+    return EndpointHealth(consecutive_failures=row["consecutive_failures"],
+                          circuit_open_until=row["circuit_open_until"],
+                          failing_since=row["failing_since"])
+
+
+def _status_of(item: Finished) -> tuple[str, float | None]:
+    decision = item.decision
+    if isinstance(decision, Succeeded):
+        return "succeeded", None
+    if isinstance(decision, RetryAt):
+        return "retrying", decision.delay_s
+    return "dead", None
+
+
+async def update_deliveries(conn: asyncpg.Connection, items: Sequence[Finished],
+                            owner: str) -> tuple[dict[str, int], set[str]]:
+    """Write the attempts' effects; returns (attempt number per delivery, ids we owned)."""
+    ids = sorted(i.claimed.delivery_id for i in items)
+    locked = {r["id"]: r for r in await conn.fetch(_LOCK_DELIVERIES_SQL, ids)}
+    mine = {i for i, r in locked.items() if r["lease_owner"] == owner}
+    owned = {i for i in mine if locked[i]["status"] in ("pending", "retrying")}
+    ordered = sorted(items, key=lambda i: i.claimed.delivery_id)
+    statuses = [_status_of(i) for i in ordered]
+    rows = await conn.fetch(
+        _UPDATE_SQL, [i.claimed.delivery_id for i in ordered],
+        [s if i.claimed.delivery_id in owned else None for i, (s, _) in zip(ordered, statuses,
+                                                                           strict=True)],
+        [d for _, d in statuses], [i.result.status_code for i in ordered],
+        [i.result.error for i in ordered], [i.started_at for i in ordered],
+        [i.claimed.delivery_id in mine for i in ordered],
+    )
+    numbers = {r["id"]: r["attempt_count"] for r in rows}
+    await conn.execute(
+        _ATTEMPTS_SQL, [new_id("att") for _ in ordered], [i.claimed.delivery_id for i in ordered],
+        [numbers[i.claimed.delivery_id] for i in ordered], [i.started_at for i in ordered],
+        [i.result.duration_ms for i in ordered], [i.result.status_code for i in ordered],
+        [i.result.error for i in ordered],
+        [i.result.response_excerpt for i in ordered],
+    )
+    return numbers, owned
+
+
+async def release_next_in_keys(conn: asyncpg.Connection,
+                               keys: set[tuple[str, str]]) -> list[Message]:
+    """Announce the next open delivery of each finished (endpoint, ordering key)."""
+    if not keys:
+        return []
+    ordered = sorted(keys)
+    rows = await conn.fetch(_NEXT_IN_KEY_SQL, [k[0] for k in ordered], [k[1] for k in ordered])
+    return [delivery_message(r) for r in rows]
+
+
+async def save_health(conn: asyncpg.Connection, changes: dict[str, HealthChange]) -> None:
+    """Persist the changed endpoint health rows."""
+    ids = sorted(e for e, c in changes.items() if c.changed)
+    if ids:
+        await conn.execute(
+            _SAVE_HEALTH_SQL, ids, [changes[e].after.consecutive_failures for e in ids],
+            [changes[e].after.failing_since for e in ids],
+            [changes[e].after.circuit_open_until for e in ids],
+            [changes[e].clear_probe for e in ids])
+
+
+async def disable_endpoints(conn: asyncpg.Connection, reasons: dict[str, str],
+                            owner: str) -> tuple[dict[str, str], list[Message]]:
+    """Disable endpoints (410 or auto-disable), notify caches, dead-letter their waiting work."""
+    if not reasons:
+        return {}, []
+    ids = sorted(reasons)
+    rows = await conn.fetch(_DISABLE_SQL, ids, [reasons[e] for e in ids])
+    for account_id in sorted({r["account_id"] for r in rows}):
+        await notify_endpoints_changed(conn, account_id)
+    disabled = {r["id"]: reasons[r["id"]] for r in rows}
+    return disabled, await kill_waiting(conn, sorted(disabled), owner)
+
+
+async def record_batch(conn: asyncpg.Connection, items: Sequence[Finished], owner: str,
+                       changes: dict[str, HealthChange]) -> Recorded:
+    """Everything but the health lock (taken by the caller, which planned ``changes``)."""
+    out = Recorded()
+    out.attempt_numbers, owned = await update_deliveries(conn, items, owner)
+    finished_keys: set[tuple[str, str]] = set()
+    for item in items:
+        claimed = item.claimed
+        if claimed.delivery_id not in owned:
+            continue
+        if isinstance(item.decision, Dead):
+            out.dead[claimed.delivery_id] = item.decision.reason
+        if claimed.ordering_key is not None and not isinstance(item.decision, RetryAt):
+            finished_keys.add((claimed.endpoint_id, claimed.ordering_key))
+    out.messages.extend(await record_dead_letters(conn, out.dead))
+    out.messages.extend(await release_next_in_keys(conn, finished_keys))
+    await save_health(conn, changes)
+    reasons = {e: c.disable_reason for e, c in changes.items() if c.disable_reason}
+    out.disabled, killed = await disable_endpoints(conn, reasons, owner)
+    out.messages.extend(killed)
+    return out
+

@@ -1,0 +1,167 @@
+"""Group commit of finished attempts: many outcomes share one transaction and one fsync.
+
+:meth:`OutcomeWriter.submit` never blocks; a background task takes what is queued (up to
+``batch_max``, waiting at most ``batch_wait_ms`` after the first item), records it with
+:func:`outcome_sql.record_batch`, publishes the outbox rows it wrote after the commit, and
+reports the batch as durable through ``on_recorded``. A failed transaction is retried with
+backoff until it succeeds or the writer is stopped: an attempt that happened is never dropped
+while the process lives (after a crash, the lease expires and the sweeper re-sends).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import asyncpg
+
+from services.dispatcher.metrics import DispatcherMetrics, status_class
+from services.dispatcher.model import Finished
+from services.dispatcher.outcome_plan import plan_health
+from services.dispatcher.outcome_sql import LOCK_HEALTH_SQL, Recorded, health_of, record_batch
+from shared.adapters.kafka.publisher import Message
+from shared.adapters.pg.outbox import insert_outbox
+from shared.core.backoff import BackoffPolicy
+from shared.core.decision import Dead, RetryAt, Succeeded
+from shared.core.timefmt import utcnow
+from shared.logging import fields
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[list[int], list[Message]], None]
+OnRecorded = Callable[[Sequence[Finished]], None]
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+class OutcomeWriter:
+    """One per dispatcher process; ``owner`` is the lease owner name of the process."""
+
+    def __init__(self, pool: asyncpg.Pool, owner: str, policy: BackoffPolicy,
+                 metrics: DispatcherMetrics, publish: Publish, on_recorded: OnRecorded, *,
+                 batch_max: int = 500, batch_wait_ms: int = 2) -> None:
+        self._pool = pool
+        self._owner = owner
+        self._policy = policy
+        self._metrics = metrics
+        self._publish = publish
+        self._on_recorded = on_recorded
+        self._batch_max = batch_max
+        self._batch_wait_s = batch_wait_ms / 1000.0
+        self._queue: asyncio.Queue[Finished] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def submit(self, item: Finished) -> None:
+        """Queue an outcome for the next group commit; never blocks."""
+        self._idle.clear()
+        self._queue.put_nowait(item)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outcome-writer")
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until everything submitted so far is recorded; False on timeout."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not (self._queue.empty() and self._idle.is_set()):
+                    await asyncio.sleep(0.01)
+            return True
+        except TimeoutError:
+            return False
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _next_batch(self) -> list[Finished]:
+        batch = [await self._queue.get()]
+        self._idle.clear()
+        deadline = time.monotonic() + self._batch_wait_s
+        while len(batch) < self._batch_max:
+            if not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            await self._record_with_retry(batch)
+            if self._queue.empty():
+                self._idle.set()
+
+    async def _record_with_retry(self, batch: list[Finished]) -> None:
+        delay = 0.05
+        while True:
+            start = time.perf_counter()
+            try:
+                recorded, outbox_ids = await self._record(batch)
+                break
+            except _DB_ERRORS as exc:
+                log.warning("recording %d outcomes failed (%s); retry in %.2fs",
+                            len(batch), exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        self._metrics.outcome_commit_seconds.observe(time.perf_counter() - start)
+        self._metrics.outcome_batch.observe(len(batch))
+        self._publish(outbox_ids, recorded.messages)
+        self._observe(batch, recorded)
+        self._on_recorded(batch)
+
+    async def _record(self, batch: list[Finished]) -> tuple[Recorded, list[int]]:
+        endpoint_ids = sorted({i.claimed.endpoint_id for i in batch})
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(LOCK_HEALTH_SQL, endpoint_ids)
+            now = rows[0]["now"] if rows else await conn.fetchval("SELECT statement_timestamp()")
+            current = {r["endpoint_id"]: health_of(r) for r in rows}
+            changes = plan_health(batch, current, now, self._policy)
+            recorded = await record_batch(conn, batch, self._owner, changes)
+            outbox_ids = await insert_outbox(conn, recorded.messages)
+        return recorded, outbox_ids
+
+    def _observe(self, batch: list[Finished], recorded: Recorded) -> None:
+        now = utcnow()
+        m = self._metrics
+        for item in batch:
+            result, claimed, decision = item.result, item.claimed, item.decision
+            outcome = ("succeeded" if isinstance(decision, Succeeded)
+                       else "retry" if isinstance(decision, RetryAt) else "dead")
+            m.attempts.labels(outcome, status_class(result.status_code)).inc()
+            m.attempt_seconds.observe(result.duration_ms / 1000.0)
+            if result.failure is not None:
+                m.attempt_errors.labels(result.failure.value).inc()
+            if isinstance(decision, Succeeded):
+                m.delivery_latency.observe(max(0.0, (now - claimed.event_created_at)
+                                               .total_seconds()))
+                continue
+            ctx = fields(event_id=claimed.event_id, delivery_id=claimed.delivery_id,
+                         endpoint_id=claimed.endpoint_id, account_id=claimed.account_id,
+                         attempt=recorded.attempt_numbers.get(claimed.delivery_id),
+                         status_code=result.status_code, error=result.error)
+            if isinstance(decision, Dead):
+                log.warning("delivery dead: %s", decision.reason, extra=ctx)
+            else:
+                log.info("attempt failed; retry in %.2fs", decision.delay_s, extra=ctx)
+        for reason in recorded.dead.values():
+            m.dead_letters.labels(reason).inc()
+        killed = sum(1 for msg in recorded.messages if msg.topic == "deadletter")
+        extra_dead = killed - len(recorded.dead)
+        if extra_dead > 0:
+            m.dead_letters.labels("endpoint_disabled").inc(extra_dead)
+        for endpoint_id, reason in recorded.disabled.items():
+            cause = "gone" if reason == "gone" else "auto_disable"
+            m.endpoints_disabled.labels(cause).inc()
+            log.warning("endpoint disabled: %s", reason, extra=fields(endpoint_id=endpoint_id))
