@@ -18,7 +18,15 @@ from datetime import datetime
 import asyncpg
 
 from services.dispatcher.claim_plan import (
-    Action, Cancel, Claim, ClaimConfig, Defer, DeliveryRow, EndpointSlot, KillDisabled, Park,
+    Action,
+    Cancel,
+    Claim,
+    ClaimConfig,
+    Defer,
+    DeliveryRow,
+    EndpointSlot,
+    KillDisabled,
+    Park,
     plan_claims,
 )
 from services.dispatcher.deadletters import kill_deliveries

@@ -6,7 +6,8 @@ Isolation lives here. Each endpoint has its own queue and its own in-flight coun
 only ever holds its own slots and never the queue of another.
 
 Memory is bounded per endpoint: when an endpoint has more messages waiting than it can work
-off soon (twice its in-flight cap, at least 16, at most ``waiting_per_endpoint``), the excess
+off soon (twice its in-flight cap, at least 16, at most ``waiting_per_endpoint`` and at most
+what it absorbs in ``memory_wait_s``), the excess
 is handed to the claim step with ``park_s`` set, which parks those deliveries in Postgres
 roughly when this endpoint would reach them (its observed throughput), releasing the memory
 and the Kafka offsets. Pure bookkeeping on one event loop; the clock is injectable.
@@ -59,9 +60,10 @@ class Gates:
     """All gates of the process; see the module docstring."""
 
     def __init__(self, concurrency: int, endpoint_concurrency: int, waiting_per_endpoint: int,
-                 clock: Callable[[], float] = time.monotonic,
+                 memory_wait_s: float = 10.0, clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None) -> None:
         self.concurrency = concurrency
+        self.memory_wait_s = memory_wait_s
         self.endpoint_concurrency = endpoint_concurrency
         self.waiting_per_endpoint = waiting_per_endpoint
         self._clock = clock
@@ -83,9 +85,15 @@ class Gates:
         self.gate(pending.message.endpoint_id).waiting.append(pending)
         self.waiting += 1
 
+    def waiting_limit(self, gate: Gate) -> int:
+        """How many messages ``gate`` may hold: enough to keep its slots busy, and no more
+        than it can work off within ``memory_wait_s``."""
+        rate = gate.throughput_per_s(self.endpoint_concurrency)
+        busy = max(2 * gate.cap(self.endpoint_concurrency), MIN_WAITING)
+        return max(1, min(self.waiting_per_endpoint, busy, int(rate * self.memory_wait_s)))
+
     def _overflow(self, gate: Gate) -> list[Pending]:
-        limit = min(self.waiting_per_endpoint,
-                    max(2 * gate.cap(self.endpoint_concurrency), MIN_WAITING))
+        limit = self.waiting_limit(gate)
         out: list[Pending] = []
         rate = gate.throughput_per_s(self.endpoint_concurrency)
         while len(gate.waiting) > limit:
@@ -116,7 +124,6 @@ class Gates:
                 out.append(gate.waiting.popleft())
                 gate.claiming += 1
                 budget -= 1
-            self.waiting -= 0
         taken = sum(1 for p in out if p.park_s is None)
         self.claiming += taken
         self.waiting -= taken

@@ -67,6 +67,9 @@ class DispatcherMetrics:
         self.circuits = Gauge(
             "postwire_circuits", "Endpoints seen by this process, by circuit state", ["state"],
             registry=r)
+        self.assigned_partitions = Gauge(
+            "postwire_assigned_partitions", "Partitions of the deliveries topic this process owns",
+            registry=r)
         self.consumer_lag = Gauge(
             "postwire_consumer_lag", "Messages behind the log end on this process's partitions",
             registry=r)

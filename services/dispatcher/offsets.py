@@ -16,6 +16,7 @@ import heapq
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
+
 @dataclass(frozen=True, slots=True)
 class Ticket:
     """One consumed message: where it came from and the tracking epoch it belongs to."""
@@ -97,6 +98,11 @@ class OffsetTracker:
         else:
             for key in partitions:
                 self._parts.pop(key, None)
+
+    def position(self, partition: Hashable) -> int | None:
+        """One past the highest offset seen on ``partition`` (None before any)."""
+        part = self._parts.get(partition)
+        return None if part is None or part.high < 0 else part.high + 1
 
     def open_count(self) -> int:
         """How many tracked messages are not done yet."""

@@ -15,7 +15,11 @@ from enum import Enum
 
 from services.dispatcher.model import Finished
 from shared.core.backoff import (
-    BackoffPolicy, EndpointHealth, on_failure, on_success, should_auto_disable,
+    BackoffPolicy,
+    EndpointHealth,
+    on_failure,
+    on_success,
+    should_auto_disable,
 )
 from shared.core.decision import AttemptResult, Dead
 from shared.core.retry import FailureKind

@@ -67,8 +67,7 @@ class OutcomeWriter:
         """Wait until everything submitted so far is recorded; False on timeout."""
         try:
             async with asyncio.timeout(timeout_s):
-                while not (self._queue.empty() and self._idle.is_set()):
-                    await asyncio.sleep(0.01)
+                await self._idle.wait()  # cleared by submit, set when the queue is empty
             return True
         except TimeoutError:
             return False

@@ -65,9 +65,10 @@ def batch_size(max_per_second: int) -> int:
 class SlidingWindowPacer:
     """Keeps a sender at no more than ``rate`` items in any window of ``window_s`` seconds.
 
-    A strict sliding log, not a token bucket: there is no burst allowance, so every window of
-    ``window_s`` (open or closed) on the caller's clock holds at most ``rate`` items. Not
-    thread-safe; one pacer per sender.
+    Two rules together: batches are spaced evenly (after ``n`` items the next batch waits
+    ``n / rate`` seconds, so the flow is smooth rather than a burst at each second), and a strict
+    sliding log refuses any batch that would put more than ``rate`` items into one window (no
+    burst allowance at all, on the caller's clock). Not thread-safe; one pacer per sender.
     """
 
     def __init__(self, rate: int, window_s: float = 1.0, margin_s: float = 0.002) -> None:
@@ -78,19 +79,13 @@ class SlidingWindowPacer:
         self._margin_s = margin_s
         self._log: deque[tuple[float, int]] = deque()
         self._in_window = 0
+        self._next_free = float("-inf")
 
     def _prune(self, now: float) -> None:
         while self._log and self._log[0][0] + self.window_s + self._margin_s <= now:
             self._in_window -= self._log.popleft()[1]
 
-    def wait_s(self, n: int, now: float) -> float:
-        """Seconds to wait before ``n`` more items may go (0 when they may go now).
-
-        Raises ValueError when ``n`` exceeds ``rate`` (it could never go).
-        """
-        if n > self.rate:
-            raise ValueError(f"a batch of {n} can never fit a rate of {self.rate}")
-        self._prune(now)
+    def _window_wait(self, n: int, now: float) -> float:
         excess = self._in_window + n - self.rate
         if excess <= 0:
             return 0.0
@@ -100,8 +95,21 @@ class SlidingWindowPacer:
                 return max(0.0, sent_at + self.window_s + self._margin_s - now)
         return 0.0  # unreachable: the log holds more than the excess
 
-    def record(self, n: int, now: float) -> None:
-        """Note that ``n`` items went at ``now`` (call after they went)."""
+    def wait_s(self, n: int, now: float) -> float:
+        """Seconds to wait before ``n`` more items may go (0 when they may go now).
+
+        Raises ValueError when ``n`` exceeds ``rate`` (it could never go).
+        """
+        if n > self.rate:
+            raise ValueError(f"a batch of {n} can never fit a rate of {self.rate}")
+        self._prune(now)
+        return max(0.0, self._next_free - now, self._window_wait(n, now))
+
+    def record(self, n: int, now: float, started: float | None = None) -> None:
+        """Note that ``n`` items went by ``now`` (call after they went), in a batch begun at
+        ``started`` (default ``now``): the even spacing counts from the start, so the time a
+        batch takes does not slow the flow, while the window counts them at ``now``."""
         if n > 0:
             self._log.append((now, n))
             self._in_window += n
+            self._next_free = (now if started is None else started) + n / self.rate

@@ -44,17 +44,18 @@ class SeededDelivery:
 
 
 async def insert_endpoint(conn: asyncpg.Connection | asyncpg.Pool, *, account_id: str, url: str,
-                          enabled: bool = True, deleted: bool = False) -> SeededEndpoint:
+                          enabled: bool = True, deleted: bool = False,
+                          max_in_flight: int = 10) -> SeededEndpoint:
     """Insert an endpoint accepting every event type, with a fresh ``whsec_`` secret."""
     endpoint_id = new_id("ep")
     secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
     now = utcnow()
     await conn.execute(
         "INSERT INTO endpoints (id, account_id, url, event_types, enabled, disabled_reason,"
-        " secret, created_at, updated_at, deleted_at) VALUES ($1, $2, $3, ARRAY['*'], $4, $5,"
-        " $6, $7, $7, $8)",
+        " secret, created_at, updated_at, deleted_at, max_in_flight) VALUES ($1, $2, $3,"
+        " ARRAY['*'], $4, $5, $6, $7, $7, $8, $9)",
         endpoint_id, account_id, url, enabled, None if enabled else "manual", secret, now,
-        now if deleted else None)
+        now if deleted else None, max_in_flight)
     return SeededEndpoint(endpoint_id, account_id, secret)
 
 

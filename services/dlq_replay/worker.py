@@ -115,6 +115,7 @@ class BulkReplayWorker:
         failures = 0
         while True:
             await asyncio.sleep(pacer.wait_s(batch, time.monotonic()))
+            started = time.monotonic()
             try:
                 step = await self._step(job, batch)
             except TRANSIENT as exc:
@@ -134,7 +135,8 @@ class BulkReplayWorker:
                 await asyncio.sleep(1.0)
                 continue
             failures = 0
-            pacer.record(sum(o.outcome == "queued" for o in step.outcomes), time.monotonic())
+            pacer.record(sum(o.outcome == "queued" for o in step.outcomes), time.monotonic(),
+                         started)
             if not step.running:
                 log.info("bulk replay stopped walking", extra=fields(replay_id=job.id))
                 return

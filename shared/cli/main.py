@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
-from shared.cli import dev
+from shared.cli import dev, operator
 
 #: What ``register`` functions receive (argparse's own, private, class).
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     dev.register(sub)  # dev up, dev infra
     register_migrate(sub)  # migrate
-    # Operator commands (dlq, events, replay, replays, audit) plug in here the same way.
+    operator.register(sub)  # dlq, events, replay, replays, audit
     return parser
 
 

@@ -1,0 +1,107 @@
+"""Wiring of the dispatcher: resources, the pipeline, background loops, health and metrics.
+
+Start order: Postgres pool (schema checked), Kafka publisher, outbox flusher and relay, HTTP
+client, pipeline, consumer, scheduler/sweeper. SIGTERM (the app's cleanup): stop fetching,
+drain or release in-flight attempts, flush outcomes, commit offsets, leave the group, close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from services.dispatcher.claim_plan import ClaimConfig
+from services.dispatcher.claims import ClaimStore
+from services.dispatcher.consumer import DeliveryConsumer
+from services.dispatcher.metrics import DispatcherMetrics
+from services.dispatcher.pipeline import Pipeline
+from services.dispatcher.scheduler import Republisher
+from services.dispatcher.settings import DispatcherSettings
+from shared.adapters.http_client import WebhookClient
+from shared.adapters.kafka.publisher import KafkaPublisher
+from shared.adapters.pg.pool import create_pool, ping
+from shared.core.backoff import CircuitState
+from shared.http.errors import error_middleware
+from shared.http.health import add_health_routes
+from shared.outbox_relay import OutboxFlusher, OutboxRelay
+
+GAUGE_INTERVAL_S = 1.0
+
+
+def lease_owner_name() -> str:
+    """A name unique to this process: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def claim_config(settings: DispatcherSettings) -> ClaimConfig:
+    return ClaimConfig(
+        first_delay_s=settings.common.retry_schedule[0],
+        lease_s=settings.delivery_timeout_s + settings.lease_margin_s,
+        rate_horizon_s=settings.rate_horizon_s,
+    )
+
+
+async def _gauges(pipeline: Pipeline, metrics: DispatcherMetrics) -> None:
+    """Refresh the in-flight, waiting and circuit gauges once a second."""
+    while True:
+        metrics.set_endpoint_in_flight(pipeline.gates.in_flight_by_endpoint())
+        metrics.waiting.set(pipeline.waiting)
+        states = list(pipeline.circuits.values())
+        for state in CircuitState:
+            metrics.circuits.labels(state.value).set(sum(1 for s in states if s is state))
+        await asyncio.sleep(GAUGE_INTERVAL_S)
+
+
+async def make_app(settings: DispatcherSettings) -> web.Application:
+    """Build the app; every resource opens here and closes in the app's cleanup."""
+    common = settings.common
+    metrics = DispatcherMetrics()
+    pool = await create_pool(common.database_url, max_size=common.db_pool_size)
+    publisher = KafkaPublisher(common.kafka_bootstrap, common.topic_prefix,
+                               common.kafka_partitions)
+    await publisher.start()
+    flusher = OutboxFlusher(pool, publisher)
+    relay = OutboxRelay(pool, publisher, on_backlog=metrics.outbox_backlog.set)
+    client = WebhookClient(timeout_s=settings.delivery_timeout_s,
+                           allow_private=common.allow_private_targets,
+                           max_connections=settings.concurrency)
+    owner = lease_owner_name()
+    claims = ClaimStore(pool, owner, claim_config(settings))
+    pipeline = Pipeline(settings, pool, owner, claims, client, flusher, metrics)
+    consumer = DeliveryConsumer(settings, pipeline, metrics)
+    republisher = Republisher(
+        pool, flusher.submit, metrics, scheduler_interval_s=settings.scheduler_interval_s,
+        sweep_interval_s=settings.sweep_interval_s, sweep_stale_s=settings.sweep_stale_s)
+
+    app = web.Application(middlewares=[error_middleware, metrics.http.middleware()])
+
+    async def resources(_: web.Application) -> AsyncIterator[None]:
+        flusher.start()
+        relay.start()
+        pipeline.start()
+        consumer.start()
+        republisher.start()
+        gauges = asyncio.create_task(_gauges(pipeline, metrics), name="gauges")
+        yield
+        consumer.stop_fetching()
+        await pipeline.shutdown(settings.drain_s)
+        await consumer.stop()
+        gauges.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gauges
+        await republisher.stop()
+        await relay.stop()
+        await flusher.stop()
+        await client.close()
+        await publisher.stop()
+        await pool.close()
+
+    app.cleanup_ctx.append(resources)
+    add_health_routes(app, [lambda: ping(pool), publisher.ping], metrics.registry)
+    return app

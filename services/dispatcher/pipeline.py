@@ -1,0 +1,190 @@
+"""The dispatcher's in-process pipeline: gates -> claim -> attempt tasks -> group commit.
+
+The consumer hands messages to :meth:`Pipeline.accept` and never waits for an endpoint: the
+claim loop batches waiting messages into one claim transaction, every claimed delivery is
+sent by its own task (sleeping first until its rate slot), and outcomes go to the
+:class:`OutcomeWriter`. A message's offset becomes committable once its claim settled it or
+its outcome is recorded (:class:`OffsetTracker`).
+
+Shutdown (:meth:`Pipeline.shutdown`): stop claiming, forget waiting messages (their offsets
+are not committed, so the group delivers them again), give in-flight attempts ``drain_s`` to
+finish, cancel the rest and release their leases, then flush the outcome writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Hashable, Iterable
+
+import asyncpg
+
+from services.dispatcher.attempts import perform
+from services.dispatcher.claims import ClaimResult, ClaimStore
+from services.dispatcher.gates import Gates
+from services.dispatcher.metrics import DispatcherMetrics
+from services.dispatcher.model import Claimed, Finished, Pending
+from services.dispatcher.offsets import OffsetTracker, Ticket
+from services.dispatcher.outcomes import OutcomeWriter
+from services.dispatcher.settings import DispatcherSettings
+from shared.adapters.http_client import WebhookClient
+from shared.core.backoff import CircuitState
+from shared.core.decision import decide
+from shared.core.delivery_message import DeliveryMessage
+from shared.core.timefmt import utcnow
+from shared.outbox_relay import OutboxFlusher
+
+log = logging.getLogger(__name__)
+
+CLAIM_BATCH = 500
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+_RELEASE_SQL = """
+UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, updated_at = now()
+WHERE id = ANY($1::text[]) AND lease_owner = $2
+"""
+
+
+class Pipeline:
+    """One per dispatcher process. Single event loop; not thread-safe."""
+
+    def __init__(self, settings: DispatcherSettings, pool: asyncpg.Pool, owner: str,
+                 claims: ClaimStore, client: WebhookClient, flusher: OutboxFlusher,
+                 metrics: DispatcherMetrics) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._owner = owner
+        self._claims = claims
+        self._client = client
+        self._flusher = flusher
+        self._metrics = metrics
+        self._rng = random.Random()
+        self.tracker = OffsetTracker()
+        self.gates = Gates(settings.concurrency, settings.endpoint_concurrency,
+                           settings.waiting_per_endpoint,
+                           memory_wait_s=min(settings.sweep_stale_s / 2, 10.0))
+        self.writer = OutcomeWriter(
+            pool, owner, settings.backoff, metrics, flusher.submit, self._recorded,
+            batch_max=settings.outcome_batch_max, batch_wait_ms=settings.outcome_batch_wait_ms)
+        self._wake = asyncio.Event()
+        self._tasks: dict[str, tuple[asyncio.Task[None], Claimed]] = {}
+        self._claim_task: asyncio.Task[None] | None = None
+        self.circuits: dict[str, CircuitState] = {}
+
+    # ------------------------------------------------------------------ consumer side
+    def accept(self, ticket: Ticket, message: DeliveryMessage) -> None:
+        """Queue a consumed message; never blocks."""
+        self.gates.add(Pending(ticket, message))
+        self._wake.set()
+
+    def revoke(self, partitions: Iterable[Hashable] | None) -> None:
+        """Forget waiting messages of ``partitions`` (all when None)."""
+        self.gates.drop(partitions)
+
+    @property
+    def waiting(self) -> int:
+        return self.gates.waiting
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self.writer.start()
+        self._claim_task = asyncio.create_task(self._claim_loop(), name="claim-loop")
+
+    async def shutdown(self, drain_s: float) -> None:
+        """Stop claiming, drain or release in-flight attempts, flush outcomes."""
+        if self._claim_task is not None:
+            self._claim_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._claim_task
+        self.gates.drop(None)
+        tasks = [t for t, _ in self._tasks.values()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=drain_s)
+        leftover = {d: c for d, (t, c) in self._tasks.items() if not t.done()}
+        for task, _ in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*(t for t, _ in self._tasks.values()), return_exceptions=True)
+        await self.writer.drain(timeout_s=5.0)
+        await self.writer.stop()
+        if leftover:
+            with contextlib.suppress(*_DB_ERRORS):
+                await self._pool.execute(_RELEASE_SQL, sorted(leftover), self._owner)
+            log.info("released %d leases at shutdown", len(leftover))
+
+    # ------------------------------------------------------------------ claiming
+    async def _claim_loop(self) -> None:
+        while True:
+            timeout = self.gates.next_ready_in()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            self._wake.clear()
+            batch = self.gates.take(CLAIM_BATCH)
+            if not batch:
+                continue
+            try:
+                result = await self._claims.claim(batch)
+            except _DB_ERRORS as exc:
+                log.warning("claim of %d messages failed (%s); retrying", len(batch), exc)
+                for pending in batch:
+                    self.gates.defer(pending, 0.5)
+                await asyncio.sleep(0.2)
+                self._wake.set()
+                continue
+            self._apply(result)
+            if self.gates.waiting:
+                self._wake.set()
+
+    def _apply(self, result: ClaimResult) -> None:
+        self._flusher.submit(result.outbox_ids, result.messages)
+        for endpoint_id, (max_in_flight, rate) in result.endpoint_limits.items():
+            self.gates.learn(endpoint_id, max_in_flight, rate)
+        self.circuits.update(result.circuits)
+        for pending, label in result.settled:
+            self.gates.settled(pending)
+            self.tracker.done(pending.ticket)
+            self._metrics.claims.labels(label).inc()
+        for pending, delay in result.deferred:
+            if self.tracker.is_current(pending.ticket):
+                self.gates.defer(pending, delay)
+            else:
+                self.gates.settled(pending)
+            self._metrics.claims.labels("deferred").inc()
+        for claimed in result.claimed:
+            self.gates.started(claimed.pending)
+            self._metrics.claims.labels("claimed").inc()
+            task = asyncio.create_task(self._guarded_attempt(claimed), name="attempt")
+            self._tasks[claimed.delivery_id] = (task, claimed)
+
+    # ------------------------------------------------------------------ attempts
+    async def _guarded_attempt(self, claimed: Claimed) -> None:
+        """Run an attempt; a bug must not leak its slot or pin its partition's offset (the
+        lease then expires and the sweeper re-publishes the delivery)."""
+        try:
+            await self._attempt(claimed)
+        except Exception:
+            log.exception("attempt crashed", extra={"pw": {
+                "delivery_id": claimed.delivery_id, "endpoint_id": claimed.endpoint_id}})
+            self._tasks.pop(claimed.delivery_id, None)
+            self.gates.finished(claimed.endpoint_id, 0.0)
+            self.tracker.done(claimed.pending.ticket)
+
+    async def _attempt(self, claimed: Claimed) -> None:
+        if claimed.send_delay_s > 0:
+            await asyncio.sleep(claimed.send_delay_s)
+        started, result, detail = await perform(claimed, self._client)
+        s = self._settings
+        decision = decide(result, claimed.round_attempt_count + 1, s.common.retry_schedule,
+                          utcnow(), self._rng, s.floors)
+        if detail is not None:
+            log.debug("attempt error %s", detail, extra={"pw": {
+                "delivery_id": claimed.delivery_id, "endpoint_id": claimed.endpoint_id}})
+        self.writer.submit(Finished(claimed, result, decision, started))
+
+    def _recorded(self, batch: Iterable[Finished]) -> None:
+        for item in batch:
+            claimed = item.claimed
+            self._tasks.pop(claimed.delivery_id, None)
+            self.gates.finished(claimed.endpoint_id, item.result.duration_ms / 1000.0)
+            self.tracker.done(claimed.pending.ticket)
+        self._wake.set()
