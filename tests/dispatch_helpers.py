@@ -194,6 +194,7 @@ FAST_ENV = {
     "SWEEP_STALE_S": "3",
     "KAFKA_PARTITIONS": "4",
     "DISPATCHER_DRAIN_S": "2",
+    "KAFKA_SESSION_TIMEOUT_MS": "3000",   # Tansu re-balances only after a member's session ends
 }
 
 

@@ -94,11 +94,14 @@ class DeliveryConsumer:
                 backoff = min(backoff * 2, 5.0)
 
     def _new_consumer(self) -> AIOKafkaConsumer:
+        session_ms = self._settings.kafka_session_timeout_ms
         return AIOKafkaConsumer(
             bootstrap_servers=self._settings.common.kafka_bootstrap,
             group_id=self._settings.group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", fetch_max_wait_ms=10, metadata_max_age_ms=3000,
-            session_timeout_ms=10000, heartbeat_interval_ms=1000, request_timeout_ms=15000,
+            session_timeout_ms=session_ms,
+            heartbeat_interval_ms=max(100, min(1000, session_ms // 3)),
+            request_timeout_ms=15000,
             max_poll_interval_ms=300000, retry_backoff_ms=200, max_partition_fetch_bytes=1 << 20,
         )
 

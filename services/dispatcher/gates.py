@@ -97,7 +97,7 @@ class Gates:
         out: list[Pending] = []
         rate = gate.throughput_per_s(self.endpoint_concurrency)
         while len(gate.waiting) > limit:
-            position = len(gate.waiting) + gate.in_flight
+            position = len(gate.waiting) + gate.in_flight + gate.claiming
             delay = min(MAX_PARK_S, max(MIN_PARK_S, position / rate))
             out.append(replace(gate.waiting.pop(), park_s=delay * self._rng.uniform(0.9, 1.1)))
             self.waiting -= 1
@@ -106,6 +106,7 @@ class Gates:
     def take(self, limit: int) -> list[Pending]:
         """Up to ``limit`` requests for the next claim (overflow parks come on top of it).
 
+        The budget is shared round-robin: every ready endpoint gets an equal share per pass.
         Requests without ``park_s`` count as claiming until settled, deferred or started.
         """
         now = self._clock()
@@ -115,18 +116,23 @@ class Gates:
         if gates:
             self._rotation = (self._rotation + 1) % len(gates)
             gates = gates[self._rotation:] + gates[:self._rotation]
+        ready = [g for g in gates if g.not_before <= now]
+        while budget > 0 and ready:
+            share = max(1, budget // len(ready))
+            still: list[Gate] = []
+            for gate in ready:
+                free = gate.cap(self.endpoint_concurrency) - gate.in_flight - gate.claiming
+                for _ in range(max(0, min(free, share, budget, len(gate.waiting)))):
+                    out.append(gate.waiting.popleft())
+                    gate.claiming += 1
+                    budget -= 1
+                if gate.waiting and free > share:
+                    still.append(gate)
+            ready = still
+        self.claiming += len(out)
+        self.waiting -= len(out)
         for gate in gates:
             out.extend(self._overflow(gate))
-            if budget <= 0 or gate.not_before > now:
-                continue
-            free = gate.cap(self.endpoint_concurrency) - gate.in_flight - gate.claiming
-            for _ in range(max(0, min(free, budget, len(gate.waiting)))):
-                out.append(gate.waiting.popleft())
-                gate.claiming += 1
-                budget -= 1
-        taken = sum(1 for p in out if p.park_s is None)
-        self.claiming += taken
-        self.waiting -= taken
         return out
 
     def next_ready_in(self) -> float | None:

@@ -34,6 +34,7 @@ class DispatcherSettings:
     sweep_interval_s: float            # how often stuck deliveries are looked for
     sweep_stale_s: float               # a delivery that has not moved this long is re-published
     drain_s: float                     # SIGTERM: wait this long for in-flight attempts
+    kafka_session_timeout_ms: int      # group membership; a dead member is noticed after this
     outcome_batch_max: int             # group commit closes at this many outcomes...
     outcome_batch_wait_ms: int         # ...or this long after the first one arrived
 
@@ -81,6 +82,8 @@ def load_dispatcher_settings(env: Mapping[str, str]) -> DispatcherSettings:
         sweep_interval_s=env_float(env, "POSTWIRE_SWEEP_INTERVAL_S", 5.0, 0.1, 3600.0),
         sweep_stale_s=env_float(env, "POSTWIRE_SWEEP_STALE_S", 60.0, 0.5, 86400.0),
         drain_s=env_float(env, "POSTWIRE_DISPATCHER_DRAIN_S", 5.0, 0.0, 300.0),
+        kafka_session_timeout_ms=env_int(env, "POSTWIRE_KAFKA_SESSION_TIMEOUT_MS", 10000, 1000,
+                                         300000),
         outcome_batch_max=env_int(env, "POSTWIRE_OUTCOME_BATCH_MAX", 500, 1, 10000),
         outcome_batch_wait_ms=env_int(env, "POSTWIRE_OUTCOME_BATCH_WAIT_MS", 2, 0, 1000),
     )

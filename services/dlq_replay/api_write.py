@@ -15,7 +15,8 @@ from aiohttp import web
 
 from services.dlq_replay.api_read import path_id
 from services.dlq_replay.context import CTX
-from services.dlq_replay.event_replay import EventReplayResult, IdempotencyInput, replay_event
+from services.dlq_replay.event_replay import EventReplayResult, replay_event
+from services.dlq_replay.idempotency import IdempotencyInput, claim_key, store_response
 from services.dlq_replay.jobs import cancel_job, create_bulk_job
 from services.dlq_replay.schemas import (
     parse_bulk_replay,
@@ -80,12 +81,28 @@ async def post_bulk_replay(request: web.Request) -> web.Response:
     check_query(request, ())
     ctx = request.app[CTX]
     operator = principal_of(request)
-    parsed = parse_bulk_replay(await read_json_object(request, MAX_BODY_BYTES))
+    key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
+    body = await read_json_object(request, MAX_BODY_BYTES)
+    parsed = parse_bulk_replay(body)
+    idem = None if key is None else IdempotencyInput(
+        key, request_hash("bulk", body), ctx.settings.idempotency_window_s)
 
-    async def work(conn: asyncpg.Connection) -> dict[str, Any]:
-        return await create_bulk_job(conn, operator=operator, request=parsed)
+    async def work(conn: asyncpg.Connection) -> tuple[dict[str, Any], bool]:
+        if idem is not None:
+            stored = await claim_key(conn, operator=operator, key=idem.key,
+                                     request_hash=idem.request_hash, window_s=idem.window_s)
+            if stored is not None:
+                return stored.body, True
+        job = await create_bulk_job(conn, operator=operator, request=parsed)
+        if idem is not None:
+            await store_response(conn, operator=operator, key=idem.key, replay_id=job["id"],
+                                 response=job)
+        return job, False
 
-    job = await in_transaction(ctx.pool, work)
+    job, replayed = await in_transaction(ctx.pool, work)
+    if replayed:
+        ctx.metrics.replay_requests.labels("bulk", "idempotent_replayed").inc()
+        return _json(job, 202, {"Idempotent-Replayed": "true"})
     ctx.worker.wake()
     ctx.metrics.replay_requests.labels("bulk", "ok").inc()
     log.info("bulk replay started", extra=fields(

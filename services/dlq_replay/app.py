@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -21,6 +21,27 @@ from shared.http.health import add_health_routes
 from shared.outbox_relay import OutboxFlusher, OutboxRelay
 
 STATS_INTERVAL_S = 5.0
+
+
+def _lifecycle(ctx: AdminContext, relay: OutboxRelay,
+               stats: StatsLoop) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Start the background loops with the app; on shutdown stop them in reverse order (the
+    worker releases its job leases), then close Kafka and Postgres."""
+
+    async def resources(_: web.Application) -> AsyncIterator[None]:
+        ctx.flusher.start()
+        relay.start()
+        ctx.worker.start()
+        stats.start()
+        yield
+        await stats.stop()
+        await ctx.worker.stop()
+        await relay.stop()
+        await ctx.flusher.stop()
+        await ctx.publisher.stop()
+        await ctx.pool.close()
+
+    return resources
 
 
 async def make_app(settings: AdminSettings) -> web.Application:
@@ -48,20 +69,7 @@ async def make_app(settings: AdminSettings) -> web.Application:
     )
     app[CTX] = ctx
 
-    async def resources(_: web.Application) -> AsyncIterator[None]:
-        flusher.start()
-        relay.start()
-        worker.start()
-        stats.start()
-        yield
-        await stats.stop()
-        await worker.stop()
-        await relay.stop()
-        await flusher.stop()
-        await publisher.stop()
-        await pool.close()
-
-    app.cleanup_ctx.append(resources)
+    app.cleanup_ctx.append(_lifecycle(ctx, relay, stats))
     setup_read_routes(app)
     setup_write_routes(app)
     add_health_routes(app, [lambda: ping(pool), publisher.ping], metrics.registry)

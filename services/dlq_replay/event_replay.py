@@ -14,21 +14,12 @@ from typing import Any
 import asyncpg
 
 from services.dlq_replay.audit import ACTION_EVENT_REPLAY, write_audit
-from services.dlq_replay.idempotency import claim_key, store_response
+from services.dlq_replay.idempotency import IdempotencyInput, claim_key, store_response
 from services.dlq_replay.queueing import QueueResult, queue_deliveries
 from services.dlq_replay.schemas import EventReplayRequest
 from shared.adapters.kafka.publisher import Message
 from shared.core.errors import InvalidRequest, NotFound
 from shared.core.ids import new_id
-
-
-@dataclass(frozen=True)
-class IdempotencyInput:
-    """The key of a request and the fingerprint of its body (see ``schemas.request_hash``)."""
-
-    key: str
-    request_hash: bytes
-    window_s: float
 
 
 @dataclass

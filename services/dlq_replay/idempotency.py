@@ -1,9 +1,9 @@
-"""Idempotency-Key records of single-event replays: per operator, for a bounded window.
+"""Idempotency-Key records of replay requests: per operator, for a bounded window.
 
-A key only deduplicates a *retried identical request* (same operator, same key, same event,
-same body): it gets the stored response back and nothing is queued again. The same key with a
-different request is a 409 ``idempotency_conflict``. A new request without a key (or with a
-new key) always replays again: a replay is never silently swallowed.
+A key only deduplicates a *retried identical request* (same operator, same key, same event or
+bulk scope, same body): it gets the stored response back and nothing is queued or created
+again. The same key with a different request is a 409 ``idempotency_conflict``. A new request
+without a key (or with a new key) always replays again: a replay is never silently swallowed.
 
 Claiming a key inserts its row first thing in the replay's transaction; a concurrent request
 with the same key waits on that row until the first one commits (then gets its response) or
@@ -18,6 +18,15 @@ from typing import Any
 import asyncpg
 
 from shared.core.errors import IdempotencyConflict
+
+
+@dataclass(frozen=True)
+class IdempotencyInput:
+    """The key of a request and the fingerprint of its body (see ``schemas.request_hash``)."""
+
+    key: str
+    request_hash: bytes
+    window_s: float
 
 
 @dataclass(frozen=True)

@@ -170,7 +170,8 @@ def parse_idempotency_key(value: str | None) -> str | None:
     return value
 
 
-def request_hash(event_id: str, body: dict[str, Any]) -> bytes:
-    """Fingerprint of a replay request: the event and the body with its keys sorted."""
-    canonical = orjson.dumps({"event_id": event_id, "body": body}, option=orjson.OPT_SORT_KEYS)
+def request_hash(scope: str, body: dict[str, Any]) -> bytes:
+    """Fingerprint of a request: its scope (the event id of a single-event replay, ``bulk``
+    for a bulk replay) and its body with the keys sorted."""
+    canonical = orjson.dumps({"scope": scope, "body": body}, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).digest()

@@ -60,5 +60,7 @@ class StatsLoop:
                     await purge_expired(self._pool, self._window_s)
             except _TRANSIENT as exc:
                 log.warning("admin stats refresh failed: %r", exc)
+            except Exception:  # a gauge is not worth a dead loop
+                log.exception("admin stats refresh failed")
             rounds += 1
             await asyncio.sleep(self._interval_s)

@@ -87,6 +87,8 @@ class BulkReplayWorker:
                 await self._claim_all()
             except TRANSIENT as exc:
                 log.warning("bulk replay: cannot claim jobs: %r", exc)
+            except Exception:  # never let the claimer die: log, and try again next round
+                log.exception("bulk replay: claiming jobs failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._settings.job_poll_interval_s)
             self._wake.clear()

@@ -47,7 +47,8 @@ def _error_detail(raw: bytes) -> tuple[str | None, str]:
         return None, raw[:200].decode(errors="replace").strip() or "(empty body)"
 
 
-def _http_error(status: int, raw: bytes, url: str) -> CliError:
+def http_error(status: int, raw: bytes, url: str) -> CliError:
+    """The CliError for an HTTP error answer (status, body) from the service at ``url``."""
     kind, message = _error_detail(raw)
     if status in (401, 403):
         return CliError(f"authentication failed: {message} (is this an admin token? set "
@@ -86,7 +87,7 @@ class AdminClient:
             with self._opener.open(request, timeout=self._timeout_s) as response:
                 raw = response.read()
         except urllib.error.HTTPError as exc:
-            raise _http_error(exc.code, exc.read(), self.base_url) from exc
+            raise http_error(exc.code, exc.read(), self.base_url) from exc
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
             raise CliError(f"cannot reach the admin service at {self.base_url} ({reason}); "

@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 from standardwebhooks.webhooks import Webhook
 
-from deploy.embedded.services import ServiceProcess, start_service
+from deploy.embedded.services import ServiceName, ServiceProcess, start_service
 from services.dlq_replay.testkit import Receiver
 from tests.conftest import TEST_ADMIN_TOKEN, TEST_API_KEY, ServiceEnvFactory
 
@@ -41,11 +41,12 @@ class Stack:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def live(service_env: ServiceEnvFactory, tmp_path_factory) -> AsyncIterator[Stack]:
+async def live(service_env: ServiceEnvFactory,
+               tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     env = service_env(RETRY_SCHEDULE="0,2,2", CIRCUIT_FAILURE_THRESHOLD="1000")
     logs = tmp_path_factory.mktemp("replay-e2e")
-    started = [start_service(name, env, logs / f"{name}.log")  # type: ignore[arg-type]
-               for name in ("ingest", "dispatcher", "dlq_replay")]
+    names: tuple[ServiceName, ...] = ("ingest", "dispatcher", "dlq_replay")
+    started = [start_service(name, env, logs / f"{name}.log") for name in names]
     try:
         for service in started:
             await service.wait_healthy_async(timeout_s=60)
@@ -67,7 +68,7 @@ async def _endpoint(stack: Stack, receiver: Receiver) -> dict[str, Any]:
     status, endpoint = await stack.call(stack.ingest, "POST", "/v1/endpoints", {
         "account_id": f"acct_{uuid.uuid4().hex[:8]}", "url": receiver.url})
     assert status == 201, endpoint
-    return endpoint
+    return dict(endpoint)
 
 
 async def _dead_event(stack: Stack, receiver: Receiver, endpoint: dict[str, Any]) -> str:
@@ -92,7 +93,8 @@ async def _replay(stack: Stack, event_id: str, **body: Any) -> dict[str, Any]:
     return dict(answer)
 
 
-async def test_replay_resends_same_id_and_body_signed_with_the_current_secret(live, receiver):
+async def test_replay_resends_same_id_and_body_signed_with_the_current_secret(
+        live: Stack, receiver: Receiver) -> None:
     endpoint = await _endpoint(live, receiver)
     event_id = await _dead_event(live, receiver, endpoint)
     [first] = receiver.received
@@ -122,7 +124,7 @@ async def test_replay_resends_same_id_and_body_signed_with_the_current_secret(li
     assert [(e["operator"], e["action"]) for e in audit["data"]] == [("admin", "replay.event")]
 
 
-async def test_two_concurrent_replays_deliver_once(live, receiver):
+async def test_two_concurrent_replays_deliver_once(live: Stack, receiver: Receiver) -> None:
     endpoint = await _endpoint(live, receiver)
     event_id = await _dead_event(live, receiver, endpoint)
     receiver.status = lambda _: 200
@@ -133,7 +135,7 @@ async def test_two_concurrent_replays_deliver_once(live, receiver):
     assert receiver.ids() == [event_id, event_id]
 
 
-async def test_a_replay_racing_a_retry_delivers_once(live, receiver):
+async def test_a_replay_racing_a_retry_delivers_once(live: Stack, receiver: Receiver) -> None:
     endpoint = await _endpoint(live, receiver)
     receiver.status = lambda _: 503  # retried after 2 s
     status, event = await live.call(live.ingest, "POST", "/v1/events", {
@@ -148,7 +150,8 @@ async def test_a_replay_racing_a_retry_delivers_once(live, receiver):
     assert receiver.ids() == [event["id"], event["id"]]  # the failure, then the one retry
 
 
-async def test_deleted_and_disabled_endpoints_are_not_replayed(live, receiver):
+async def test_deleted_and_disabled_endpoints_are_not_replayed(
+        live: Stack, receiver: Receiver) -> None:
     gone, off = await _endpoint(live, receiver), await _endpoint(live, receiver)
     gone_event = await _dead_event(live, receiver, gone)
     off_event = await _dead_event(live, receiver, off)
@@ -167,14 +170,14 @@ async def test_deleted_and_disabled_endpoints_are_not_replayed(live, receiver):
     assert len(receiver.received) == sent
 
 
-async def test_unknown_event_is_404(live):
+async def test_unknown_event_is_404(live: Stack) -> None:
     status, body = await live.call(live.admin, "POST",
                                     "/admin/v1/events/evt_01JD0000000000000000000000/replay",
                                     {"reason": "x"})
     assert (status, body["error"]["type"]) == (404, "not_found")
 
 
-async def test_tokens_work_only_on_their_own_service(live):
+async def test_tokens_work_only_on_their_own_service(live: Stack) -> None:
     for service, auth in ((live.admin, INGEST), (live.ingest, ADMIN)):
         path = "/admin/v1/dead-letters" if service is live.admin else "/v1/endpoints?account_id=a"
         async with live.http.get(service.base_url + path, headers=auth) as response:

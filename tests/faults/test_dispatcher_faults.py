@@ -14,7 +14,14 @@ import pytest_asyncio
 
 from deploy.embedded.stack import EmbeddedStack
 from tests.dispatch_helpers import (
-    DispatcherFactory, Endpoint, Event, Seeder, dispatchers_per_test, metric, poll, seeder,
+    DispatcherFactory,
+    Endpoint,
+    Event,
+    Seeder,
+    dispatchers_per_test,
+    metric,
+    poll,
+    seeder,
 )
 from tests.receiver import Receiver, Reply
 

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import orjson
 import pytest
 import pytest_asyncio
 
-from services.dlq_replay.harness import running_admin
+from services.dlq_replay.harness import AdminApp, running_admin
 from services.dlq_replay.jobs import create_bulk_job, run_step
 from services.dlq_replay.schemas import parse_bulk_replay
-from services.dlq_replay.testkit import insert_dead_deliveries, insert_endpoint
+from services.dlq_replay.testkit import SeededEndpoint, insert_dead_deliveries, insert_endpoint
 from shared.core.ids import new_id
+from tests.conftest import ServiceEnvFactory
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -24,40 +27,43 @@ URL = "http://127.0.0.1:9/hook"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def admin(service_env):
+async def admin(service_env: ServiceEnvFactory) -> AsyncIterator[AdminApp]:
     async with running_admin(service_env(ADMIN_JOB_POLL_S="0.1")) as app:
         yield app
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def pool(database_url):
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     created = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     yield created
     await created.close()
 
 
-async def _endpoint(pool, **kwargs):
+async def _endpoint(pool: asyncpg.Pool, **kwargs: Any) -> SeededEndpoint:
     return await insert_endpoint(pool, account_id=f"acct_{uuid.uuid4().hex[:8]}", url=URL,
                                  **kwargs)
 
 
-async def _start(admin, filter_: dict, rate: int = 1000, reason: str = "outage window"):
+async def _start(admin: AdminApp, filter_: dict[str, str], rate: int = 1000,
+                 reason: str = "outage window") -> dict[str, Any]:
     status, job, _ = await admin.call("POST", "/admin/v1/replays", {
         "reason": reason, "filter": filter_, "max_per_second": rate})
     assert status == 202, job
-    return job
+    return dict(job)
 
 
-async def _wait_status(admin, job_id: str, wanted: str, timeout_s: float = 30.0) -> dict:
+async def _wait_status(admin: AdminApp, job_id: str, wanted: str,
+                       timeout_s: float = 30.0) -> dict[str, Any]:
     async with asyncio.timeout(timeout_s):
         while True:
             _, job, _ = await admin.call("GET", f"/admin/v1/replays/{job_id}")
             if job["status"] == wanted:
-                return job
+                return dict(job)
             await asyncio.sleep(0.05)
 
 
-async def test_bulk_replay_queues_every_match_once_and_reports_progress(admin, pool):
+async def test_bulk_replay_queues_every_match_once_and_reports_progress(
+        admin: AdminApp, pool: asyncpg.Pool) -> None:
     endpoint = await _endpoint(pool)
     other = await _endpoint(pool)
     made = await insert_dead_deliveries(pool, endpoint, 40)
@@ -79,7 +85,7 @@ async def test_bulk_replay_queues_every_match_once_and_reports_progress(admin, p
     assert tuple(audit) == ("admin", "replay.bulk.start", "outage window")
 
 
-async def test_bulk_replay_keeps_to_its_rate(admin, pool):
+async def test_bulk_replay_keeps_to_its_rate(admin: AdminApp, pool: asyncpg.Pool) -> None:
     endpoint = await _endpoint(pool)
     await insert_dead_deliveries(pool, endpoint, 60)
     job = await _start(admin, {"endpoint_id": endpoint.id}, rate=20)
@@ -92,7 +98,8 @@ async def test_bulk_replay_keeps_to_its_rate(admin, pool):
     assert stamps[-1] - stamps[0] >= timedelta(seconds=2)  # 60 at 20/s cannot take under 2 s
 
 
-async def test_deliveries_that_moved_meanwhile_are_skipped(admin, pool):
+async def test_deliveries_that_moved_meanwhile_are_skipped(
+        admin: AdminApp, pool: asyncpg.Pool) -> None:
     endpoint = await _endpoint(pool)
     made = await insert_dead_deliveries(pool, endpoint, 10)
     job = await _start(admin, {"endpoint_id": endpoint.id}, rate=5)
@@ -105,7 +112,7 @@ async def test_deliveries_that_moved_meanwhile_are_skipped(admin, pool):
                                moved) == 0
 
 
-async def test_cancel_stops_the_job_and_is_audited(admin, pool):
+async def test_cancel_stops_the_job_and_is_audited(admin: AdminApp, pool: asyncpg.Pool) -> None:
     endpoint = await _endpoint(pool)
     await insert_dead_deliveries(pool, endpoint, 50)
     job = await _start(admin, {"endpoint_id": endpoint.id}, rate=4)
@@ -129,7 +136,7 @@ async def test_cancel_stops_the_job_and_is_audited(admin, pool):
                                " AND action = 'replay.bulk.cancel'", job["id"]) == 1
 
 
-async def test_cancelling_a_finished_job_is_a_conflict(admin, pool):
+async def test_cancelling_a_finished_job_is_a_conflict(admin: AdminApp, pool: asyncpg.Pool) -> None:
     endpoint = await _endpoint(pool)
     job = await _start(admin, {"endpoint_id": endpoint.id})
     assert (job["status"], job["matched"]) == ("completed", 0)  # nothing matched
@@ -137,7 +144,8 @@ async def test_cancelling_a_finished_job_is_a_conflict(admin, pool):
     assert (status, body["error"]["type"]) == (409, "conflict")
 
 
-async def test_two_admin_processes_never_queue_a_delivery_twice(admin, pool, service_env):
+async def test_two_admin_processes_never_queue_a_delivery_twice(
+        admin: AdminApp, pool: asyncpg.Pool, service_env: ServiceEnvFactory) -> None:
     endpoint = await _endpoint(pool)
     made = await insert_dead_deliveries(pool, endpoint, 300)
     async with running_admin(service_env(ADMIN_JOB_POLL_S="0.05")) as second:
@@ -156,7 +164,7 @@ async def test_two_admin_processes_never_queue_a_delivery_twice(admin, pool, ser
     assert {r["generation"] for r in generations} == {1}
 
 
-async def test_a_worker_that_lost_its_lease_cannot_step(pool):
+async def test_a_worker_that_lost_its_lease_cannot_step(pool: asyncpg.Pool) -> None:
     endpoint = await _endpoint(pool)
     made = await insert_dead_deliveries(pool, endpoint, 5)
     request = parse_bulk_replay({"reason": "r", "filter": {"endpoint_id": endpoint.id}})
@@ -177,7 +185,8 @@ async def test_a_worker_that_lost_its_lease_cannot_step(pool):
     assert [o.outcome for o in step.outcomes] == ["queued"] * 5 and step.running is False
 
 
-async def test_a_stopped_process_hands_its_job_over(pool, service_env):
+async def test_a_stopped_process_hands_its_job_over(
+        pool: asyncpg.Pool, service_env: ServiceEnvFactory) -> None:
     endpoint = await _endpoint(pool)
     made = await insert_dead_deliveries(pool, endpoint, 30)
     async with running_admin(service_env(ADMIN_JOB_POLL_S="0.05")) as first:
@@ -204,13 +213,14 @@ async def test_a_stopped_process_hands_its_job_over(pool, service_env):
     ({"reason": "x", "filter": []}, "filter"),
     ({"reason": "x", "speed": 3}, "speed"),
 ])
-async def test_invalid_bulk_bodies_are_400(admin, body, param):
+async def test_invalid_bulk_bodies_are_400(
+        admin: AdminApp, body: dict[str, Any], param: str) -> None:
     status, answer, _ = await admin.call("POST", "/admin/v1/replays", body)
     assert (status, answer["error"]["type"], answer["error"]["param"]) == (
         400, "invalid_request", param)
 
 
-async def test_unknown_or_malformed_replay_ids_are_404(admin):
+async def test_unknown_or_malformed_replay_ids_are_404(admin: AdminApp) -> None:
     for replay_id in (new_id("rpl"), "rpl_123", "evt_01JD0000000000000000000000"):
         status, body, _ = await admin.call("GET", f"/admin/v1/replays/{replay_id}")
         assert (status, body["error"]["type"]) == (404, "not_found")
@@ -218,7 +228,7 @@ async def test_unknown_or_malformed_replay_ids_are_404(admin):
         assert (status, body["error"]["type"]) == (404, "not_found")
 
 
-async def test_an_event_replay_id_can_be_looked_up(admin, pool):
+async def test_an_event_replay_id_can_be_looked_up(admin: AdminApp, pool: asyncpg.Pool) -> None:
     endpoint = await _endpoint(pool)
     [made] = await insert_dead_deliveries(pool, endpoint, 1)
     _, body, _ = await admin.call("POST", f"/admin/v1/events/{made.event_id}/replay",
@@ -227,3 +237,20 @@ async def test_an_event_replay_id_can_be_looked_up(admin, pool):
     assert status == 200
     assert (job["status"], job["kind"], job["matched"], job["queued"]) == (
         "completed", "event", 1, 1)
+
+
+async def test_a_retried_bulk_request_with_its_key_creates_one_job(
+        admin: AdminApp, pool: asyncpg.Pool) -> None:
+    endpoint = await _endpoint(pool)
+    await insert_dead_deliveries(pool, endpoint, 3)
+    body = {"reason": "retry-safe", "filter": {"endpoint_id": endpoint.id}}
+    key = {"Idempotency-Key": f"bulk-{uuid.uuid4()}"}
+    first = await admin.call("POST", "/admin/v1/replays", body, headers=key)
+    again = await admin.call("POST", "/admin/v1/replays", body, headers=key)
+    assert (first[0], again[0]) == (202, 202)
+    assert again[1]["id"] == first[1]["id"] and again[2].get("Idempotent-Replayed") == "true"
+    assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'replay.bulk.start'"
+                               " AND details->'filter'->>'endpoint_id' = $1", endpoint.id) == 1
+    other = await admin.call("POST", "/admin/v1/replays", {**body, "reason": "another"},
+                             headers=key)
+    assert (other[0], other[1]["error"]["type"]) == (409, "idempotency_conflict")

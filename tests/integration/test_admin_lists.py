@@ -4,16 +4,19 @@ rows arrive), one event with deliveries and attempts, and the audit log."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import pytest
 import pytest_asyncio
 
-from services.dlq_replay.harness import running_admin
+from services.dlq_replay.harness import AdminApp, running_admin
 from services.dlq_replay.testkit import insert_dead_deliveries, insert_endpoint
 from shared.core.ids import new_id
 from shared.core.timefmt import format_ts, utcnow
+from tests.conftest import ServiceEnvFactory
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -21,13 +24,13 @@ URL = "http://127.0.0.1:9/hook"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def admin(service_env):
+async def admin(service_env: ServiceEnvFactory) -> AsyncIterator[AdminApp]:
     async with running_admin(service_env()) as app:
         yield app
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def pool(database_url):
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     created = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     yield created
     await created.close()
@@ -37,8 +40,9 @@ def _account() -> str:
     return f"acct_{uuid.uuid4().hex[:8]}"
 
 
-async def _walk(admin, query: str) -> list[dict]:
-    seen, cursor = [], None
+async def _walk(admin: AdminApp, query: str) -> list[dict[str, Any]]:
+    seen: list[dict[str, Any]] = []
+    cursor = None
     while True:
         suffix = f"&cursor={cursor}" if cursor else ""
         status, page, _ = await admin.call("GET", f"/admin/v1/dead-letters?{query}{suffix}")
@@ -50,7 +54,8 @@ async def _walk(admin, query: str) -> list[dict]:
         cursor = page["next_cursor"]
 
 
-async def test_dead_letters_have_the_contract_fields_newest_first(admin, pool):
+async def test_dead_letters_have_the_contract_fields_newest_first(
+        admin: AdminApp, pool: asyncpg.Pool) -> None:
     endpoint = await insert_endpoint(pool, account_id=_account(), url=URL)
     made = await insert_dead_deliveries(pool, endpoint, 3, event_type="invoice.failed")
     status, page, _ = await admin.call(
@@ -66,7 +71,7 @@ async def test_dead_letters_have_the_contract_fields_newest_first(admin, pool):
     assert first["dead_at"].endswith("Z")
 
 
-async def test_every_filter_narrows_the_list(admin, pool):
+async def test_every_filter_narrows_the_list(admin: AdminApp, pool: asyncpg.Pool) -> None:
     account = _account()
     one = await insert_endpoint(pool, account_id=account, url=URL)
     two = await insert_endpoint(pool, account_id=account, url=URL)
@@ -81,10 +86,12 @@ async def test_every_filter_narrows_the_list(admin, pool):
     assert len(await _walk(admin, f"account_id={account}&until={since}")) == 2
 
 
-async def test_walking_the_cursor_returns_each_row_once_while_rows_arrive(admin, pool):
+async def test_walking_the_cursor_returns_each_row_once_while_rows_arrive(
+        admin: AdminApp, pool: asyncpg.Pool) -> None:
     endpoint = await insert_endpoint(pool, account_id=_account(), url=URL)
     made = await insert_dead_deliveries(pool, endpoint, 25)
-    seen, cursor = [], None
+    seen: list[str] = []
+    cursor = None
     while True:
         suffix = f"&cursor={cursor}" if cursor else ""
         _, page, _ = await admin.call(
@@ -100,12 +107,13 @@ async def test_walking_the_cursor_returns_each_row_once_while_rows_arrive(admin,
 
 @pytest.mark.parametrize("query", ["limit=0", "limit=101", "cursor=garbage", "since=yesterday",
                                    "color=red"])
-async def test_bad_list_parameters_are_400(admin, query):
+async def test_bad_list_parameters_are_400(admin: AdminApp, query: str) -> None:
     status, body, _ = await admin.call("GET", f"/admin/v1/dead-letters?{query}")
     assert (status, body["error"]["type"]) == (400, "invalid_request")
 
 
-async def test_event_view_shows_deliveries_and_attempts(admin, pool):
+async def test_event_view_shows_deliveries_and_attempts(
+        admin: AdminApp, pool: asyncpg.Pool) -> None:
     endpoint = await insert_endpoint(pool, account_id=_account(), url=URL)
     [made] = await insert_dead_deliveries(pool, endpoint, 1)
     for n, code in ((1, 500), (2, 503)):
@@ -124,7 +132,8 @@ async def test_event_view_shows_deliveries_and_attempts(admin, pool):
             for a in delivery["attempts"]] == [(1, 500, "oops"), (2, 503, "oops")]
 
 
-async def test_audit_log_lists_replays_newest_first_with_a_cursor(admin, pool):
+async def test_audit_log_lists_replays_newest_first_with_a_cursor(
+        admin: AdminApp, pool: asyncpg.Pool) -> None:
     endpoint = await insert_endpoint(pool, account_id=_account(), url=URL)
     made = await insert_dead_deliveries(pool, endpoint, 3)
     for n, item in enumerate(made):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import asyncpg
 import orjson
@@ -15,6 +17,7 @@ from services.dlq_replay.harness import AdminApp, read_deliveries, running_admin
 from services.dlq_replay.testkit import SeededEndpoint, insert_dead_deliveries, insert_endpoint
 from shared.core.delivery_message import delivery_key
 from shared.core.ids import new_id
+from tests.conftest import ServiceEnvFactory
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -22,7 +25,7 @@ URL = "http://127.0.0.1:9/hook"  # never called: no dispatcher runs in these tes
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def admin(service_env):
+async def admin(service_env: ServiceEnvFactory) -> AsyncIterator[AdminApp]:
     async with running_admin(service_env()) as app:
         yield app
 
@@ -33,23 +36,24 @@ async def _jsonb(conn: asyncpg.Connection) -> None:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def pool(database_url):
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     created = await asyncpg.create_pool(database_url, min_size=1, max_size=4, init=_jsonb)
     yield created
     await created.close()
 
 
-async def _endpoint(pool, **kwargs) -> SeededEndpoint:
+async def _endpoint(pool: asyncpg.Pool, **kwargs: Any) -> SeededEndpoint:
     return await insert_endpoint(pool, account_id=f"acct_{uuid.uuid4().hex[:8]}", url=URL, **kwargs)
 
 
-async def _replay(admin: AdminApp, event_id: str, **body):
+async def _replay(admin: AdminApp, event_id: str,
+                  **body: Any) -> tuple[int, Any, Mapping[str, str]]:
     body.setdefault("reason", "merchant fixed their endpoint")
     return await admin.call("POST", f"/admin/v1/events/{event_id}/replay", body)
 
 
-async def test_replay_queues_a_dead_delivery_and_audits_it(admin, pool, kafka_bootstrap,
-                                                           topic_prefix):
+async def test_replay_queues_a_dead_delivery_and_audits_it(
+        admin: AdminApp, pool: asyncpg.Pool, kafka_bootstrap: str, topic_prefix: str) -> None:
     endpoint = await _endpoint(pool)
     [dead] = await insert_dead_deliveries(pool, endpoint, 1, ordering_key="order-7")
     status, body, _ = await _replay(admin, dead.event_id)
@@ -75,7 +79,7 @@ async def test_replay_queues_a_dead_delivery_and_audits_it(admin, pool, kafka_bo
     assert keys == [delivery_key(endpoint.id, "order-7", dead.delivery_id)]
 
 
-async def test_outcomes_for_every_delivery_state(admin, pool):
+async def test_outcomes_for_every_delivery_state(admin: AdminApp, pool: asyncpg.Pool) -> None:
     live = await _endpoint(pool)
     disabled = await _endpoint(pool, enabled=False)
     deleted = await _endpoint(pool, deleted=True)
@@ -96,7 +100,8 @@ async def test_outcomes_for_every_delivery_state(admin, pool):
         assert (row["status"], row["generation"]) == (state, 0)  # nothing changed
 
 
-async def test_include_succeeded_requeues_a_succeeded_delivery(admin, pool):
+async def test_include_succeeded_requeues_a_succeeded_delivery(
+        admin: AdminApp, pool: asyncpg.Pool) -> None:
     endpoint = await _endpoint(pool)
     [made] = await insert_dead_deliveries(pool, endpoint, 1, status="succeeded")
     status, body, _ = await _replay(admin, made.event_id, include_succeeded=True)
@@ -106,7 +111,8 @@ async def test_include_succeeded_requeues_a_succeeded_delivery(admin, pool):
                                made.delivery_id) == 1
 
 
-async def test_endpoint_ids_selects_deliveries_and_unknown_endpoint_is_refused(admin, pool):
+async def test_endpoint_ids_selects_deliveries_and_unknown_endpoint_is_refused(
+        admin: AdminApp, pool: asyncpg.Pool) -> None:
     first, second = await _endpoint(pool), await _endpoint(pool)
     [a] = await insert_dead_deliveries(pool, first, 1)
     # a second delivery of the same event, to another endpoint
@@ -123,8 +129,8 @@ async def test_endpoint_ids_selects_deliveries_and_unknown_endpoint_is_refused(a
         400, "invalid_request", "endpoint_ids")
 
 
-async def test_concurrent_replays_queue_each_delivery_once(admin, pool, kafka_bootstrap,
-                                                           topic_prefix):
+async def test_concurrent_replays_queue_each_delivery_once(
+        admin: AdminApp, pool: asyncpg.Pool, kafka_bootstrap: str, topic_prefix: str) -> None:
     endpoint = await _endpoint(pool)
     [dead] = await insert_dead_deliveries(pool, endpoint, 1)
     results = await asyncio.gather(*(_replay(admin, dead.event_id) for _ in range(12)))
@@ -138,8 +144,8 @@ async def test_concurrent_replays_queue_each_delivery_once(admin, pool, kafka_bo
 
 @pytest.mark.parametrize(("retry_ends", "expected"), [("dead", "queued"),
                                                       ("succeeded", "not_dead")])
-async def test_replay_racing_the_dispatchers_retry_waits_for_it(admin, pool, retry_ends,
-                                                                 expected):
+async def test_replay_racing_the_dispatchers_retry_waits_for_it(
+        admin: AdminApp, pool: asyncpg.Pool, retry_ends: str, expected: str) -> None:
     endpoint = await _endpoint(pool)
     [made] = await insert_dead_deliveries(pool, endpoint, 1, status="retrying")
     async with pool.acquire() as conn, conn.transaction():
@@ -160,7 +166,8 @@ async def test_replay_racing_the_dispatchers_retry_waits_for_it(admin, pool, ret
     assert second[1]["deliveries"][0]["outcome"] in ("already_pending", "not_dead")
 
 
-async def test_a_second_replay_after_the_first_finished_sends_again(admin, pool):
+async def test_a_second_replay_after_the_first_finished_sends_again(
+        admin: AdminApp, pool: asyncpg.Pool) -> None:
     endpoint = await _endpoint(pool)
     [made] = await insert_dead_deliveries(pool, endpoint, 1)
     key = {"Idempotency-Key": f"k-{uuid.uuid4()}"}
@@ -178,7 +185,8 @@ async def test_a_second_replay_after_the_first_finished_sends_again(admin, pool)
                                made.delivery_id) == 2
 
 
-async def test_idempotency_key_dedupes_only_a_retried_identical_request(admin, pool):
+async def test_idempotency_key_dedupes_only_a_retried_identical_request(
+        admin: AdminApp, pool: asyncpg.Pool) -> None:
     endpoint = await _endpoint(pool)
     [made] = await insert_dead_deliveries(pool, endpoint, 1)
     path = f"/admin/v1/events/{made.event_id}/replay"
@@ -196,7 +204,7 @@ async def test_idempotency_key_dedupes_only_a_retried_identical_request(admin, p
     assert (conflict[0], conflict[1]["error"]["type"]) == (409, "idempotency_conflict")
 
 
-async def test_unknown_and_malformed_event_ids_are_404(admin):
+async def test_unknown_and_malformed_event_ids_are_404(admin: AdminApp) -> None:
     for event_id in (new_id("evt"), "evt_nope", "ep_01JD0000000000000000000000"):
         status, body, _ = await _replay(admin, event_id)
         assert (status, body["error"]["type"]) == (404, "not_found")
@@ -212,7 +220,8 @@ async def test_unknown_and_malformed_event_ids_are_404(admin):
     ({"reason": "x", "endpoint_ids": ["nope"]}, "endpoint_ids"),
     ({"reason": "x", "endpoint_ids": []}, "endpoint_ids"),
 ])
-async def test_invalid_replay_bodies_are_400(admin, pool, body, param):
+async def test_invalid_replay_bodies_are_400(
+        admin: AdminApp, pool: asyncpg.Pool, body: dict[str, Any], param: str) -> None:
     endpoint = await _endpoint(pool)
     [made] = await insert_dead_deliveries(pool, endpoint, 1)
     status, answer, _ = await admin.call("POST", f"/admin/v1/events/{made.event_id}/replay", body)
@@ -222,7 +231,7 @@ async def test_invalid_replay_bodies_are_400(admin, pool, body, param):
                                made.delivery_id) == "dead"
 
 
-async def test_non_json_bodies_are_refused(admin):
+async def test_non_json_bodies_are_refused(admin: AdminApp) -> None:
     path = f"/admin/v1/events/{new_id('evt')}/replay"
     auth = {"Authorization": f"Bearer {admin.token}"}
     async with admin.client.post(path, data=b"[1]", headers={
@@ -234,7 +243,7 @@ async def test_non_json_bodies_are_refused(admin):
         assert (await response.json())["error"]["type"] == "unsupported_media_type"
 
 
-async def test_only_admin_tokens_are_accepted(admin, api_key):
+async def test_only_admin_tokens_are_accepted(admin: AdminApp, api_key: str) -> None:
     for headers in ({}, {"Authorization": f"Bearer {api_key}"},
                     {"Authorization": "Bearer wrong-token-xyz"}, {"Authorization": "Basic abc"}):
         async with admin.client.get("/admin/v1/dead-letters", headers=headers) as response:
@@ -242,3 +251,33 @@ async def test_only_admin_tokens_are_accepted(admin, api_key):
             assert (await response.json())["error"]["type"] == "authentication_failed"
     status, _, _ = await admin.call("GET", "/admin/v1/dead-letters")
     assert status == 200
+
+
+async def test_concurrent_retries_with_one_idempotency_key_queue_once(
+        admin: AdminApp, pool: asyncpg.Pool) -> None:
+    endpoint = await _endpoint(pool)
+    [made] = await insert_dead_deliveries(pool, endpoint, 1)
+    key = {"Idempotency-Key": f"k-{uuid.uuid4()}"}
+    results = await asyncio.gather(*(
+        admin.call("POST", f"/admin/v1/events/{made.event_id}/replay", {"reason": "same"},
+                   headers=key) for _ in range(8)))
+    assert {status for status, _, _ in results} == {202}
+    assert len({body["replay_id"] for _, body, _ in results}) == 1
+    assert sum(1 for _, _, headers in results if headers.get("Idempotent-Replayed")) == 7
+    assert await pool.fetchval("SELECT generation FROM deliveries WHERE id = $1",
+                               made.delivery_id) == 1
+
+
+async def test_metrics_count_replays_by_outcome(admin: AdminApp, pool: asyncpg.Pool) -> None:
+    endpoint = await _endpoint(pool)
+    [made] = await insert_dead_deliveries(pool, endpoint, 1)
+    await _replay(admin, made.event_id)
+    async with admin.client.get("/metrics") as response:
+        text = await response.text()
+    assert response.status == 200
+    assert 'postwire_replay_outcomes_total{kind="event",outcome="queued"}' in text
+    for name in ("postwire_dead_letters", "postwire_bulk_replay_jobs",
+                 "postwire_bulk_replay_remaining", "postwire_outbox_backlog"):
+        assert f"\n{name}" in text
+    async with admin.client.get("/readyz") as response:
+        assert response.status == 200

@@ -1,0 +1,199 @@
+"""Claim, outcome, scheduler and sweeper statements against the real embedded Postgres.
+
+Two ClaimStores stand for two dispatcher processes: the limits must hold across them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest_asyncio
+
+from services.dispatcher.claim_plan import RATE_SAFETY, ClaimConfig
+from services.dispatcher.claims import ClaimResult, ClaimStore
+from services.dispatcher.metrics import DispatcherMetrics
+from services.dispatcher.model import Claimed, Finished, Pending
+from services.dispatcher.offsets import Ticket
+from services.dispatcher.outcomes import OutcomeWriter
+from services.dispatcher.scheduler import Republisher
+from shared.adapters.kafka.publisher import Message
+from shared.core.backoff import BackoffPolicy
+from shared.core.decision import AttemptResult, Dead, Decision, RetryAt, Succeeded
+from shared.core.delivery_message import DeliveryMessage, decode_delivery_message
+from tests.dispatch_helpers import Endpoint, Event, Seeder
+
+CFG = ClaimConfig(first_delay_s=0.0, lease_s=5.0, rate_horizon_s=1.0)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await asyncpg.create_pool(database_url, min_size=2, max_size=8)
+    yield p
+    await p.close()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def seed(pool: asyncpg.Pool) -> AsyncIterator[Seeder]:
+    s = Seeder(pool, "127.0.0.1:1", "unused.")
+    yield s
+    await s.close()
+
+
+def requests(events: Sequence[Event], ep: Endpoint) -> list[Pending]:
+    out = []
+    for n, event in enumerate(events):
+        msg = DeliveryMessage(event.delivery_ids[ep.id], event.id, ep.id, ep.account_id,
+                              None, None)
+        out.append(Pending(Ticket("p", n, 1), msg))
+    return out
+
+
+class Sink:
+    """Captures what a component would publish after its commit."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.recorded: list[Finished] = []
+
+    def publish(self, _ids: list[int], messages: list[Message]) -> None:
+        self.messages.extend(messages)
+
+    def on_recorded(self, batch: Sequence[Finished]) -> None:
+        self.recorded.extend(batch)
+
+
+async def record(pool: asyncpg.Pool, owner: str, items: list[tuple[Claimed, AttemptResult,
+                                                                    Decision]]) -> Sink:
+    sink = Sink()
+    writer = OutcomeWriter(pool, owner, BackoffPolicy(), DispatcherMetrics(), sink.publish,
+                           sink.on_recorded)
+    writer.start()
+    for claimed, result, decision in items:
+        writer.submit(Finished(claimed, result, decision, datetime.now(UTC)))
+    assert await writer.drain(10)
+    await writer.stop()
+    return sink
+
+
+async def test_max_in_flight_holds_across_two_claimers(pool: asyncpg.Pool,
+                                                       seed: Seeder) -> None:
+    ep = await seed.endpoint("http://x.test/", max_in_flight=5)
+    events = [await seed.event([ep], publish=False) for _ in range(20)]
+    one, two = ClaimStore(pool, "one", CFG), ClaimStore(pool, "two", CFG)
+    results: tuple[ClaimResult, ClaimResult] = await asyncio.gather(one.claim(requests(events, ep)),
+                                                      two.claim(requests(events, ep)))
+    claimed = [c.delivery_id for r in results for c in r.claimed]
+    assert len(claimed) == 5 and len(set(claimed)) == 5
+    leased = await pool.fetchval(
+        "SELECT count(*) FROM deliveries WHERE endpoint_id = $1 AND lease_until > now()", ep.id)
+    assert leased == 5
+    assert all(len(r.claimed) + len(r.settled) + len(r.deferred) == 20 for r in results)
+
+
+async def test_rate_slots_are_shared_across_two_claimers(pool: asyncpg.Pool,
+                                                         seed: Seeder) -> None:
+    ep = await seed.endpoint("http://x.test/", rate_limit_per_s=2)
+    events = [await seed.event([ep], publish=False) for _ in range(6)]
+    reqs = requests(events, ep)
+    one, two = ClaimStore(pool, "one", CFG), ClaimStore(pool, "two", CFG)
+    results = await asyncio.gather(one.claim(reqs[:3]), two.claim(reqs[3:]))
+    delays = sorted(c.send_delay_s for r in results for c in r.claimed)
+    assert len(delays) == 2  # slots at 0 s and 0.525 s; the next is beyond the 1 s horizon
+    assert delays[1] - delays[0] >= RATE_SAFETY / 2 - 0.05
+
+
+async def test_dead_letter_on_exhaustion_and_again_after_a_replay(pool: asyncpg.Pool,
+                                                                  seed: Seeder) -> None:
+    ep = await seed.endpoint("http://x.test/")
+    event = await seed.event([ep], event_type="order.created", publish=False)
+    store = ClaimStore(pool, "me", CFG, random.Random(1))
+    (claimed,) = (await store.claim(requests([event], ep))).claimed
+    sink = await record(pool, "me", [(claimed, AttemptResult(500), Dead("retries_exhausted"))])
+    delivery_id = claimed.delivery_id
+    first = await pool.fetchrow("SELECT * FROM dead_letters WHERE delivery_id = $1", delivery_id)
+    assert (first["reason"], first["attempt_count"], first["type"]) == (
+        "retries_exhausted", 1, "order.created")
+    assert [m.topic for m in sink.messages] == ["deadletter"]
+    # an operator replays it (as the admin service does), and it dies again
+    await pool.execute("UPDATE deliveries SET status = 'pending', generation = generation + 1,"
+                       " round_attempt_count = 0, next_attempt_at = now() WHERE id = $1",
+                       delivery_id)
+    await pool.execute("UPDATE dead_letters SET replay_count = 1 WHERE delivery_id = $1",
+                       delivery_id)
+    msg = requests([event], ep)[0]
+    replayed = Pending(msg.ticket, replace(msg.message, generation=1))
+    (again,) = (await store.claim([replayed])).claimed
+    await record(pool, "me", [(again, AttemptResult(400), Dead("non_retryable_status"))])
+    second = await pool.fetchrow("SELECT * FROM dead_letters WHERE delivery_id = $1",
+                                 delivery_id)
+    assert second["replay_count"] == 1 and second["seq"] > first["seq"]
+    assert (second["reason"], second["attempt_count"]) == ("non_retryable_status", 2)
+    attempts = await seed.attempts(delivery_id)
+    assert [a["attempt"] for a in attempts] == [1, 2]
+
+
+async def test_an_outcome_without_the_lease_records_the_attempt_only(pool: asyncpg.Pool,
+                                                                     seed: Seeder) -> None:
+    ep = await seed.endpoint("http://x.test/")
+    event = await seed.event([ep], publish=False)
+    (claimed,) = (await ClaimStore(pool, "me", CFG).claim(requests([event], ep))).claimed
+    await pool.execute("UPDATE deliveries SET lease_owner = 'other' WHERE id = $1",
+                       claimed.delivery_id)
+    await record(pool, "me", [(claimed, AttemptResult(200), Succeeded())])
+    row = await pool.fetchrow("SELECT * FROM deliveries WHERE id = $1", claimed.delivery_id)
+    assert (row["status"], row["lease_owner"], row["attempt_count"]) == ("pending", "other", 1)
+    assert len(await seed.attempts(claimed.delivery_id)) == 1
+
+
+async def test_finishing_a_key_head_announces_the_next(pool: asyncpg.Pool,
+                                                       seed: Seeder) -> None:
+    ep = await seed.endpoint("http://x.test/")
+    events = [await seed.event([ep], ordering_key="k", publish=False) for _ in range(3)]
+    reqs = requests(events, ep)
+    store = ClaimStore(pool, "me", CFG)
+    result = await store.claim(reqs)
+    assert [c.delivery_id for c in result.claimed] == [events[0].delivery_ids[ep.id]]
+    assert {label for _, label in result.settled} == {"skipped_blocked"}
+    sink = await record(pool, "me", [(result.claimed[0], AttemptResult(204), Succeeded())])
+    announced = [decode_delivery_message(m.value) for m in sink.messages]
+    assert [m.delivery_id for m in announced] == [events[1].delivery_ids[ep.id]]
+    assert announced[0].sequence == 2 and sink.messages[0].key == f"{ep.id}|k".encode()
+
+
+async def test_scheduler_announces_due_retries_once(pool: asyncpg.Pool, seed: Seeder) -> None:
+    ep = await seed.endpoint("http://x.test/")
+    event = await seed.event([ep], publish=False)
+    (claimed,) = (await ClaimStore(pool, "me", CFG).claim(requests([event], ep))).claimed
+    await record(pool, "me", [(claimed, AttemptResult(503), RetryAt(datetime.now(UTC), 0.5))])
+    sink = Sink()
+    scheduler = Republisher(pool, sink.publish, DispatcherMetrics(), scheduler_interval_s=1,
+                            sweep_interval_s=1, sweep_stale_s=60)
+    assert await scheduler.schedule_once() == 0  # not due yet
+    await asyncio.sleep(0.6)
+    await scheduler.schedule_once()
+    assert [decode_delivery_message(m.value).delivery_id for m in sink.messages] == [
+        claimed.delivery_id]
+    assert await scheduler.schedule_once() == 0
+
+
+async def test_sweeper_announces_expired_leases(pool: asyncpg.Pool, seed: Seeder) -> None:
+    ep = await seed.endpoint("http://x.test/")
+    event = await seed.event([ep], publish=False)
+    (claimed,) = (await ClaimStore(pool, "crashed", CFG).claim(requests([event], ep))).claimed
+    await pool.execute("UPDATE deliveries SET lease_until = now() - interval '1 second'"
+                       " WHERE id = $1", claimed.delivery_id)
+    sink = Sink()
+    sweeper = Republisher(pool, sink.publish, DispatcherMetrics(), scheduler_interval_s=1,
+                          sweep_interval_s=1, sweep_stale_s=60)
+    await sweeper.sweep_once()
+    assert claimed.delivery_id in {decode_delivery_message(m.value).delivery_id
+                                   for m in sink.messages}
+    sink.messages.clear()
+    await sweeper.sweep_once()
+    assert claimed.delivery_id not in {decode_delivery_message(m.value).delivery_id
+                                       for m in sink.messages}
