@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from typing import Any
 
@@ -36,6 +37,7 @@ COMMIT_INTERVAL_S = 0.2
 UNASSIGNED_RECHECK_S = 5.0     # no partitions this long: make sure the topics exist
 UNASSIGNED_RESTART_S = 20.0    # ...and this long: re-create the consumer
 MAX_WAITING = 20000            # stop fetching while this many messages wait in memory
+MAX_COMMIT_FAILURES = 10       # consecutive failed commits: the member's view is stale
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -62,6 +64,7 @@ class DeliveryConsumer:
         self._closing = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_commit = 0.0
+        self._commit_failures = 0
         self.topic = topic_name(settings.common.topic_prefix, DELIVERIES)
 
     def start(self) -> None:
@@ -109,7 +112,10 @@ class DeliveryConsumer:
         common = self._settings.common
         await ensure_topics(common.kafka_bootstrap, common.topic_prefix, common.kafka_partitions)
         consumer = self._new_consumer()
-        consumer.subscribe([self.topic], listener=_Listener(self))
+        # A pattern, not a topic list: metadata requests then name no topic, so the consumer
+        # never auto-creates the topic (Tansu does, and racing an explicit CreateTopics after
+        # a restart can leave it with two inconsistent copies).
+        consumer.subscribe(pattern=f"^{re.escape(self.topic)}$", listener=_Listener(self))
         try:
             await consumer.start()
             self._consumer = consumer
@@ -170,8 +176,13 @@ class DeliveryConsumer:
         try:
             await consumer.commit({tp: off for tp, off in offsets.items()})
             tracker.mark_committed(offsets)
+            self._commit_failures = 0
         except KafkaError as exc:
+            self._commit_failures += 1
             log.info("offset commit failed (%s); will retry", exc)
+            if self._commit_failures >= MAX_COMMIT_FAILURES:
+                self._commit_failures = 0
+                raise ConfigError("offset commits keep failing; re-joining the group") from exc
 
     def _observe_lag(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
         lag = 0
@@ -186,14 +197,15 @@ class DeliveryConsumer:
         """Rebalance: drop waiting work of ``revoked``, commit what is durable, stop tracking."""
         self._pipeline.revoke(revoked)
         if self._consumer is not None:
-            await self._commit(self._consumer, revoked)
+            with contextlib.suppress(ConfigError):
+                await self._commit(self._consumer, revoked)
         self._pipeline.tracker.drop(set(revoked))
         self._metrics.assigned_partitions.set(0)
         if revoked:
             log.info("revoked %d partitions", len(revoked))
 
     async def _close(self, consumer: AIOKafkaConsumer) -> None:
-        with contextlib.suppress(KafkaError, OSError, TimeoutError):
+        with contextlib.suppress(KafkaError, OSError, TimeoutError, ConfigError):
             await asyncio.wait_for(self._maybe_commit(consumer, force=True), timeout=5)
         self._pipeline.revoke(None)
         self._pipeline.tracker.drop(None)

@@ -7,8 +7,9 @@ transaction, so two dispatchers never announce the same row in the same round, a
 announcement is never lost (the outbox relay retries until the broker acknowledges it). A
 duplicate announcement is harmless: the claim step skips what is not claimable.
 
-- Scheduler: open deliveries whose ``next_attempt_at`` has come and that were not published
-  since it was set (a retry, a first-attempt delay, a circuit or overflow park).
+- Scheduler: open deliveries whose ``next_attempt_at`` has come and that were not announced
+  since it was set (a retry, a first-attempt delay, a circuit or overflow park); ingest and
+  replays announce their own deliveries.
 - Sweeper: (a) leases that expired (a dispatcher crashed mid-attempt) and were not announced
   since; (b) open deliveries with no lease that have not changed nor been announced for
   ``sweep_stale_s`` (their message was lost: a broker that restarted empty). Keyed deliveries
@@ -34,11 +35,16 @@ log = logging.getLogger(__name__)
 _RETURNING = ("RETURNING d.id, d.event_id, d.endpoint_id, d.account_id, d.ordering_key, "
               "d.sequence, d.generation")
 
+# "Not announced since it became due". A retry or a park moves next_attempt_at past the last
+# announcement (published_at, or the creation, which ingest announces itself): ingest sets
+# next_attempt_at = created_at + schedule[0], so only a first-attempt delay makes it due
+# unannounced. A replay (next_attempt_at = now) gets one extra, harmless announcement.
+_UNANNOUNCED = "next_attempt_at > coalesce(published_at, created_at)"
+
 _DUE_SQL = f"""
 WITH due AS (
     SELECT id FROM deliveries
-    WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now()
-      AND (published_at IS NULL OR published_at < next_attempt_at)
+    WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now() AND {_UNANNOUNCED}
       AND (lease_until IS NULL OR lease_until <= now())
     ORDER BY next_attempt_at LIMIT $1
     FOR UPDATE SKIP LOCKED
@@ -81,10 +87,9 @@ UPDATE deliveries d SET published_at = now() FROM stuck WHERE d.id = stuck.id
 {_RETURNING}
 """
 
-_BACKLOG_SQL = """
+_BACKLOG_SQL = f"""
 SELECT count(*) FROM deliveries
-WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now()
-  AND (published_at IS NULL OR published_at < next_attempt_at)
+WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now() AND {_UNANNOUNCED}
 """
 
 Publish = Callable[[list[int], list[Message]], None]

@@ -193,9 +193,10 @@ class _Handlers:
 
 
 def _commit_concurrency(pool_size: int) -> int:
-    """Concurrent group-commit transactions: a third of the pool (the rest serves reads, the
-    endpoint cache and the outbox), between 1 and 4."""
-    return max(1, min(4, pool_size // 3))
+    """Concurrent group-commit transactions: 2 (1 with a tiny pool); the rest of the pool
+    serves reads, the endpoint cache and the outbox. Measured on 2 cores: 2 beats 1, 3, 4
+    and 6; more commits in flight only mean smaller batches competing for the same CPU."""
+    return 2 if pool_size >= 4 else 1
 
 
 def setup_events(app: web.Application, ctx: IngestContext) -> None:
@@ -219,6 +220,7 @@ def setup_events(app: web.Application, ctx: IngestContext) -> None:
         purger.start()
         yield
         await committer.stop()
+        await writer.close()
         await purger.stop()
 
     app.cleanup_ctx.append(lifetime)

@@ -1,14 +1,13 @@
-"""SQL for events, deliveries and their attempts. Every statement is batched (``unnest``).
+"""SQL for events, deliveries and their attempts.
 
-Writes run inside the caller's group-commit transaction; reads take a pool or connection.
-Lock order inside a write transaction, the same for every batch so batches cannot deadlock:
-endpoint rows (FOR SHARE, sorted by id), idempotency keys (sorted), ordering keys (sorted).
+A group commit is written by :func:`write_batch`: one statement of data-modifying CTEs over
+``unnest`` arrays, so the whole batch costs one round trip and one fsync. Reads take a pool or
+a connection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeAlias
 
@@ -17,99 +16,142 @@ import asyncpg
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    """One ``events`` row to insert."""
+_WRITE_BATCH_SQL = """
+WITH ev AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::bytea[], $7::text[], $8::text[], $9::bytea[])
+        WITH ORDINALITY AS e(id, account_id, type, ordering_key, ordering_key_json, body,
+                             response_head, idem_key, request_hash, idx)
+), pairs AS (
+    SELECT * FROM unnest($10::int[], $11::text[], $12::text[])
+        WITH ORDINALITY AS p(event_idx, endpoint_id, delivery_id, pidx)
+), live AS (
+    SELECT id FROM endpoints WHERE id = ANY($11::text[]) AND enabled AND deleted_at IS NULL
+     ORDER BY id FOR SHARE
+), fanout AS (
+    SELECT p.event_idx, count(*) AS n FROM pairs p JOIN live l ON l.id = p.endpoint_id
+     GROUP BY p.event_idx
+), claimed AS (
+    INSERT INTO idempotency_keys AS k (account_id, key, request_hash, event_id, response,
+                                       created_at)
+    SELECT e.account_id, e.idem_key, e.request_hash, e.id,
+           convert_to(e.response_head || coalesce(f.n, 0) || '}', 'UTF8'), $13
+      FROM ev e LEFT JOIN fanout f ON f.event_idx = e.idx
+     WHERE e.idem_key IS NOT NULL
+     ORDER BY e.account_id, e.idem_key
+    ON CONFLICT (account_id, key) DO UPDATE
+       SET request_hash = EXCLUDED.request_hash, event_id = EXCLUDED.event_id,
+           response = EXCLUDED.response, created_at = EXCLUDED.created_at
+     WHERE k.created_at <= $14
+    RETURNING k.event_id
+), accepted AS (
+    SELECT e.*, coalesce(f.n, 0) AS n FROM ev e LEFT JOIN fanout f ON f.event_idx = e.idx
+     WHERE e.idem_key IS NULL OR e.id IN (SELECT event_id FROM claimed)
+), new_events AS (
+    INSERT INTO events (id, account_id, type, ordering_key, body, created_at, delivery_count)
+    SELECT id, account_id, type, ordering_key, body, $13, n FROM accepted
+), dl AS (
+    SELECT p.pidx, p.delivery_id, p.endpoint_id, a.id AS event_id, a.account_id,
+           a.ordering_key, a.ordering_key_json
+      FROM pairs p JOIN accepted a ON a.idx = p.event_idx JOIN live l ON l.id = p.endpoint_id
+), per_key AS (
+    SELECT endpoint_id, ordering_key, count(*) AS n FROM dl
+     WHERE ordering_key IS NOT NULL GROUP BY endpoint_id, ordering_key
+), seq AS (
+    INSERT INTO ordering_keys AS o (endpoint_id, ordering_key, last_sequence)
+    SELECT endpoint_id, ordering_key, n FROM per_key ORDER BY endpoint_id, ordering_key
+    ON CONFLICT (endpoint_id, ordering_key)
+    DO UPDATE SET last_sequence = o.last_sequence + EXCLUDED.last_sequence
+    RETURNING o.endpoint_id, o.ordering_key, o.last_sequence
+), numbered AS (
+    SELECT d.*, s.last_sequence - k.n + row_number() OVER (
+               PARTITION BY d.endpoint_id, d.ordering_key ORDER BY d.pidx) AS sequence
+      FROM dl d
+      LEFT JOIN seq s ON s.endpoint_id = d.endpoint_id AND s.ordering_key = d.ordering_key
+      LEFT JOIN per_key k ON k.endpoint_id = d.endpoint_id AND k.ordering_key = d.ordering_key
+), new_deliveries AS (
+    INSERT INTO deliveries (id, event_id, endpoint_id, account_id, ordering_key, sequence,
+                            status, next_attempt_at, created_at, updated_at)
+    SELECT delivery_id, event_id, endpoint_id, account_id, ordering_key, sequence, 'pending',
+           $15, $13, $13 FROM numbered
+), new_outbox AS (
+    INSERT INTO outbox (topic, key, value)
+    SELECT 'deliveries',
+           convert_to(endpoint_id || '|' || coalesce(ordering_key, delivery_id), 'UTF8'),
+           convert_to(format('{"delivery_id":"%s","event_id":"%s","endpoint_id":"%s",'
+                             '"account_id":"%s","ordering_key":%s,"sequence":%s,'
+                             '"generation":0}', delivery_id, event_id, endpoint_id, account_id,
+                             ordering_key_json, coalesce(sequence::text, 'null')), 'UTF8')
+      FROM numbered ORDER BY pidx
+    RETURNING id, key, value
+)
+SELECT idx AS n, n AS delivery_count, NULL::bytea AS key, NULL::bytea AS value FROM accepted
+UNION ALL
+SELECT id, NULL, key, value FROM new_outbox
+"""
 
-    id: str
-    account_id: str
-    type: str
-    ordering_key: str | None
-    body: bytes
-    delivery_count: int
 
+@dataclass(slots=True)
+class BatchRows:
+    """Column arrays of one group commit (``unnest`` parameters), filled by the caller.
 
-@dataclass(frozen=True, slots=True)
-class DeliveryRow:
-    """One ``deliveries`` row to insert (status ``pending``)."""
-
-    id: str
-    event_id: str
-    endpoint_id: str
-    account_id: str
-    ordering_key: str | None
-    sequence: int | None
-
-
-async def lock_live_endpoints(conn: asyncpg.Connection,
-                              endpoint_ids: Sequence[str]) -> dict[str, list[str]]:
-    """Of ``endpoint_ids``, those enabled and not deleted, with their current ``event_types``,
-    share-locked until commit.
-
-    The share lock makes a concurrent delete, disable or patch wait for this transaction, so
-    the delete's "cancel the endpoint's open deliveries" step sees the deliveries inserted
-    here; an endpoint deleted or disabled just before is excluded (its row is re-checked after
-    the wait).
+    Per candidate event: ``ids`` ... ``request_hashes`` (``idem_keys``/``request_hashes`` None
+    without an idempotency key; ``response_heads`` is the 202 body up to the delivery count).
+    Per candidate delivery: ``pair_events`` (1-based index of its event), ``pair_endpoints``,
+    ``pair_deliveries`` (the delivery id to use).
     """
-    if not endpoint_ids:
-        return {}
-    rows = await conn.fetch(
-        "SELECT id, event_types FROM endpoints WHERE id = ANY($1::text[]) AND enabled"
-        " AND deleted_at IS NULL ORDER BY id FOR SHARE", sorted(set(endpoint_ids)))
-    return {r["id"]: r["event_types"] for r in rows}
+
+    ids: list[str] = field(default_factory=list)
+    account_ids: list[str] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+    ordering_keys: list[str | None] = field(default_factory=list)
+    ordering_keys_json: list[str] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+    response_heads: list[str] = field(default_factory=list)
+    idem_keys: list[str | None] = field(default_factory=list)
+    request_hashes: list[bytes | None] = field(default_factory=list)
+    pair_events: list[int] = field(default_factory=list)
+    pair_endpoints: list[str] = field(default_factory=list)
+    pair_deliveries: list[str] = field(default_factory=list)
 
 
-async def insert_events(conn: asyncpg.Connection, rows: Sequence[EventRow],
-                        created_at: datetime) -> None:
-    """Insert ``rows``, all created at ``created_at``."""
-    if not rows:
-        return
-    await conn.execute(
-        "INSERT INTO events (id, account_id, type, ordering_key, body, created_at, delivery_count)"
-        " SELECT e.id, e.account_id, e.type, e.ordering_key, e.body, $6, e.delivery_count"
-        " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $7::int[])"
-        " AS e(id, account_id, type, ordering_key, body, delivery_count)",
-        [r.id for r in rows], [r.account_id for r in rows], [r.type for r in rows],
-        [r.ordering_key for r in rows], [r.body for r in rows], created_at,
-        [r.delivery_count for r in rows])
+@dataclass(frozen=True, slots=True)
+class BatchWritten:
+    """What one :func:`write_batch` stored: per inserted event (1-based index) its delivery
+    count, and the outbox rows it wrote as ``(outbox id, key, value)``."""
+
+    delivery_counts: dict[int, int]
+    outbox: list[tuple[int, bytes, bytes]]
 
 
-async def allocate_sequences(conn: asyncpg.Connection,
-                             counts: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
-    """Reserve ``n`` consecutive sequence numbers per (endpoint_id, ordering_key).
+async def write_batch(conn: asyncpg.Connection, rows: BatchRows, now: datetime,
+                      cutoff: datetime, due_at: datetime) -> BatchWritten:
+    """Store a group commit in ONE statement, hence one transaction and one round trip.
 
-    Returns the FIRST number reserved for each pair (sequences start at 1). Locks each pair's
-    row until commit, so concurrent batches append to one key one after the other.
+    In it: share-lock the candidate endpoints still enabled and not deleted (a concurrent
+    delete or disable waits for this commit, so its cancellation sees these deliveries; one
+    committed before is excluded); claim idempotency keys (``INSERT ... ON CONFLICT DO UPDATE
+    ... WHERE created_at <= cutoff``: a live key of another request is not taken, an expired
+    one is replaced); insert the events whose key was won or that have none; reserve
+    sequences per (endpoint, ordering key) in ``ordering_keys``, consecutive in candidate
+    order; insert one ``pending`` delivery (first attempt due at ``due_at``) and one outbox
+    message per (event, live endpoint). Keys, ordering keys and endpoints are locked in sorted
+    order, so concurrent batches cannot deadlock. Raises asyncpg errors; then nothing was
+    stored. Must not run inside a transaction block of the caller's (it is one).
     """
-    if not counts:
-        return {}
-    pairs = sorted(counts)
-    rows = await conn.fetch(
-        "INSERT INTO ordering_keys AS o (endpoint_id, ordering_key, last_sequence)"
-        " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])"
-        " ON CONFLICT (endpoint_id, ordering_key)"
-        " DO UPDATE SET last_sequence = o.last_sequence + EXCLUDED.last_sequence"
-        " RETURNING o.endpoint_id, o.ordering_key, o.last_sequence",
-        [p[0] for p in pairs], [p[1] for p in pairs], [counts[p] for p in pairs])
-    return {(r["endpoint_id"], r["ordering_key"]):
-            r["last_sequence"] - counts[(r["endpoint_id"], r["ordering_key"])] + 1 for r in rows}
-
-
-async def insert_deliveries(conn: asyncpg.Connection, rows: Sequence[DeliveryRow],
-                            created_at: datetime, due_at: datetime) -> None:
-    """Insert ``rows`` as ``pending`` deliveries whose first attempt is due at ``due_at``."""
-    if not rows:
-        return
-    await conn.execute(
-        "INSERT INTO deliveries (id, event_id, endpoint_id, account_id, ordering_key, sequence,"
-        " status, next_attempt_at, created_at, updated_at)"
-        " SELECT d.id, d.event_id, d.endpoint_id, d.account_id, d.ordering_key, d.sequence,"
-        " 'pending', $7, $8, $8"
-        " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])"
-        " AS d(id, event_id, endpoint_id, account_id, ordering_key, sequence)",
-        [r.id for r in rows], [r.event_id for r in rows], [r.endpoint_id for r in rows],
-        [r.account_id for r in rows], [r.ordering_key for r in rows],
-        [r.sequence for r in rows], due_at, created_at)
+    records = await conn.fetch(
+        _WRITE_BATCH_SQL, rows.ids, rows.account_ids, rows.types, rows.ordering_keys,
+        rows.ordering_keys_json, rows.bodies, rows.response_heads, rows.idem_keys,
+        rows.request_hashes, rows.pair_events, rows.pair_endpoints, rows.pair_deliveries,
+        now, cutoff, due_at)
+    counts: dict[int, int] = {}
+    outbox: list[tuple[int, bytes, bytes]] = []
+    for record in records:
+        if record["key"] is None:
+            counts[record["n"]] = record["delivery_count"]
+        else:
+            outbox.append((record["n"], record["key"], record["value"]))
+    return BatchWritten(counts, outbox)
 
 
 _EVENT_COLUMNS = "id, account_id, type, ordering_key, body, created_at, delivery_count"

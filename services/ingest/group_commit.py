@@ -18,8 +18,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
@@ -28,30 +28,20 @@ import asyncpg
 import orjson
 
 from services.ingest.context import IngestContext
-from services.ingest.endpoint_cache import EndpointCache
+from services.ingest.endpoint_cache import EndpointCache, EndpointRoute
 from services.ingest.event_validation import EventInput, webhook_body
-from services.ingest.events_repo import (
-    DeliveryRow,
-    EventRow,
-    allocate_sequences,
-    insert_deliveries,
-    insert_events,
-    lock_live_endpoints,
-)
+from services.ingest.events_repo import BatchRows, BatchWritten, write_batch
 from services.ingest.idempotency import (
     Accepted,
-    KeyClaim,
     Outcome,
     account_key,
-    claim_keys,
+    load_keys,
     resolve_outcomes,
 )
 from shared.adapters.kafka.publisher import Message
 from shared.adapters.kafka.topics import DELIVERIES
-from shared.adapters.pg.outbox import insert_outbox
-from shared.core.delivery_message import DeliveryMessage, encode_delivery_message
 from shared.core.errors import ApiError, Unavailable
-from shared.core.idempotency import AccountKey, StoredKey, first_uses
+from shared.core.idempotency import WINDOW, AccountKey, StoredKey, first_uses
 from shared.core.ids import new_id
 from shared.core.matching import matches
 from shared.core.timefmt import format_ts, utcnow
@@ -61,6 +51,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 log = logging.getLogger(__name__)
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 CommitFn = Callable[[list[T]], Awaitable[list[R]]]
 
@@ -211,17 +202,6 @@ def _resolve(batch: Sequence[_Submission[T, R]], outcomes: Sequence[R]) -> None:
 # --------------------------------------------------------------------------- events
 
 
-@dataclass(slots=True)
-class _Draft:
-    """An event about to be inserted; ``endpoints`` narrows to live ones inside the commit."""
-
-    index: int
-    event: EventInput
-    event_id: str
-    endpoints: list[str]
-    response: bytes = b""
-
-
 def _now_ms() -> datetime:
     """Now, truncated to milliseconds: stored ``created_at`` equals the rendered timestamp."""
     now = utcnow()
@@ -229,13 +209,14 @@ def _now_ms() -> datetime:
 
 
 class EventWriter:
-    """The commit function of the events group commit: one transaction per batch.
+    """The commit function of the events group commit: one statement per batch.
 
-    In that transaction: share-lock the matched endpoints that are still enabled and not
-    deleted, claim idempotency keys, insert events, allocate ordering sequences, insert one
-    ``pending`` delivery and one outbox message per (event, live matched endpoint). After the
-    commit the outbox rows go to the flusher (a broker outage leaves them to the relay and
-    never fails the request). Raises the database's errors when nothing was committed.
+    Fan-out candidates come from the endpoint cache; :func:`events_repo.write_batch` keeps
+    only endpoints still enabled and not deleted, claims idempotency keys and writes events,
+    deliveries and outbox messages atomically. After the commit the outbox rows go to the
+    flusher (a broker outage leaves them to the relay and never fails a request). Each
+    concurrent commit uses its own long-lived pooled connection (no acquire/reset round trip
+    per batch); :meth:`close` gives them back.
     """
 
     def __init__(self, ctx: IngestContext, cache: EndpointCache) -> None:
@@ -244,100 +225,101 @@ class EventWriter:
         self._metrics = ctx.metrics
         self._cache = cache
         self._first_delay = timedelta(seconds=ctx.settings.common.retry_schedule[0])
+        self._idle: list[asyncpg.Connection] = []
 
     async def commit(self, events: list[EventInput]) -> list[Outcome]:
-        """Commit ``events`` (one group); one outcome per event, in order."""
+        """Commit ``events`` (one group); one outcome per event, in order.
+
+        Raises asyncpg/OSError errors when nothing was committed.
+        """
         now = _now_ms()
         routes = await self._cache.routes_for_many({e.account_id for e in events})
-        keys = [account_key(e) for e in events]
-        first = first_uses(keys)
-        drafts = [
-            _Draft(i, e, new_id("evt"), [r.id for r in routes.get(e.account_id, ())
-                                         if matches(r.event_types, e.type)])
-            for i, e in enumerate(events) if keys[i] is None or first[keys[i]] == i  # type: ignore[index]
-        ]
+        first = first_uses([account_key(e) for e in events])
+        candidates = [i for i, e in enumerate(events)
+                      if e.idempotency_key is None or first[(e.account_id, e.idempotency_key)] == i]
+        rows = _batch_rows(events, candidates, routes, format_ts(now) or "")
         started = time.perf_counter()
-        async with self._pool.acquire() as conn, conn.transaction():
-            won, taken = await self._prepare(conn, drafts, now)
-            inserted = [d for d in drafts if account_key(d.event) in won or
-                        d.event.idempotency_key is None]
-            ids, messages = await self._insert(conn, inserted, now)
-        self._flusher.submit(ids, messages)
-        elapsed = time.perf_counter() - started
-        outcomes = resolve_outcomes(events, first, {d.index: d.response for d in drafts},
-                                    won, taken)
-        self._observe(len(events), inserted, len(messages), outcomes, elapsed)
+        written, taken = await self._write(rows, now, [
+            key for i in candidates if (key := account_key(events[i])) is not None])
+        messages = [Message(DELIVERIES, key, value) for _, key, value in written.outbox]
+        self._flusher.submit([outbox_id for outbox_id, _, _ in written.outbox], messages)
+        responses = {i: (rows.response_heads[j - 1] + f"{written.delivery_counts[j]}}}").encode()
+                     for j, i in enumerate(candidates, start=1) if j in written.delivery_counts}
+        won = {k for i in responses if (k := account_key(events[i])) is not None}
+        outcomes = resolve_outcomes(events, first, responses, won, taken)
+        self._observe(len(events), rows, written, outcomes, time.perf_counter() - started)
         return outcomes
 
-    async def _prepare(self, conn: asyncpg.Connection, drafts: list[_Draft],
-                       now: datetime) -> tuple[set[AccountKey], dict[AccountKey, StoredKey]]:
-        """Narrow fan-out to live endpoints, render responses, claim idempotency keys.
+    async def _write(self, rows: BatchRows, now: datetime, keys: list[AccountKey]
+                     ) -> tuple[BatchWritten, dict[AccountKey, StoredKey]]:
+        """Run :func:`write_batch` on a held connection, then read back the stored records of
+        the ``keys`` this batch did not win. Raises only when the batch was not committed: a
+        failed read-back leaves those requests without a record (they are answered 503)."""
+        conn = self._idle.pop() if self._idle else await self._pool.acquire()
+        try:
+            written = await write_batch(conn, rows, now, now - WINDOW, now + self._first_delay)
+        except BaseException:
+            await self._pool.release(conn)
+            raise
+        won = {(rows.account_ids[j - 1], rows.idem_keys[j - 1]) for j in written.delivery_counts}
+        try:
+            taken = await load_keys(conn, [k for k in keys if k not in won])
+        except _DB_ERRORS as exc:
+            log.warning("reading back idempotency records failed: %r", exc)
+            await self._pool.release(conn)
+            return written, {}
+        self._idle.append(conn)
+        return written, taken
 
-        The cache proposed the endpoints; the database decides: an endpoint deleted, disabled
-        or re-subscribed (patterns no longer matching) since the cache read is dropped.
-        """
-        live = await lock_live_endpoints(conn, [ep for d in drafts for ep in d.endpoints])
-        created_at = format_ts(now)
-        for d in drafts:
-            d.endpoints = [ep for ep in d.endpoints
-                           if ep in live and matches(live[ep], d.event.type)]
-            d.response = orjson.dumps({
-                "id": d.event_id, "account_id": d.event.account_id, "type": d.event.type,
-                "ordering_key": d.event.ordering_key, "created_at": created_at,
-                "delivery_count": len(d.endpoints)})
-        claims = [KeyClaim(d.event.account_id, d.event.idempotency_key, d.event.request_hash,
-                           d.event_id, d.response)
-                  for d in drafts
-                  if d.event.idempotency_key is not None and d.event.request_hash is not None]
-        return await claim_keys(conn, claims, now)
+    async def close(self) -> None:
+        """Give the held connections back to the pool."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await self._pool.release(conn)
 
-    async def _insert(self, conn: asyncpg.Connection, drafts: list[_Draft],
-                      now: datetime) -> tuple[list[int], list[Message]]:
-        """Insert events, deliveries and outbox messages; returns the outbox ids and messages."""
-        timestamp = format_ts(now) or ""
-        await insert_events(conn, [
-            EventRow(d.event_id, d.event.account_id, d.event.type, d.event.ordering_key,
-                     webhook_body(d.event_id, timestamp, d.event), len(d.endpoints))
-            for d in drafts], now)
-        counts: Counter[tuple[str, str]] = Counter(
-            (ep, d.event.ordering_key) for d in drafts if d.event.ordering_key is not None
-            for ep in d.endpoints)
-        next_sequence = await allocate_sequences(conn, dict(counts))
-        rows: list[DeliveryRow] = []
-        for d in drafts:
-            key = d.event.ordering_key
-            for ep in d.endpoints:
-                sequence = None
-                if key is not None:
-                    sequence = next_sequence[(ep, key)]
-                    next_sequence[(ep, key)] = sequence + 1
-                rows.append(DeliveryRow(new_id("dlv"), d.event_id, ep, d.event.account_id,
-                                        key, sequence))
-        await insert_deliveries(conn, rows, now, now + self._first_delay)
-        messages = [_message(r) for r in rows]
-        return await insert_outbox(conn, messages), messages
-
-    def _observe(self, batch: int, inserted: list[_Draft], deliveries: int,
+    def _observe(self, batch: int, rows: BatchRows, written: BatchWritten,
                  outcomes: list[Outcome], elapsed: float) -> None:
         metrics = self._metrics
         replays = sum(1 for o in outcomes if isinstance(o, Accepted) and o.replayed)
         metrics.batch_size.observe(batch)
         metrics.commit_seconds.observe(elapsed)
-        metrics.events_accepted.inc(len(inserted))
-        metrics.deliveries_created.inc(deliveries)
+        metrics.events_accepted.inc(len(written.delivery_counts))
+        metrics.deliveries_created.inc(len(written.outbox))
         if replays:
             metrics.idempotent_replays.inc(replays)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("group commit", extra=fields(
-                batch_size=batch, events=len(inserted), deliveries=deliveries,
-                replays=replays, commit_ms=round(elapsed * 1000, 3)))
-            for d in inserted:
+                batch_size=batch, events=len(written.delivery_counts),
+                deliveries=len(written.outbox), replays=replays,
+                commit_ms=round(elapsed * 1000, 3)))
+            for j, count in written.delivery_counts.items():
                 log.debug("event accepted", extra=fields(
-                    event_id=d.event_id, account_id=d.event.account_id,
-                    delivery_count=len(d.endpoints)))
+                    event_id=rows.ids[j - 1], account_id=rows.account_ids[j - 1],
+                    delivery_count=count))
 
 
-def _message(row: DeliveryRow) -> Message:
-    value = DeliveryMessage(row.id, row.event_id, row.endpoint_id, row.account_id,
-                            row.ordering_key, row.sequence, 0)
-    return Message(DELIVERIES, value.key, encode_delivery_message(value))
+def _batch_rows(events: Sequence[EventInput], candidates: Sequence[int],
+                routes: Mapping[str, Sequence[EndpointRoute]], timestamp: str) -> BatchRows:
+    """The unnest arrays of a batch: fresh ids, webhook bodies, response heads, and one
+    candidate delivery per (event, cached endpoint whose patterns match its type)."""
+    rows = BatchRows()
+    for position, index in enumerate(candidates, start=1):
+        event = events[index]
+        event_id = new_id("evt")
+        rows.ids.append(event_id)
+        rows.account_ids.append(event.account_id)
+        rows.types.append(event.type)
+        rows.ordering_keys.append(event.ordering_key)
+        rows.ordering_keys_json.append(orjson.dumps(event.ordering_key).decode())
+        rows.bodies.append(webhook_body(event_id, timestamp, event))
+        head = orjson.dumps({"id": event_id, "account_id": event.account_id, "type": event.type,
+                             "ordering_key": event.ordering_key, "created_at": timestamp})
+        rows.response_heads.append(head[:-1].decode() + ',"delivery_count":')
+        rows.idem_keys.append(event.idempotency_key)
+        rows.request_hashes.append(event.request_hash)
+        for route in routes.get(event.account_id, ()):
+            if matches(route.event_types, event.type):
+                rows.pair_events.append(position)
+                rows.pair_endpoints.append(route.id)
+                rows.pair_deliveries.append(new_id("dlv"))
+    return rows

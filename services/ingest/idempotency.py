@@ -1,12 +1,13 @@
-"""The idempotency-key store in Postgres: claiming keys inside a group commit, and purging.
+"""Idempotency keys in a group commit: who won a key, what every request is answered.
 
-Claiming is one ``INSERT ... ON CONFLICT (account_id, key) DO UPDATE ... WHERE expired``: a key
-is won by exactly one transaction even when duplicates race in concurrent batches (the second
-insert waits for the first transaction and then sees its row). A row older than the 24 h window
-is replaced by the new request, so an expired key starts a new life. Keys are inserted in sorted
-order, so two batches claiming overlapping keys cannot deadlock. Rows whose key was not won are
-read back in the same transaction: the ON CONFLICT locked them, so they are committed rows of
-another request and their stored response can be replayed.
+A key is claimed inside the batch statement (:func:`events_repo.write_batch`) with ``INSERT ...
+ON CONFLICT (account_id, key) DO UPDATE ... WHERE expired``: exactly one transaction wins a key
+even when duplicates race in concurrent batches (the second insert waits for the first
+transaction, then sees its row), and a row older than the 24 h window is replaced, so an expired
+key starts a new life. Within one batch only the first use of a key is a candidate; later uses
+share its outcome. A key that was not won is read back after the commit (:func:`load_keys`) and
+its stored response is replayed, or the request refused with 409 when its hash differs.
+Expired rows are deleted in the background (:class:`IdempotencyPurger`).
 
 Pure rules (what "the same request" means) live in :mod:`shared.core.idempotency`.
 """
@@ -27,18 +28,6 @@ from shared.core.idempotency import WINDOW, AccountKey, StoredKey, replay
 from shared.core.timefmt import utcnow
 
 log = logging.getLogger(__name__)
-
-_CLAIM_SQL = """
-INSERT INTO idempotency_keys AS k (account_id, key, request_hash, event_id, response, created_at)
-SELECT c.account_id, c.key, c.request_hash, c.event_id, c.response, $6
-  FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::bytea[])
-       AS c(account_id, key, request_hash, event_id, response)
-ON CONFLICT (account_id, key) DO UPDATE
-   SET request_hash = EXCLUDED.request_hash, event_id = EXCLUDED.event_id,
-       response = EXCLUDED.response, created_at = EXCLUDED.created_at
- WHERE k.created_at <= $7
-RETURNING k.account_id, k.key
-"""
 
 _LOAD_SQL = """
 SELECT k.account_id, k.key, k.request_hash, k.response
@@ -69,40 +58,14 @@ def account_key(event: EventInput) -> AccountKey | None:
     return None if event.idempotency_key is None else (event.account_id, event.idempotency_key)
 
 
-@dataclass(frozen=True, slots=True)
-class KeyClaim:
-    """A request that wants ``key``: its hash, its event and its 202 body (replayed later)."""
-
-    account_id: str
-    key: str
-    request_hash: bytes
-    event_id: str
-    response: bytes
-
-
-async def claim_keys(conn: asyncpg.Connection, claims: Sequence[KeyClaim],
-                     now: datetime) -> tuple[set[AccountKey], dict[AccountKey, StoredKey]]:
-    """Claim distinct keys inside the caller's transaction.
-
-    Returns ``(won, taken)``: the keys now owned by this transaction, and for every other key
-    the live record another request stored (to be replayed or refused with 409). May block
-    while a concurrent transaction holds the same key. ``claims`` must not repeat a key.
-    """
-    if not claims:
-        return set(), {}
-    ordered = sorted(claims, key=lambda c: (c.account_id, c.key))
-    rows = await conn.fetch(
-        _CLAIM_SQL, [c.account_id for c in ordered], [c.key for c in ordered],
-        [c.request_hash for c in ordered], [c.event_id for c in ordered],
-        [c.response for c in ordered], now, now - WINDOW)
-    won = {(r["account_id"], r["key"]) for r in rows}
-    lost = [c for c in ordered if (c.account_id, c.key) not in won]
-    if not lost:
-        return won, {}
-    stored = await conn.fetch(_LOAD_SQL, [c.account_id for c in lost], [c.key for c in lost])
-    taken = {(r["account_id"], r["key"]): StoredKey(bytes(r["request_hash"]), bytes(r["response"]))
-             for r in stored}
-    return won, taken
+async def load_keys(conn: asyncpg.Connection,
+                    keys: Sequence[AccountKey]) -> dict[AccountKey, StoredKey]:
+    """The stored records of ``keys`` (those that exist), for replay or 409."""
+    if not keys:
+        return {}
+    rows = await conn.fetch(_LOAD_SQL, [k[0] for k in keys], [k[1] for k in keys])
+    return {(r["account_id"], r["key"]): StoredKey(bytes(r["request_hash"]), bytes(r["response"]))
+            for r in rows}
 
 
 async def purge_expired(pool: asyncpg.Pool, now: datetime, batch: int = 5000) -> int:
@@ -133,8 +96,9 @@ def resolve_outcomes(events: Sequence[EventInput], first: dict[AccountKey, int],
             outcomes.append(Accepted(responses[index], replayed=False))
             continue
         record = stored.get(key)
-        if record is None:  # cannot happen: a key not won is locked by another commit
-            outcomes.append(Unavailable("idempotency key record vanished; retry"))
+        if record is None:  # its read-back failed, or it expired and was purged meanwhile
+            outcomes.append(Unavailable(
+                "the stored response of this idempotency key could not be read; retry"))
             continue
         param = (f"{event.param_prefix}idempotency_key" if event.param_prefix
                  else "Idempotency-Key")

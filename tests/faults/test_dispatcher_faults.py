@@ -93,9 +93,34 @@ async def test_kill_9_dispatcher_mid_flow_loses_nothing(
     assert statuses == {"succeeded"}
 
 
+async def test_sigterm_drains_and_releases_then_another_dispatcher_finishes(
+        seeder: Seeder, rx: Receiver, dispatchers_per_test: DispatcherFactory) -> None:
+    rx.program("/slow", [], default=Reply(200, delay_s=1.0))
+    ep = await seeder.endpoint(rx.url("/slow"), max_in_flight=5)
+    service = await dispatchers_per_test.start(DISPATCHER_DRAIN_S="0.3")
+    events = [await seeder.event([ep], data={"n": n}) for n in range(20)]
+    await rx.wait_for(lambda: len(rx.requests_for("/slow")) >= 5, timeout_s=30)
+    assert await asyncio.to_thread(service.stop) == 0
+    leased = await seeder.pool.fetchval(
+        "SELECT count(*) FROM deliveries WHERE endpoint_id = $1 AND lease_owner IS NOT NULL",
+        ep.id)
+    assert leased == 0, "a drained dispatcher leaves no lease behind"
+    await dispatchers_per_test.start()
+    await ledger_check(seeder, rx, events, {ep.id: ep}, 60)
+
+
+@pytest_asyncio.fixture
+async def broker_restarted_after(stack: EmbeddedStack) -> AsyncIterator[EmbeddedStack]:
+    """Restart the broker once more after the test (after its dispatchers stopped), so later
+    test modules get a broker that never saw this test's topics re-created in a hurry."""
+    yield stack
+    await asyncio.to_thread(stack.broker.restart)
+
+
 async def test_broker_killed_and_restarted_empty_loses_nothing(
-        seeder: Seeder, rx: Receiver, dispatchers_per_test: DispatcherFactory,
-        stack: EmbeddedStack) -> None:
+        broker_restarted_after: EmbeddedStack, seeder: Seeder, rx: Receiver,
+        dispatchers_per_test: DispatcherFactory) -> None:
+    stack = broker_restarted_after
     rx.program("/x", [], default=Reply(200, delay_s=0.02))
     ep = await seeder.endpoint(rx.url("/x"))
     keyed = await seeder.endpoint(rx.url("/k"), account_id=ep.account_id)
@@ -112,19 +137,3 @@ async def test_broker_killed_and_restarted_empty_loses_nothing(
     events += [await seeder.event([ep], data={"n": n}) for n in range(50, 70)]
     await ledger_check(seeder, rx, events, {ep.id: ep, keyed.id: keyed}, 90)
     assert first_arrivals_in_order(rx, "/k")
-
-
-async def test_sigterm_drains_and_releases_then_another_dispatcher_finishes(
-        seeder: Seeder, rx: Receiver, dispatchers_per_test: DispatcherFactory) -> None:
-    rx.program("/slow", [], default=Reply(200, delay_s=1.0))
-    ep = await seeder.endpoint(rx.url("/slow"), max_in_flight=5)
-    service = await dispatchers_per_test.start(DISPATCHER_DRAIN_S="0.3")
-    events = [await seeder.event([ep], data={"n": n}) for n in range(20)]
-    await rx.wait_for(lambda: len(rx.requests_for("/slow")) >= 5, timeout_s=30)
-    assert await asyncio.to_thread(service.stop) == 0
-    leased = await seeder.pool.fetchval(
-        "SELECT count(*) FROM deliveries WHERE endpoint_id = $1 AND lease_owner IS NOT NULL",
-        ep.id)
-    assert leased == 0, "a drained dispatcher leaves no lease behind"
-    await dispatchers_per_test.start()
-    await ledger_check(seeder, rx, events, {ep.id: ep}, 60)

@@ -17,8 +17,9 @@ import pytest
 import pytest_asyncio
 
 from services.ingest.event_validation import validate_event
-from services.ingest.group_commit import EventWriter
+from services.ingest.group_commit import EventWriter, GroupCommitter
 from services.ingest.idempotency import Accepted
+from shared.core.errors import Unavailable
 from shared.core.ids import is_valid_id, new_id
 from shared.core.timefmt import format_ts, parse_ts, utcnow
 from tests.conftest import TEST_ADMIN_TOKEN, ServiceEnvFactory
@@ -220,7 +221,10 @@ async def test_duplicates_in_two_concurrent_group_commits_store_one_event(
     account = new_account()
     writer = EventWriter(api.ctx, api.cache)
     duplicate = validate_event(event(account), max_data_bytes=MAX_PAYLOAD, idempotency_key="k2")
-    outcomes = await asyncio.gather(*(writer.commit([duplicate]) for _ in range(4)))
+    try:
+        outcomes = await asyncio.gather(*(writer.commit([duplicate]) for _ in range(4)))
+    finally:
+        await writer.close()
     accepted = [o for [o] in outcomes if isinstance(o, Accepted)]
     assert len(accepted) == 4 and len({o.body for o in accepted}) == 1
     assert sorted(o.replayed for o in accepted) == [False, True, True, True]
@@ -355,3 +359,77 @@ async def test_a_database_failure_is_503_and_stores_nothing(
     status, _, _ = await post(api, "/v1/events", event(account))
     assert status == 202
     assert await db.fetchval("SELECT count(*) FROM events WHERE account_id = $1", account) == 1
+
+
+# ----------------------------------------------------------------- the group committer itself
+
+class _Store:
+    """A fake commit function: records batches, fails those holding "fail", may be held."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.gate = asyncio.Event()
+        self.running = self.max_running = 0
+
+    async def __call__(self, items: list[str]) -> list[str]:
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        try:
+            await self.gate.wait()
+            self.batches.append(list(items))
+            if "fail" in items:
+                raise OSError("disk on fire")
+            return [f"ok:{item}" for item in items]
+        finally:
+            self.running -= 1
+
+
+async def test_group_commit_answers_after_commit_and_never_splits_a_request() -> None:
+    store = _Store()
+    committer: GroupCommitter[str, str] = GroupCommitter(store, max_items=5, max_wait_s=0.001,
+                                                          max_in_flight=2)
+    committer.start()
+    tasks = [asyncio.create_task(committer.submit([f"a{i}"])) for i in range(9)]
+    tasks.append(asyncio.create_task(committer.submit(["b1", "b2", "b3"])))
+    await asyncio.sleep(0.05)
+    assert not any(t.done() for t in tasks) and store.running == 2  # held before commit
+    store.gate.set()
+    results = await asyncio.gather(*tasks)
+    assert results == [[f"ok:a{i}"] for i in range(9)] + [["ok:b1", "ok:b2", "ok:b3"]]
+    assert store.max_running == 2 and all(len(b) <= 5 for b in store.batches)
+    assert any(b[-3:] == ["b1", "b2", "b3"] for b in store.batches)
+    await committer.stop()
+
+
+async def test_a_failed_commit_fails_only_its_own_batch() -> None:
+    store = _Store()
+    committer: GroupCommitter[str, str] = GroupCommitter(store, max_items=10, max_wait_s=0,
+                                                          max_in_flight=1)
+    committer.start()
+    failing = asyncio.create_task(committer.submit(["fail"]))
+    await asyncio.sleep(0.01)  # its batch is committing; the next ones queue behind it
+    later = [asyncio.create_task(committer.submit([x])) for x in ("x", "y")]
+    await asyncio.sleep(0.01)
+    store.gate.set()
+    with pytest.raises(Unavailable):
+        await failing
+    assert [await t for t in later] == [["ok:x"], ["ok:y"]]
+    assert store.batches == [["fail"], ["x", "y"]]
+    await committer.stop()
+
+
+async def test_stop_commits_what_is_queued_and_refuses_new_work() -> None:
+    store = _Store()
+    committer: GroupCommitter[str, str] = GroupCommitter(store, max_items=10, max_wait_s=60,
+                                                          max_in_flight=1)
+    committer.start()
+    queued = [asyncio.create_task(committer.submit([str(i)])) for i in range(3)]
+    await asyncio.sleep(0.01)
+    stopping = asyncio.create_task(committer.stop())
+    await asyncio.sleep(0.01)
+    with pytest.raises(Unavailable):
+        await committer.submit(["late"])
+    store.gate.set()
+    await stopping
+    assert [await t for t in queued] == [["ok:0"], ["ok:1"], ["ok:2"]]
+    assert store.batches == [["0", "1", "2"]]

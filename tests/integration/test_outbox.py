@@ -29,7 +29,7 @@ from shared.outbox_relay import OutboxRelay
 from tests.conftest import ServiceEnvFactory
 from tests.integration.ingest_fixtures import Ingest, create_endpoint, new_account, running_ingest
 
-Record = tuple[bytes, DeliveryMessage, int]  # key, value, partition
+Record = tuple[bytes, DeliveryMessage, int, bytes]  # key, decoded value, partition, raw value
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -74,7 +74,8 @@ async def read_deliveries(bootstrap: str, topic: str, wanted: set[str],
                 for tp, records in batches.items():
                     for record in records:
                         message = decode_delivery_message(record.value)
-                        found[message.delivery_id] = (record.key, message, tp.partition)
+                        found[message.delivery_id] = (record.key, message, tp.partition,
+                                                      record.value)
     finally:
         await consumer.stop()
     return {k: v for k, v in found.items() if k in wanted}
@@ -156,9 +157,10 @@ async def test_messages_reach_the_broker_with_key_and_value(
     found = await read_deliveries(kafka_bootstrap, f"{topic_prefix}deliveries",
                                   {r["id"] for r in rows})
     for row in rows:
-        key, message, _ = found[row["id"]]
+        key, message, _, raw = found[row["id"]]
         assert message == DeliveryMessage(row["id"], row["event_id"], endpoint["id"], account,
                                           row["ordering_key"], row["sequence"], 0)
+        assert raw == encode_delivery_message(message)
         expected = row["ordering_key"] if row["ordering_key"] is not None else row["id"]
         assert key == f"{endpoint['id']}|{expected}".encode()
     assert len({found[r["id"]][2] for r in rows if r["ordering_key"]}) == 1  # same partition

@@ -9,7 +9,7 @@ import pytest
 
 from services.ingest.event_validation import BATCH_ITEM_FIELDS, EventInput, validate_event
 from services.ingest.idempotency import Accepted, resolve_outcomes
-from shared.core.errors import IdempotencyConflict, InvalidRequest
+from shared.core.errors import IdempotencyConflict, InvalidRequest, Unavailable
 from shared.core.idempotency import (
     StoredKey,
     check_idempotency_key,
@@ -101,3 +101,10 @@ def test_resolve_outcomes_within_one_batch() -> None:
     assert outcomes[4] == Accepted(b"stored", True)
     assert isinstance(outcomes[5], IdempotencyConflict)
     assert outcomes[5].param == "Idempotency-Key"
+
+
+def test_a_key_whose_record_could_not_be_read_back_is_503_not_a_guess() -> None:
+    events = [_ev("k", {"n": 1}), _ev(None, {})]
+    outcomes = resolve_outcomes(events, {("a", "k"): 0}, {1: b"r1"}, set(), {})
+    assert isinstance(outcomes[0], Unavailable)
+    assert outcomes[1] == Accepted(b"r1", False)

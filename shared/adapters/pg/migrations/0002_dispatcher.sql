@@ -10,9 +10,15 @@ ALTER TABLE endpoint_health
     ADD COLUMN rate_next_free_at timestamptz;
 
 -- When the scheduler, the sweeper or a finished ordering-key head last published a message for
--- this delivery; the scheduler publishes a due delivery once (published_at < next_attempt_at),
--- the sweeper again only after it has stood still for a while.
+-- this delivery. The scheduler announces a due delivery once: when next_attempt_at is later
+-- than the last announcement (published_at, else created_at: ingest announces new deliveries
+-- itself). The sweeper announces again only after a delivery has stood still for a while.
 ALTER TABLE deliveries ADD COLUMN published_at timestamptz;
+
+-- What the scheduler looks at: only deliveries still to be announced (a small set).
+CREATE INDEX deliveries_unannounced_idx ON deliveries (next_attempt_at)
+    WHERE status IN ('pending', 'retrying')
+      AND next_attempt_at > coalesce(published_at, created_at);
 
 -- In-flight per endpoint = unexpired leases; leases are cleared when an outcome is recorded, so
 -- this index stays small (bounded by what is in flight plus leases of crashed dispatchers).
