@@ -1,19 +1,23 @@
 """Ingest throughput on the embedded stack, as a table. A benchmark, not a test.
 
-    .venv/bin/python -m bench.ingest [--duration 10] [--ingest-procs 1] [--pool-size 10] ...
+    .venv/bin/python -m bench.ingest [--duration 10] [--batch-wait-ms 2] [--ingest-procs 1] ...
 
-Starts an embedded Postgres (fsync and synchronous_commit on) and broker, one or more ingest
-processes (``python -m services.ingest``; with ``--ingest-procs 2`` two processes on two ports,
-and the load spread round-robin over them), gives each of ``--accounts`` accounts one endpoint
-matching every event (so every event also writes one delivery and one outbox message, which is
-then published to Kafka), and measures, each with its load generator in a separate process:
+Starts an embedded Postgres (fsync and synchronous_commit on) and broker, ``--ingest-procs``
+ingest processes (``python -m services.ingest``, each on its own port; the load is spread
+round-robin over them), gives each of ``--accounts`` accounts one endpoint matching every
+event (so every event also writes one delivery and one outbox message, published to Kafka by
+the ingest process), then measures, each with its load generator in a separate process:
 
-- ``single``: ``POST /v1/events`` at ``--concurrency`` (default 32) concurrent requests;
-- ``batch``: ``POST /v1/events/batch`` with ``--batch-size`` events per request;
-- ``ceiling``: the machine's own ceiling, single-row INSERT transactions at the same
-  concurrency straight from asyncpg (one fsync each, no HTTP).
+- ``bare HTTP``: the machine's HTTP ceiling: the same client posting to a trivial aiohttp
+  server (uvloop) that answers 202 at once;
+- ``single POST``: ``POST /v1/events`` at ``--concurrency`` concurrent requests;
+- ``batch POST``: ``POST /v1/events/batch`` with ``--batch-size`` events per request;
+- ``asyncpg 1-row tx``: the database ceiling: single-row INSERT transactions at
+  ``--concurrency`` straight from asyncpg (one commit each, no HTTP).
 
-Afterwards it checks that every event answered 202 is in Postgres.
+``x ceil`` compares single POSTs with bare HTTP and events/s through batches with 1-row
+transactions/s. CPU columns are the cores the ingest processes and Postgres used. At the end it
+checks that the events answered 202 (warm-ups included) are exactly those in Postgres.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,14 +39,16 @@ import aiohttp
 import asyncpg
 import orjson
 import uvloop
+from aiohttp import web
 
-from deploy.embedded.ports import free_port
+from deploy.embedded.ports import free_port, wait_for_port
 from deploy.embedded.services import ServiceProcess, start_service
 from deploy.embedded.stack import EmbeddedStack
 from shared.adapters.pg.migrations import apply_migrations
 
 API_KEY = "bench-key-0001"
 AUTH = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+Totals = tuple[int, int, int, list[float], int]  # ops, events, errors, latencies, warm-up events
 
 
 @dataclass
@@ -54,15 +62,16 @@ class Result:
     seconds: float
     latencies: list[float]
     warm_events: int
+    cpu: tuple[float, float] = (0.0, 0.0)  # cores used by ingest, by Postgres
 
     def row(self, ceiling: float | None) -> str:
         lat = sorted(self.latencies) or [0.0]
-        p50 = statistics.median(lat) * 1000
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
         rate = self.events / self.seconds
-        ratio = f"{rate / ceiling:6.2f}" if ceiling else "     -"
-        return (f"{self.name:<28}{self.ops / self.seconds:>10.0f}{rate:>11.0f}{p50:>9.2f}"
-                f"{p99:>9.2f}{self.errors:>8}{ratio:>9}")
+        ratio = f"{rate / ceiling:.2f}" if ceiling else "-"
+        return (f"{self.name:<30}{self.ops / self.seconds:>8.0f}{rate:>10.0f}"
+                f"{statistics.median(lat) * 1000:>8.2f}{p99:>8.2f}{self.errors:>7}{ratio:>7}"
+                f"{self.cpu[0]:>8.2f}{self.cpu[1]:>7.2f}")
 
 
 # ----------------------------------------------------------------- load generator (child)
@@ -74,24 +83,17 @@ async def _drive(workers: int, duration_s: float,
     totals = [0, 0, 0]
     latencies: list[float] = []
 
-    async def worker(index: int) -> None:
-        n = index
+    async def worker(n: int) -> None:
         while time.perf_counter() < deadline:
             start = time.perf_counter()
             done = await op(n)
             latencies.append(time.perf_counter() - start)
             n += workers
-            if done < 0:
-                totals[2] += 1
-            else:
-                totals[0] += 1
-                totals[1] += done
+            totals[0 if done >= 0 else 2] += 1
+            totals[1] += max(done, 0)
 
     await asyncio.gather(*(worker(i) for i in range(workers)))
     return totals[0], totals[1], totals[2], latencies
-
-
-Totals = tuple[int, int, int, list[float], int]  # ops, events, errors, latencies, warm-up events
 
 
 async def _http_load(urls: list[str], bodies: list[bytes], per_body: int, workers: int,
@@ -102,18 +104,17 @@ async def _http_load(urls: list[str], bodies: list[bytes], per_body: int, worker
             async with http.post(urls[n % len(urls)], data=bodies[n % len(bodies)]) as resp:
                 await resp.read()
                 return per_body if resp.status == 202 else -1
-        warm = await _drive(workers, 1.0, op)  # warm-up: connections, caches, plans
+        warm = await _drive(workers, 1.0, op)  # connections, caches, prepared plans
         return (*await _drive(workers, duration_s, op), warm[1])
 
 
 async def _pg_load(dsn: str, workers: int, duration_s: float) -> Totals:
     pool = await asyncpg.create_pool(dsn, min_size=workers, max_size=workers)
-    payload = b"x" * 200
 
     async def op(n: int) -> int:
         async with pool.acquire() as conn:
             await conn.execute("INSERT INTO bench_ceiling (n, payload) VALUES ($1, $2)",
-                               n, payload)
+                               n, b"x" * 200)
         return 1
 
     try:
@@ -124,35 +125,78 @@ async def _pg_load(dsn: str, workers: int, duration_s: float) -> Totals:
 
 
 def _child(kind: str, args: dict[str, Any], out: Any) -> None:
-    """Entry point of the load process; sends its :data:`Totals` back."""
-    if kind == "pg":
-        out.send(uvloop.run(_pg_load(**args)))
-    else:
-        out.send(uvloop.run(_http_load(**args)))
+    """Entry point of a load process; sends its :data:`Totals` back."""
+    out.send(uvloop.run(_pg_load(**args) if kind == "pg" else _http_load(**args)))
 
 
-def run_phase(name: str, kind: str, duration_s: float, **args: Any) -> Result:
-    """Run one load phase in a fresh process and collect its result."""
+def _bare_server(port: int) -> None:
+    """Entry point of the bare-HTTP ceiling's server process."""
+    async def accept(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=202, body=b'{"ok":true}', content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/events", accept)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None,
+                loop=uvloop.new_event_loop())
+
+
+# ----------------------------------------------------------------- measuring (parent)
+
+def _proc_cpu(pid: int, reaped: bool = False) -> float:
+    """User + system CPU seconds of ``pid`` (plus its reaped children's), 0 if unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    ticks = sum(int(f) for f in fields[11:15 if reaped else 13])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds of ``pids`` and of all their children, living or reaped (Linux ``/proc``);
+    the children (Postgres backends) may come and go during a phase."""
+    roots = set(pids)
+    total = sum(_proc_cpu(pid, reaped=True) for pid in roots)
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1]
+                                            .split()[1]) in roots:
+                total += _proc_cpu(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def run_phase(name: str, kind: str, duration_s: float, watch: tuple[list[int], list[int]],
+              **args: Any) -> Result:
+    """Run one load phase in a fresh process; ``watch`` = (ingest pids, Postgres pids)."""
     ctx = multiprocessing.get_context("spawn")
     receiver, sender = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(kind, {**args, "duration_s": duration_s}, sender))
+    before = [_cpu_seconds(pids) for pids in watch]
+    started = time.perf_counter()
     proc.start()
     ops, events, errors, latencies, warm_events = receiver.recv()
+    elapsed = time.perf_counter() - started
     proc.join()
-    return Result(name, ops, events, errors, duration_s, latencies, warm_events)
+    cpu = [(_cpu_seconds(pids) - b) / elapsed for pids, b in zip(watch, before, strict=True)]
+    return Result(name, ops, events, errors, duration_s, latencies, warm_events,
+                  (cpu[0], cpu[1]))
 
 
-# ----------------------------------------------------------------- setup (parent)
-
-def _env(stack: EmbeddedStack, dsn: str, port: int, opts: argparse.Namespace) -> dict[str, str]:
-    return {
-        "POSTWIRE_DATABASE_URL": dsn, "POSTWIRE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
-        "POSTWIRE_TOPIC_PREFIX": "bench.", "POSTWIRE_API_KEYS": API_KEY,
-        "POSTWIRE_ALLOW_PRIVATE_TARGETS": "true", "POSTWIRE_INGEST_PORT": str(port),
-        "POSTWIRE_DB_POOL_SIZE": str(opts.pool_size),
-        "POSTWIRE_INGEST_BATCH_MAX_WAIT_MS": str(opts.batch_wait_ms),
-        "POSTWIRE_INGEST_BATCH_MAX_EVENTS": str(opts.batch_max_events),
-    }
+@contextmanager
+def _bare_http() -> Iterator[tuple[str, int]]:
+    port = free_port()
+    proc = multiprocessing.get_context("spawn").Process(target=_bare_server, args=(port,))
+    proc.start()
+    try:
+        if not wait_for_port(port, timeout_s=20):
+            raise RuntimeError("bare HTTP server did not start")
+        yield f"http://127.0.0.1:{port}/v1/events", proc.pid or 0
+    finally:
+        proc.terminate()
+        proc.join()
 
 
 async def _prepare_db(stack: EmbeddedStack) -> str:
@@ -191,67 +235,53 @@ def _bodies(accounts: list[str], count: int, per_request: int) -> list[bytes]:
             for n in range(count)]
 
 
-async def _group_commit_stats(base_url: str) -> str:
-    async with aiohttp.ClientSession() as http, http.get(f"{base_url}/metrics") as resp:
-        text = await resp.text()
-    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
-              if line.startswith("postwire_group_commit") and "bucket" not in line}
-    batches = values.get("postwire_group_commit_batch_size_count", 0) or 1
-    return (f"{values.get('postwire_group_commit_batch_size_sum', 0) / batches:.1f} events/commit,"
-            f" {values.get('postwire_group_commit_seconds_sum', 0) / batches * 1000:.2f} ms/commit"
-            f" over {batches:.0f} commits")
-
-
 def _start_ingest(stack: EmbeddedStack, dsn: str, opts: argparse.Namespace,
                   logs: Path) -> list[ServiceProcess]:
-    services = []
-    for index in range(opts.ingest_procs):
-        env = _env(stack, dsn, free_port(), opts)
-        services.append(start_service("ingest", env, logs / f"ingest-{index}.log"))
+    env = {"POSTWIRE_DATABASE_URL": dsn, "POSTWIRE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+           "POSTWIRE_TOPIC_PREFIX": "bench.", "POSTWIRE_API_KEYS": API_KEY,
+           "POSTWIRE_ALLOW_PRIVATE_TARGETS": "true", "POSTWIRE_DB_POOL_SIZE": str(opts.pool_size),
+           "POSTWIRE_INGEST_BATCH_MAX_WAIT_MS": str(opts.batch_wait_ms)}
+    services = [start_service("ingest", {**env, "POSTWIRE_INGEST_PORT": str(free_port())},
+                              logs / f"ingest-{i}.log") for i in range(opts.ingest_procs)]
     for service in services:
         service.wait_healthy(timeout_s=60)
     return services
 
 
-def run(opts: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory(prefix="postwire-bench-") as tmp:
-        base = Path(tmp)
-        with EmbeddedStack(base_dir=base) as stack:
-            dsn = asyncio.run(_prepare_db(stack))
-            services = _start_ingest(stack, dsn, opts, base)
-            try:
-                _measure(services, dsn, opts)
-            finally:
-                for service in services:
-                    service.stop()
-
-
-def _measure(services: list[ServiceProcess], dsn: str, opts: argparse.Namespace) -> None:
+def _measure(stack: EmbeddedStack, services: list[ServiceProcess], dsn: str,
+             opts: argparse.Namespace) -> None:
     accounts = [f"bench_{i}" for i in range(opts.accounts)]
     asyncio.run(_create_endpoints(services[0].base_url, accounts))
     urls = [f"{s.base_url}/v1/events" for s in services]
-    single = run_phase(f"single POST, c={opts.concurrency}", "http", opts.duration, urls=urls,
-                       bodies=_bodies(accounts, 2000, 1), per_body=1, workers=opts.concurrency)
-    stats = [asyncio.run(_group_commit_stats(s.base_url)) for s in services]
+    watch = ([s.pid for s in services], [stack.postgres.pid or 0])
+    singles = _bodies(accounts, 2000, 1)
+    with _bare_http() as (bare_url, bare_pid):
+        bare = run_phase(f"bare HTTP, c={opts.concurrency}", "http", opts.duration,
+                         ([bare_pid], []), urls=[bare_url], bodies=singles, per_body=1,
+                         workers=opts.concurrency)
+    single = run_phase(f"single POST, c={opts.concurrency}", "http", opts.duration, watch,
+                       urls=urls, bodies=singles, per_body=1, workers=opts.concurrency)
     batch = run_phase(f"batch POST x{opts.batch_size}, c={opts.batch_concurrency}", "http",
-                      opts.duration, urls=[f"{u}/batch" for u in urls],
+                      opts.duration, watch, urls=[f"{u}/batch" for u in urls],
                       bodies=_bodies(accounts, 50, opts.batch_size), per_body=opts.batch_size,
                       workers=opts.batch_concurrency)
-    ceiling = run_phase(f"asyncpg 1-row tx, c={opts.concurrency}", "pg", opts.duration, dsn=dsn,
+    ceiling = run_phase(f"asyncpg 1-row tx, c={opts.concurrency}", "pg", opts.duration,
+                        ([], [stack.postgres.pid or 0]), dsn=dsn,
                         workers=opts.concurrency)
+    print(f"\n{'scenario':<30}{'req/s':>8}{'events/s':>10}{'p50 ms':>8}{'p99 ms':>8}"
+          f"{'errors':>7}{'x ceil':>7}{'ingest':>8}{'pg':>7}")
+    print(bare.row(None))
+    print(single.row(bare.events / bare.seconds))
+    print(batch.row(ceiling.events / ceiling.seconds))
+    print(ceiling.row(None))
+    print(f"\nsettings: ingest procs={opts.ingest_procs}, pool={opts.pool_size}, batch wait="
+          f"{opts.batch_wait_ms} ms, accounts={opts.accounts} (1 endpoint each: 1 delivery and"
+          " 1 Kafka message per event); CPU columns in cores")
     stored = asyncio.run(_count_events(dsn))
-    rate = ceiling.events / ceiling.seconds
-    print(f"\n{'scenario':<28}{'req/s':>10}{'events/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
-          f"{'errors':>8}{'x ceil':>9}")
-    for result in (single, batch, ceiling):
-        print(result.row(rate if result is not ceiling else None))
-    print(f"\ngroup commit during single POSTs: {'; '.join(stats)}")
-    print(f"settings: ingest procs={opts.ingest_procs}, pool={opts.pool_size}, batch wait="
-          f"{opts.batch_wait_ms} ms, batch max={opts.batch_max_events}, accounts={opts.accounts}"
-          " (1 endpoint each)")
     answered = sum(r.events + r.warm_events for r in (single, batch))
     print(f"durability: {stored} events in Postgres, {answered} answered 202 (warm-ups included)")
-    assert stored == answered, "events answered 202 and events stored differ"
+    if stored != answered:
+        raise SystemExit("FAILED: events answered 202 and events stored differ")
 
 
 async def _count_events(dsn: str) -> int:
@@ -263,17 +293,25 @@ async def _count_events(dsn: str) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(description="Ingest throughput on the embedded stack.")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--batch-concurrency", type=int, default=4)
+    parser.add_argument("--batch-concurrency", type=int, default=8)
     parser.add_argument("--ingest-procs", type=int, default=1)
     parser.add_argument("--pool-size", type=int, default=10)
     parser.add_argument("--batch-wait-ms", type=int, default=2)
-    parser.add_argument("--batch-max-events", type=int, default=500)
     parser.add_argument("--accounts", type=int, default=50)
-    run(parser.parse_args())
+    opts = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="postwire-bench-") as tmp, \
+            EmbeddedStack(base_dir=Path(tmp)) as stack:
+        dsn = asyncio.run(_prepare_db(stack))
+        services = _start_ingest(stack, dsn, opts, Path(tmp))
+        try:
+            _measure(stack, services, dsn, opts)
+        finally:
+            for service in services:
+                service.stop()
 
 
 if __name__ == "__main__":

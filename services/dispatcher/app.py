@@ -13,7 +13,9 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
+import asyncpg
 from aiohttp import web
 
 from services.dispatcher.claim_plan import ClaimConfig
@@ -58,6 +60,44 @@ async def _gauges(pipeline: Pipeline, metrics: DispatcherMetrics) -> None:
         await asyncio.sleep(GAUGE_INTERVAL_S)
 
 
+@dataclass
+class _Resources:
+    """Everything with a lifecycle; ``run`` is the app's cleanup context."""
+
+    settings: DispatcherSettings
+    pool: asyncpg.Pool
+    publisher: KafkaPublisher
+    flusher: OutboxFlusher
+    relay: OutboxRelay
+    client: WebhookClient
+    pipeline: Pipeline
+    consumer: DeliveryConsumer
+    republisher: Republisher
+    metrics: DispatcherMetrics
+
+    async def run(self, _: web.Application) -> AsyncIterator[None]:
+        """Start the loops; on shutdown drain in order (see the module docstring)."""
+        self.flusher.start()
+        self.relay.start()
+        self.pipeline.start()
+        self.consumer.start()
+        self.republisher.start()
+        gauges = asyncio.create_task(_gauges(self.pipeline, self.metrics), name="gauges")
+        yield
+        self.consumer.stop_fetching()
+        await self.pipeline.shutdown(self.settings.drain_s)
+        await self.consumer.stop()
+        gauges.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gauges
+        await self.republisher.stop()
+        await self.relay.stop()
+        await self.flusher.stop()
+        await self.client.close()
+        await self.publisher.stop()
+        await self.pool.close()
+
+
 async def make_app(settings: DispatcherSettings) -> web.Application:
     """Build the app; every resource opens here and closes in the app's cleanup."""
     common = settings.common
@@ -80,28 +120,8 @@ async def make_app(settings: DispatcherSettings) -> web.Application:
         sweep_interval_s=settings.sweep_interval_s, sweep_stale_s=settings.sweep_stale_s)
 
     app = web.Application(middlewares=[error_middleware, metrics.http.middleware()])
-
-    async def resources(_: web.Application) -> AsyncIterator[None]:
-        flusher.start()
-        relay.start()
-        pipeline.start()
-        consumer.start()
-        republisher.start()
-        gauges = asyncio.create_task(_gauges(pipeline, metrics), name="gauges")
-        yield
-        consumer.stop_fetching()
-        await pipeline.shutdown(settings.drain_s)
-        await consumer.stop()
-        gauges.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await gauges
-        await republisher.stop()
-        await relay.stop()
-        await flusher.stop()
-        await client.close()
-        await publisher.stop()
-        await pool.close()
-
-    app.cleanup_ctx.append(resources)
+    resources = _Resources(settings, pool, publisher, flusher, relay, client, pipeline,
+                           consumer, republisher, metrics)
+    app.cleanup_ctx.append(resources.run)
     add_health_routes(app, [lambda: ping(pool), publisher.ping], metrics.registry)
     return app

@@ -71,21 +71,29 @@ WHERE endpoint_id = ANY($1::text[]) AND lease_until > $2
 GROUP BY endpoint_id
 """
 
+# Every statement is driven by an id array (``= ANY``) so that Postgres looks rows up by key
+# instead of hashing whole tables, however the planner estimates the unnest.
 _CLAIM_SQL = """
-UPDATE deliveries d SET lease_owner = $1, lease_until = u.lease_until, updated_at = now()
-FROM unnest($2::text[], $3::timestamptz[]) AS u(id, lease_until), events e, endpoints ep
-WHERE d.id = u.id AND e.id = d.event_id AND ep.id = d.endpoint_id
+UPDATE deliveries d SET lease_owner = $1, lease_until = u.lease_until
+FROM unnest($2::text[], $3::timestamptz[]) AS u(id, lease_until)
+WHERE d.id = u.id AND d.id = ANY($2::text[])
   AND d.status IN ('pending', 'retrying')
   AND (d.lease_until IS NULL OR d.lease_until <= statement_timestamp())
 RETURNING d.id, d.event_id, d.account_id, d.ordering_key, d.attempt_count,
-          d.round_attempt_count, e.type, e.body, e.created_at, ep.url, ep.secret,
-          ep.previous_secret, ep.previous_secret_expires_at
+          d.round_attempt_count
+"""
+
+_EVENTS_SQL = "SELECT id, type, body, created_at FROM events WHERE id = ANY($1::text[])"
+
+_SECRETS_SQL = """
+SELECT id, url, secret, previous_secret, previous_secret_expires_at
+FROM endpoints WHERE id = ANY($1::text[])
 """
 
 _PARK_SQL = """
 UPDATE deliveries d SET next_attempt_at = u.at, updated_at = now()
 FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at)
-WHERE d.id = u.id AND d.status IN ('pending', 'retrying')
+WHERE d.id = u.id AND d.id = ANY($1::text[]) AND d.status IN ('pending', 'retrying')
   AND (d.lease_until IS NULL OR d.lease_until <= statement_timestamp())
 """
 
@@ -115,6 +123,37 @@ class ClaimResult:
     messages: list[Message] = field(default_factory=list)
     endpoint_limits: dict[str, tuple[int, int | None]] = field(default_factory=dict)
     circuits: dict[str, CircuitState] = field(default_factory=dict)
+
+
+@dataclass
+class _Sorted:
+    """A batch's actions grouped by the statement that carries them out."""
+
+    claims: dict[str, tuple[Pending, Claim]] = field(default_factory=dict)
+    parks: dict[str, datetime] = field(default_factory=dict)
+    cancels: list[str] = field(default_factory=list)
+    kills: list[str] = field(default_factory=list)
+
+    def add(self, req: Pending, action: Action, result: ClaimResult) -> None:
+        delivery_id = req.message.delivery_id
+        if isinstance(action, Claim):
+            self.claims[delivery_id] = (req, action)
+            return
+        if isinstance(action, Defer):
+            result.deferred.append((req, action.delay_s))
+            return
+        if isinstance(action, Park):
+            self.parks[delivery_id] = action.at
+            label = f"parked_{action.reason}"
+        elif isinstance(action, Cancel):
+            self.cancels.append(delivery_id)
+            label = "cancelled"
+        elif isinstance(action, KillDisabled):
+            self.kills.append(delivery_id)
+            label = "endpoint_disabled"
+        else:
+            label = f"skipped_{action.reason}"
+        result.settled.append((req, label))
 
 
 def _row(r: asyncpg.Record) -> DeliveryRow:
@@ -185,42 +224,22 @@ class ClaimStore:
                      actions: list[Action], slots: dict[str, EndpointSlot],
                      now: datetime) -> ClaimResult:
         result = ClaimResult()
-        claims: dict[str, tuple[Pending, Claim]] = {}
-        parks: dict[str, datetime] = {}
-        cancels: list[str] = []
-        kills: list[str] = []
+        sorted_actions = _Sorted()
         for req, action in zip(batch, actions, strict=True):
-            delivery_id = req.message.delivery_id
-            if isinstance(action, Claim):
-                claims[delivery_id] = (req, action)
-                continue
-            if isinstance(action, Defer):
-                result.deferred.append((req, action.delay_s))
-                continue
-            if isinstance(action, Park):
-                parks[delivery_id] = action.at
-                label = f"parked_{action.reason}"
-            elif isinstance(action, Cancel):
-                cancels.append(delivery_id)
-                label = "cancelled"
-            elif isinstance(action, KillDisabled):
-                kills.append(delivery_id)
-                label = "endpoint_disabled"
-            else:
-                label = f"skipped_{action.reason}"
-            result.settled.append((req, label))
+            sorted_actions.add(req, action, result)
+        parks = sorted_actions.parks
         if parks:
             ids = sorted(parks)
             await conn.execute(_PARK_SQL, ids, [parks[i] for i in ids])
-        if cancels:
-            await conn.execute(_CANCEL_SQL, sorted(cancels))
-        result.messages = await kill_deliveries(conn, kills, "endpoint_disabled")
+        if sorted_actions.cancels:
+            await conn.execute(_CANCEL_SQL, sorted(sorted_actions.cancels))
+        result.messages = await kill_deliveries(conn, sorted_actions.kills, "endpoint_disabled")
         changed = sorted(e for e, s in slots.items() if s.changed)
         if changed:
             await conn.execute(_SAVE_SLOTS_SQL, changed, [slots[e].probe_until for e in changed],
                                [slots[e].rate_next_free_at for e in changed])
-        if claims:
-            await self._lease(conn, claims, now, result)
+        if sorted_actions.claims:
+            await self._lease(conn, sorted_actions.claims, now, result)
         result.outbox_ids = await insert_outbox(conn, result.messages)
         return result
 
@@ -231,30 +250,33 @@ class ClaimStore:
                                 [claims[i][1].lease_until for i in ids])
         got = {r["id"]: r for r in rows}
         for delivery_id in ids:
+            if delivery_id not in got:
+                result.settled.append((claims[delivery_id][0], "skipped_race"))
+        if not rows:
+            return
+        events = {r["id"]: r for r in await conn.fetch(
+            _EVENTS_SQL, sorted({r["event_id"] for r in rows}))}
+        endpoints = {r["id"]: r for r in await conn.fetch(
+            _SECRETS_SQL, sorted({claims[i][0].message.endpoint_id for i in got}))}
+        for delivery_id, row in got.items():
             req, claim = claims[delivery_id]
-            row = got.get(delivery_id)
-            if row is None:
-                result.settled.append((req, "skipped_race"))
-                continue
+            endpoint = endpoints[req.message.endpoint_id]
             try:
-                secrets = active_secrets(row["secret"], row["previous_secret"],
-                                         row["previous_secret_expires_at"], now)
+                secrets = active_secrets(endpoint["secret"], endpoint["previous_secret"],
+                                         endpoint["previous_secret_expires_at"], now)
             except ValueError:
                 log.error("endpoint secret is malformed; delivery left for later",
                           extra={"pw": {"delivery_id": delivery_id,
                                         "endpoint_id": req.message.endpoint_id}})
                 result.settled.append((req, "skipped_bad_secret"))
                 continue
-            result.claimed.append(self._claimed(req, claim, row, secrets, now))
-
-    def _claimed(self, req: Pending, claim: Claim, row: asyncpg.Record,
-                 secrets: list[bytes], now: datetime) -> Claimed:
-        return Claimed(
-            pending=req, delivery_id=row["id"], event_id=row["event_id"],
-            endpoint_id=req.message.endpoint_id, account_id=row["account_id"],
-            event_type=row["type"], ordering_key=row["ordering_key"], url=row["url"],
-            secrets=tuple(secrets), body=bytes(row["body"]),
-            event_created_at=row["created_at"], attempt_count=row["attempt_count"],
-            round_attempt_count=row["round_attempt_count"],
-            send_delay_s=max(0.0, (claim.send_at - now).total_seconds()), probe=claim.probe,
-        )
+            event = events[row["event_id"]]
+            result.claimed.append(Claimed(
+                pending=req, delivery_id=delivery_id, event_id=row["event_id"],
+                endpoint_id=req.message.endpoint_id, account_id=row["account_id"],
+                event_type=event["type"], ordering_key=row["ordering_key"], url=endpoint["url"],
+                secrets=tuple(secrets), body=bytes(event["body"]),
+                event_created_at=event["created_at"], attempt_count=row["attempt_count"],
+                round_attempt_count=row["round_attempt_count"],
+                send_delay_s=max(0.0, (claim.send_at - now).total_seconds()), probe=claim.probe,
+            ))

@@ -7,8 +7,9 @@
   committed, and their tracking ends (late outcomes of in-flight work no longer move offsets;
   the new owner finds those deliveries leased and skips them).
 - Self-healing: the broker may die or come back empty (no topics, no group, no offsets). Any
-  Kafka error, or a member that stays without partitions, re-creates the consumer after
-  re-creating the topics, with backoff. It never exits because of the broker: Postgres is the
+  Kafka error, or fetches stalled on a rebalance that never finishes, re-creates the consumer
+  after re-creating the topics, with backoff; a member without partitions re-creates the
+  topics. It never exits because of the broker: Postgres is the
   record, and the sweeper re-publishes whatever the broker lost.
 """
 
@@ -34,8 +35,9 @@ from shared.core.errors import ConfigError
 log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_S = 0.2
-UNASSIGNED_RECHECK_S = 5.0     # no partitions this long: make sure the topics exist
-UNASSIGNED_RESTART_S = 20.0    # ...and this long: re-create the consumer
+UNASSIGNED_RECHECK_S = 1.0     # no partitions this long: make sure the topics exist
+FETCH_STALL_S = 2.0            # a fetch this long is waiting on a rebalance...
+STALL_RESTART_S = 15.0         # ...and stalled this long in all: re-create the consumer
 MAX_WAITING = 20000            # stop fetching while this many messages wait in memory
 MAX_COMMIT_FAILURES = 10       # consecutive failed commits: the member's view is stale
 
@@ -88,13 +90,16 @@ class DeliveryConsumer:
             try:
                 await self._session()
                 backoff = 0.5
+                continue
             except (KafkaError, OSError, ConfigError, TimeoutError) as exc:
                 log.warning("kafka consumer failed (%s: %s); re-creating in %.1fs",
                             type(exc).__name__, exc, backoff)
-                self._metrics.consumer_restarts.inc()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closing.wait(), timeout=backoff)
-                backoff = min(backoff * 2, 5.0)
+            except Exception:  # a bug or a library assertion must not end consumption
+                log.exception("kafka consumer crashed; re-creating in %.1fs", backoff)
+            self._metrics.consumer_restarts.inc()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), timeout=backoff)
+            backoff = min(backoff * 2, 5.0)
 
     def _new_consumer(self) -> AIOKafkaConsumer:
         session_ms = self._settings.kafka_session_timeout_ms
@@ -124,27 +129,45 @@ class DeliveryConsumer:
             await self._close(consumer)
 
     async def _loop(self, consumer: AIOKafkaConsumer) -> None:
-        unassigned_since = time.monotonic()
-        checked_topics = False
+        """Fetch, hand over, commit. Watchdogs: without partitions for a while, re-create the
+        topics (the broker may have come back empty); fetches stalled on a rebalance that
+        does not finish, re-create the consumer. A member that merely has no partitions (more
+        dispatchers than partitions) stays: re-joining would rebalance the whole group."""
+        healthy_since = assigned_since = last_check = time.monotonic()
         while not self._closing.is_set():
+            stalled = False
             if self._stop_fetch.is_set() or self._pipeline.waiting >= MAX_WAITING:
                 await asyncio.sleep(0.02)
             else:
-                batches = await consumer.getmany(timeout_ms=100, max_records=2000)
-                for tp, records in batches.items():
+                batches = await self._fetch(consumer)
+                stalled = batches is None
+                for tp, records in (batches or {}).items():
                     self._accept(tp, records)
             await self._maybe_commit(consumer)
+            now = time.monotonic()
+            if not stalled:
+                healthy_since = now
+            elif now - healthy_since > STALL_RESTART_S:
+                raise ConfigError("consumer stalled in a rebalance; re-joining the group")
             if consumer.assignment() or self._stop_fetch.is_set():
-                unassigned_since, checked_topics = time.monotonic(), False
-                continue
-            idle = time.monotonic() - unassigned_since
-            if idle > UNASSIGNED_RECHECK_S and not checked_topics:
+                assigned_since = now
+            elif now - assigned_since > UNASSIGNED_RECHECK_S and now - last_check > 2.0:
+                last_check = now
                 common = self._settings.common
                 await ensure_topics(common.kafka_bootstrap, common.topic_prefix,
                                     common.kafka_partitions)
-                checked_topics = True
-            if idle > UNASSIGNED_RESTART_S:
-                raise ConfigError("no partitions assigned; re-joining the group")
+
+    @staticmethod
+    async def _fetch(consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]] | None:
+        """One fetch; None when it stalled. aiokafka's ``getmany`` waits without a timeout
+        while a rebalance is in progress, and a rebalance against a broker that restarted
+        empty can stay in progress forever (seen with Tansu); :meth:`_loop` then re-creates
+        the consumer."""
+        try:
+            return dict(await asyncio.wait_for(
+                consumer.getmany(timeout_ms=100, max_records=2000), timeout=FETCH_STALL_S))
+        except TimeoutError:
+            return None
 
     def _accept(self, tp: TopicPartition, records: list[Any]) -> None:
         tracker = self._pipeline.tracker
@@ -186,7 +209,7 @@ class DeliveryConsumer:
 
     def _observe_lag(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
         lag = 0
-        for tp in assigned:
+        for tp in assigned & set(consumer.assignment()):  # a rebalance may have run meanwhile
             high = consumer.highwater(tp)
             position = self._pipeline.tracker.position(tp)
             if high is not None and position is not None:

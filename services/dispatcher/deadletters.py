@@ -29,6 +29,7 @@ SELECT d.id, d.event_id, d.endpoint_id, d.account_id, e.type, u.reason,
 FROM unnest($1::text[], $2::text[]) AS u(id, reason)
 JOIN deliveries d ON d.id = u.id
 JOIN events e ON e.id = d.event_id
+WHERE d.id = ANY($1::text[])
 ORDER BY d.id
 ON CONFLICT (delivery_id) DO UPDATE SET
     seq = EXCLUDED.seq, reason = EXCLUDED.reason, attempt_count = EXCLUDED.attempt_count,

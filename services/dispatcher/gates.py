@@ -5,12 +5,13 @@ Isolation lives here. Each endpoint has its own queue and its own in-flight coun
 :meth:`Gates.take` hands out work round-robin over endpoints, so a slow or saturated endpoint
 only ever holds its own slots and never the queue of another.
 
-Memory is bounded per endpoint: when an endpoint has more messages waiting than it can work
-off soon (twice its in-flight cap, at least 16, at most ``waiting_per_endpoint`` and at most
-what it absorbs in ``memory_wait_s``), the excess
-is handed to the claim step with ``park_s`` set, which parks those deliveries in Postgres
-roughly when this endpoint would reach them (its observed throughput), releasing the memory
-and the Kafka offsets. Pure bookkeeping on one event loop; the clock is injectable.
+Memory is bounded per endpoint. Once the oldest message of an endpoint has waited longer than
+``memory_wait_s`` (the endpoint demonstrably cannot keep up), it keeps only what it works off
+in ``memory_wait_s`` at its measured completion rate (at least its in-flight cap), and never
+more than ``waiting_per_endpoint``. The excess is handed to the claim step with ``park_s``
+set, which parks those deliveries in Postgres roughly when this endpoint would reach them,
+releasing the memory and the Kafka offsets. A fast endpoint never parks anything. Pure
+bookkeeping on one event loop; the clock is injectable.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from dataclasses import dataclass, field, replace
 from services.dispatcher.model import Pending
 
 DEFAULT_MAX_IN_FLIGHT = 10
-MIN_WAITING = 16
 MAX_PARK_S = 600.0
 MIN_PARK_S = 0.5
+RATE_WINDOW_S = 10.0
 
 
 @dataclass
@@ -40,17 +41,20 @@ class Gate:
     not_before: float = 0.0
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     rate_limit_per_s: int | None = None
-    avg_duration_s: float = 0.25
+    done_at: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+    since: float = 0.0              # when this gate was created (clock of its Gates)
 
     def cap(self, endpoint_concurrency: int) -> int:
         return max(1, min(self.max_in_flight, endpoint_concurrency))
 
-    def throughput_per_s(self, endpoint_concurrency: int) -> float:
-        """Deliveries per second this endpoint is expected to absorb."""
-        by_concurrency = self.cap(endpoint_concurrency) / max(self.avg_duration_s, 0.005)
-        if self.rate_limit_per_s:
-            return max(0.1, min(float(self.rate_limit_per_s), by_concurrency))
-        return max(0.1, by_concurrency)
+    def completion_rate(self, now: float) -> float | None:
+        """Attempts recorded per second over the last ``RATE_WINDOW_S`` (or since the gate
+        exists, at least 1 s); None before the first one (no basis for an estimate)."""
+        while self.done_at and self.done_at[0] < now - RATE_WINDOW_S:
+            self.done_at.popleft()
+        if not self.done_at:
+            return None
+        return len(self.done_at) / min(RATE_WINDOW_S, max(1.0, now - self.since))
 
     def idle(self) -> bool:
         return not self.waiting and self.in_flight == 0 and self.claiming == 0
@@ -77,25 +81,28 @@ class Gates:
     def gate(self, endpoint_id: str) -> Gate:
         found = self._gates.get(endpoint_id)
         if found is None:
-            found = self._gates[endpoint_id] = Gate(endpoint_id)
+            found = self._gates[endpoint_id] = Gate(endpoint_id, since=self._clock())
         return found
 
     def add(self, pending: Pending) -> None:
         """Queue a consumed message behind its endpoint."""
-        self.gate(pending.message.endpoint_id).waiting.append(pending)
+        gate = self.gate(pending.message.endpoint_id)
+        gate.waiting.append(replace(pending, queued_at=self._clock()))
         self.waiting += 1
 
-    def waiting_limit(self, gate: Gate) -> int:
-        """How many messages ``gate`` may hold: enough to keep its slots busy, and no more
-        than it can work off within ``memory_wait_s``."""
-        rate = gate.throughput_per_s(self.endpoint_concurrency)
-        busy = max(2 * gate.cap(self.endpoint_concurrency), MIN_WAITING)
-        return max(1, min(self.waiting_per_endpoint, busy, int(rate * self.memory_wait_s)))
+    def waiting_limit(self, gate: Gate, now: float) -> int:
+        """How many messages ``gate`` may hold now (see the module docstring)."""
+        fill = gate.cap(self.endpoint_concurrency)
+        rate = gate.completion_rate(now)
+        fresh = gate.waiting and now - gate.waiting[0].queued_at <= self.memory_wait_s
+        if fresh or rate is None:
+            return max(fill, self.waiting_per_endpoint)
+        return min(self.waiting_per_endpoint, max(fill, int(rate * self.memory_wait_s)))
 
-    def _overflow(self, gate: Gate) -> list[Pending]:
-        limit = self.waiting_limit(gate)
+    def _overflow(self, gate: Gate, now: float) -> list[Pending]:
+        limit = self.waiting_limit(gate, now)
         out: list[Pending] = []
-        rate = gate.throughput_per_s(self.endpoint_concurrency)
+        rate = gate.completion_rate(now) or float(gate.cap(self.endpoint_concurrency))
         while len(gate.waiting) > limit:
             position = len(gate.waiting) + gate.in_flight + gate.claiming
             delay = min(MAX_PARK_S, max(MIN_PARK_S, position / rate))
@@ -132,7 +139,7 @@ class Gates:
         self.claiming += len(out)
         self.waiting -= len(out)
         for gate in gates:
-            out.extend(self._overflow(gate))
+            out.extend(self._overflow(gate, now))
         return out
 
     def next_ready_in(self) -> float | None:
@@ -166,12 +173,12 @@ class Gates:
         gate.in_flight += 1
         self.in_flight += 1
 
-    def finished(self, endpoint_id: str, duration_s: float) -> None:
+    def finished(self, endpoint_id: str) -> None:
         """An attempt's outcome is recorded; its slot is free again."""
         gate = self.gate(endpoint_id)
         gate.in_flight -= 1
         self.in_flight -= 1
-        gate.avg_duration_s = 0.8 * gate.avg_duration_s + 0.2 * max(duration_s, 0.0)
+        gate.done_at.append(self._clock())
         gate.not_before = 0.0
         self._forget_if_idle(gate)
 

@@ -24,6 +24,7 @@ class Pending:
     ticket: Ticket
     message: DeliveryMessage
     park_s: float | None = None
+    queued_at: float = 0.0          # monotonic time it joined its endpoint's queue
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,9 @@
 """The outcome transaction: record a batch of finished attempts in one commit.
 
 Order inside the transaction (every dispatcher writer and claimer locks the same way, so they
-cannot deadlock each other): endpoint_health rows in id order, then the deliveries in id order.
+cannot deadlock each other): endpoint_health rows in id order (only those whose health
+changes; a success of a healthy endpoint locks nothing, so outcomes do not queue behind
+claims), then the deliveries in id order.
 A delivery whose lease this dispatcher no longer holds (cancelled, or taken over after the
 lease expired) still gets its attempt row, but its status is left to whoever owns it now.
 """
@@ -24,11 +26,13 @@ from shared.core.decision import Dead, RetryAt, Succeeded
 from shared.core.delivery_message import DeliveryMessage, encode_delivery_message
 from shared.core.ids import new_id
 
-LOCK_HEALTH_SQL = """
+READ_HEALTH_SQL = """
 SELECT endpoint_id, consecutive_failures, failing_since, circuit_open_until,
        statement_timestamp() AS now
-FROM endpoint_health WHERE endpoint_id = ANY($1::text[]) ORDER BY endpoint_id FOR UPDATE
+FROM endpoint_health WHERE endpoint_id = ANY($1::text[]) ORDER BY endpoint_id
 """
+
+LOCK_HEALTH_SQL = READ_HEALTH_SQL + " FOR UPDATE"
 
 _LOCK_DELIVERIES_SQL = """
 SELECT id, lease_owner, status FROM deliveries WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
@@ -48,7 +52,7 @@ UPDATE deliveries d SET
     updated_at = now()
 FROM unnest($1::text[], $2::text[], $3::float8[], $4::int[], $5::text[], $6::timestamptz[],
             $7::bool[]) AS u(id, status, delay_s, status_code, error, started_at, release)
-WHERE d.id = u.id
+WHERE d.id = u.id AND d.id = ANY($1::text[])
 RETURNING d.id, d.attempt_count
 """
 

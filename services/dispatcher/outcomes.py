@@ -20,8 +20,14 @@ import asyncpg
 
 from services.dispatcher.metrics import DispatcherMetrics, status_class
 from services.dispatcher.model import Finished
-from services.dispatcher.outcome_plan import plan_health
-from services.dispatcher.outcome_sql import LOCK_HEALTH_SQL, Recorded, health_of, record_batch
+from services.dispatcher.outcome_plan import HealthChange, plan_health
+from services.dispatcher.outcome_sql import (
+    LOCK_HEALTH_SQL,
+    READ_HEALTH_SQL,
+    Recorded,
+    health_of,
+    record_batch,
+)
 from shared.adapters.kafka.publisher import Message
 from shared.adapters.pg.outbox import insert_outbox
 from shared.core.backoff import BackoffPolicy
@@ -120,13 +126,27 @@ class OutcomeWriter:
         self._observe(batch, recorded)
         self._on_recorded(batch)
 
-    async def _record(self, batch: list[Finished]) -> tuple[Recorded, list[int]]:
+    async def _plan(self, conn: asyncpg.Connection,
+                    batch: list[Finished]) -> dict[str, HealthChange]:
+        """Plan health changes; lock (and re-read) only the endpoints whose health changes."""
         endpoint_ids = sorted({i.claimed.endpoint_id for i in batch})
+        rows = await conn.fetch(READ_HEALTH_SQL, endpoint_ids)
+        now = rows[0]["now"] if rows else await conn.fetchval("SELECT statement_timestamp()")
+        changes = plan_health(batch, {r["endpoint_id"]: health_of(r) for r in rows}, now,
+                              self._policy)
+        touched = sorted(e for e, c in changes.items() if c.changed or c.disable_reason)
+        if not touched:
+            return changes
+        locked = await conn.fetch(LOCK_HEALTH_SQL, touched)
+        now = locked[0]["now"] if locked else now
+        subset = [i for i in batch if i.claimed.endpoint_id in set(touched)]
+        changes.update(plan_health(subset, {r["endpoint_id"]: health_of(r) for r in locked},
+                                   now, self._policy))
+        return changes
+
+    async def _record(self, batch: list[Finished]) -> tuple[Recorded, list[int]]:
         async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(LOCK_HEALTH_SQL, endpoint_ids)
-            now = rows[0]["now"] if rows else await conn.fetchval("SELECT statement_timestamp()")
-            current = {r["endpoint_id"]: health_of(r) for r in rows}
-            changes = plan_health(batch, current, now, self._policy)
+            changes = await self._plan(conn, batch)
             recorded = await record_batch(conn, batch, self._owner, changes)
             outbox_ids = await insert_outbox(conn, recorded.messages)
         return recorded, outbox_ids

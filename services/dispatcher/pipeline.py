@@ -63,7 +63,7 @@ class Pipeline:
         self.tracker = OffsetTracker()
         self.gates = Gates(settings.concurrency, settings.endpoint_concurrency,
                            settings.waiting_per_endpoint,
-                           memory_wait_s=min(settings.sweep_stale_s / 2, 10.0))
+                           memory_wait_s=settings.sweep_stale_s / 2)
         self.writer = OutcomeWriter(
             pool, owner, settings.backoff, metrics, flusher.submit, self._recorded,
             batch_max=settings.outcome_batch_max, batch_wait_ms=settings.outcome_batch_wait_ms)
@@ -124,8 +124,11 @@ class Pipeline:
                 continue
             try:
                 result = await self._claims.claim(batch)
-            except _DB_ERRORS as exc:
-                log.warning("claim of %d messages failed (%s); retrying", len(batch), exc)
+            except Exception as exc:  # a bug must not stop claiming: log it, retry later
+                if isinstance(exc, _DB_ERRORS):
+                    log.warning("claim of %d messages failed (%s); retrying", len(batch), exc)
+                else:
+                    log.exception("claim of %d messages crashed; retrying", len(batch))
                 for pending in batch:
                     self.gates.defer(pending, 0.5)
                 await asyncio.sleep(0.2)
@@ -166,7 +169,7 @@ class Pipeline:
             log.exception("attempt crashed", extra={"pw": {
                 "delivery_id": claimed.delivery_id, "endpoint_id": claimed.endpoint_id}})
             self._tasks.pop(claimed.delivery_id, None)
-            self.gates.finished(claimed.endpoint_id, 0.0)
+            self.gates.finished(claimed.endpoint_id)
             self.tracker.done(claimed.pending.ticket)
 
     async def _attempt(self, claimed: Claimed) -> None:
@@ -185,6 +188,6 @@ class Pipeline:
         for item in batch:
             claimed = item.claimed
             self._tasks.pop(claimed.delivery_id, None)
-            self.gates.finished(claimed.endpoint_id, item.result.duration_ms / 1000.0)
+            self.gates.finished(claimed.endpoint_id)
             self.tracker.done(claimed.pending.ticket)
         self._wake.set()

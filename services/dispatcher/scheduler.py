@@ -157,4 +157,6 @@ class Republisher:
                     continue  # more is due: go again at once
             except _DB_ERRORS as exc:
                 log.warning("re-publish loop: postgres unavailable (%s)", exc)
+            except Exception:  # a bug must not stop the loop that recovers lost work
+                log.exception("re-publish loop crashed; continuing")
             await asyncio.sleep(interval_s)

@@ -32,7 +32,7 @@ class DispatcherSettings:
     rate_horizon_s: float              # claim a rate-limited delivery at most this far ahead
     scheduler_interval_s: float        # how often due retries are re-published
     sweep_interval_s: float            # how often stuck deliveries are looked for
-    sweep_stale_s: float               # a delivery that has not moved this long is re-published
+    sweep_stale_s: float               # not moved this long: re-published (memory holds half)
     drain_s: float                     # SIGTERM: wait this long for in-flight attempts
     kafka_session_timeout_ms: int      # group membership; a dead member is noticed after this
     outcome_batch_max: int             # group commit closes at this many outcomes...
@@ -80,10 +80,10 @@ def load_dispatcher_settings(env: Mapping[str, str]) -> DispatcherSettings:
         rate_horizon_s=env_float(env, "POSTWIRE_RATE_HORIZON_S", 1.0, 0.05, 60.0),
         scheduler_interval_s=env_float(env, "POSTWIRE_SCHEDULER_INTERVAL_S", 0.25, 0.01, 60.0),
         sweep_interval_s=env_float(env, "POSTWIRE_SWEEP_INTERVAL_S", 5.0, 0.1, 3600.0),
-        sweep_stale_s=env_float(env, "POSTWIRE_SWEEP_STALE_S", 60.0, 0.5, 86400.0),
+        sweep_stale_s=env_float(env, "POSTWIRE_SWEEP_STALE_S", 120.0, 0.5, 86400.0),
         drain_s=env_float(env, "POSTWIRE_DISPATCHER_DRAIN_S", 5.0, 0.0, 300.0),
         kafka_session_timeout_ms=env_int(env, "POSTWIRE_KAFKA_SESSION_TIMEOUT_MS", 10000, 1000,
                                          300000),
         outcome_batch_max=env_int(env, "POSTWIRE_OUTCOME_BATCH_MAX", 500, 1, 10000),
-        outcome_batch_wait_ms=env_int(env, "POSTWIRE_OUTCOME_BATCH_WAIT_MS", 2, 0, 1000),
+        outcome_batch_wait_ms=env_int(env, "POSTWIRE_OUTCOME_BATCH_WAIT_MS", 5, 0, 1000),
     )

@@ -19,18 +19,17 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 import asyncpg
-import orjson
 
 from services.ingest.context import IngestContext
-from services.ingest.endpoint_cache import EndpointCache, EndpointRoute
-from services.ingest.event_validation import EventInput, webhook_body
-from services.ingest.events_repo import BatchRows, BatchWritten, write_batch
+from services.ingest.endpoint_cache import EndpointCache
+from services.ingest.event_validation import EventInput
+from services.ingest.events_repo import BatchRows, BatchWritten, build_batch_rows, write_batch
 from services.ingest.idempotency import (
     Accepted,
     Outcome,
@@ -42,8 +41,6 @@ from shared.adapters.kafka.publisher import Message
 from shared.adapters.kafka.topics import DELIVERIES
 from shared.core.errors import ApiError, Unavailable
 from shared.core.idempotency import WINDOW, AccountKey, StoredKey, first_uses
-from shared.core.ids import new_id
-from shared.core.matching import matches
 from shared.core.timefmt import format_ts, utcnow
 from shared.logging import fields
 
@@ -84,11 +81,6 @@ class GroupCommitter(Generic[T, R]):
         self._commits: set[asyncio.Task[None]] = set()
         self._collector: asyncio.Task[None] | None = None
         self._closing = False
-
-    @property
-    def in_flight(self) -> int:
-        """Commit transactions running right now."""
-        return len(self._commits)
 
     def start(self) -> None:
         """Start the collector task (inside the running loop)."""
@@ -211,12 +203,13 @@ def _now_ms() -> datetime:
 class EventWriter:
     """The commit function of the events group commit: one statement per batch.
 
-    Fan-out candidates come from the endpoint cache; :func:`events_repo.write_batch` keeps
-    only endpoints still enabled and not deleted, claims idempotency keys and writes events,
-    deliveries and outbox messages atomically. After the commit the outbox rows go to the
-    flusher (a broker outage leaves them to the relay and never fails a request). Each
-    concurrent commit uses its own long-lived pooled connection (no acquire/reset round trip
-    per batch); :meth:`close` gives them back.
+    Fan-out candidates come from the endpoint cache (event type patterns included; the cache
+    is invalidated by NOTIFY on every endpoint change); :func:`events_repo.write_batch` keeps
+    only endpoints that are still enabled and not deleted at commit, claims idempotency keys
+    and writes events, deliveries and outbox messages atomically. After the commit the outbox
+    rows go to the flusher (a broker outage leaves them to the relay and never fails a
+    request). Each concurrent commit uses its own long-lived pooled connection (no
+    acquire/reset round trip per batch); :meth:`close` gives them back.
     """
 
     def __init__(self, ctx: IngestContext, cache: EndpointCache) -> None:
@@ -237,7 +230,7 @@ class EventWriter:
         first = first_uses([account_key(e) for e in events])
         candidates = [i for i, e in enumerate(events)
                       if e.idempotency_key is None or first[(e.account_id, e.idempotency_key)] == i]
-        rows = _batch_rows(events, candidates, routes, format_ts(now) or "")
+        rows = build_batch_rows(events, candidates, routes, format_ts(now) or "")
         started = time.perf_counter()
         written, taken = await self._write(rows, now, [
             key for i in candidates if (key := account_key(events[i])) is not None])
@@ -296,30 +289,3 @@ class EventWriter:
                 log.debug("event accepted", extra=fields(
                     event_id=rows.ids[j - 1], account_id=rows.account_ids[j - 1],
                     delivery_count=count))
-
-
-def _batch_rows(events: Sequence[EventInput], candidates: Sequence[int],
-                routes: Mapping[str, Sequence[EndpointRoute]], timestamp: str) -> BatchRows:
-    """The unnest arrays of a batch: fresh ids, webhook bodies, response heads, and one
-    candidate delivery per (event, cached endpoint whose patterns match its type)."""
-    rows = BatchRows()
-    for position, index in enumerate(candidates, start=1):
-        event = events[index]
-        event_id = new_id("evt")
-        rows.ids.append(event_id)
-        rows.account_ids.append(event.account_id)
-        rows.types.append(event.type)
-        rows.ordering_keys.append(event.ordering_key)
-        rows.ordering_keys_json.append(orjson.dumps(event.ordering_key).decode())
-        rows.bodies.append(webhook_body(event_id, timestamp, event))
-        head = orjson.dumps({"id": event_id, "account_id": event.account_id, "type": event.type,
-                             "ordering_key": event.ordering_key, "created_at": timestamp})
-        rows.response_heads.append(head[:-1].decode() + ',"delivery_count":')
-        rows.idem_keys.append(event.idempotency_key)
-        rows.request_hashes.append(event.request_hash)
-        for route in routes.get(event.account_id, ()):
-            if matches(route.event_types, event.type):
-                rows.pair_events.append(position)
-                rows.pair_endpoints.append(route.id)
-                rows.pair_deliveries.append(new_id("dlv"))
-    return rows

@@ -7,7 +7,8 @@ Written by ingest (fan-out) and the admin API (replays), read by the dispatcher.
   while unordered deliveries spread. Endpoint ids never contain ``|``, so the first ``|``
   separates the two parts even when an ordering key contains one.
 - Value: a compact JSON object ``{"delivery_id", "event_id", "endpoint_id", "account_id",
-  "ordering_key", "sequence", "generation"}``. The message is only a pointer: Postgres holds the
+  "ordering_key", "sequence", "generation"}`` in that order (ingest renders the same bytes in
+  SQL, see ``services.ingest.events_repo``). The message is only a pointer: Postgres holds the
   truth, and a consumer checks the delivery row (and its ``generation``) before acting, so a
   stale or duplicated message is harmless.
 """

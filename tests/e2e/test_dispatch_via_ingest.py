@@ -66,7 +66,7 @@ async def test_events_from_the_api_are_delivered_signed_and_in_order(
             ids.append(event["id"])
 
         async def delivered() -> list[str]:
-            out = []
+            out: list[str] = []
             for event_id in ids:
                 _, body = await _call(http, "GET", f"{base}/v1/events/{event_id}")
                 out.extend(d["status"] for d in body["deliveries"])

@@ -109,6 +109,21 @@ async def test_sigterm_drains_and_releases_then_another_dispatcher_finishes(
     await ledger_check(seeder, rx, events, {ep.id: ep}, 60)
 
 
+async def test_postgres_restart_mid_flow_loses_nothing(
+        stack: EmbeddedStack, seeder: Seeder, rx: Receiver,
+        dispatchers_per_test: DispatcherFactory) -> None:
+    rx.program("/pg", [Reply(503)], default=Reply(200, delay_s=0.2))
+    ep = await seeder.endpoint(rx.url("/pg"), max_in_flight=2)
+    await dispatchers_per_test.start()
+    events = [await seeder.event([ep], data={"n": n}) for n in range(40)]
+    await rx.wait_for(lambda: len(rx.requests_for("/pg")) >= 5, timeout_s=30)  # mid-flow
+    await asyncio.to_thread(stack.postgres.restart)
+    assert len({r.webhook_id for r in rx.requests_for("/pg")}) < 40, "restarted mid-flow"
+    await seeder.pool.expire_connections()
+    events += [await seeder.event([ep], data={"n": n}) for n in range(40, 60)]
+    await ledger_check(seeder, rx, events, {ep.id: ep}, 60)
+
+
 @pytest_asyncio.fixture
 async def broker_restarted_after(stack: EmbeddedStack) -> AsyncIterator[EmbeddedStack]:
     """Restart the broker once more after the test (after its dispatchers stopped), so later
@@ -127,6 +142,7 @@ async def test_broker_killed_and_restarted_empty_loses_nothing(
     await dispatchers_per_test.start()
     events = [await seeder.event([ep], data={"n": n}) for n in range(30)]
     events += [await seeder.event([keyed], ordering_key="K", data={"n": n}) for n in range(10)]
+    await rx.wait_for(lambda: len(rx.requests) >= 10, timeout_s=30)  # mid-flow
     await asyncio.to_thread(stack.broker.kill)
     # accepted while the broker is down: left in the outbox, as ingest would
     events += [await seeder.event([ep], data={"n": n}, publish=False) for n in range(30, 50)]

@@ -68,7 +68,7 @@ def test_started_and_finished_free_the_slot() -> None:
     for p in taken:
         g.started(p)
     assert g.take(500) == []  # cap of 10 in flight
-    g.finished("a", 0.2)
+    g.finished("a")
     assert len(g.take(500)) == 1
     assert g.in_flight_by_endpoint() == {"a": 9}
 
@@ -88,31 +88,59 @@ def test_deferred_work_waits_in_front_until_its_time() -> None:
     assert [p.message.delivery_id for p in again] == [first.message.delivery_id]
 
 
-def test_overflow_is_parked_in_proportion_to_throughput() -> None:
-    g = gates(memory_wait_s=1000.0)
+def test_a_slow_endpoint_keeps_what_it_works_off_and_parks_the_rest() -> None:
+    clock = Clock()
+    g = gates(memory_wait_s=8.0, clock=clock)
     g.add(pending("a", 0))
-    g.learn("a", max_in_flight=2, rate_limit_per_s=2)
+    g.learn("a", max_in_flight=2, rate_limit_per_s=None)
     for n in range(1, 40):
         g.add(pending("a", n))
-    taken = g.take(500)
-    parked = [p for p in taken if p.park_s is not None]
-    claiming = [p for p in taken if p.park_s is None]
-    assert len(claiming) == 2
-    assert len(parked) == 40 - 2 - 16  # keeps max(2 x cap, 16) waiting
-    assert all(p.park_s is not None and p.park_s >= 0.5 for p in parked)
-    # the newest are parked, each roughly when its turn would come at 2/s
-    assert max(p.park_s or 0 for p in parked) >= 39 / 2 * 0.9
-    assert g.claiming == 2 and g.waiting == 16
+    first = g.take(500)
+    assert len(first) == 2 and all(p.park_s is None for p in first)  # fresh: nothing parked
+    for p in first:
+        g.started(p)
+    gate = g.gate("a")
+    gate.since = clock.now - 60.0
+    gate.done_at.extend([clock.now] * 20)  # it managed 2/s over the last 10 s
+    clock.now += 9.0                        # and its oldest message has waited 9 s > 8 s
+    parked = g.take(500)
+    assert all(p.park_s is not None for p in parked)
+    assert len(parked) == 38 - 16           # keeps 2/s x 8 s
+    assert max(p.park_s or 0 for p in parked) >= 40 / 2 * 0.9
+    assert g.waiting == 16 and g.claiming == 0
     for p in parked:
-        g.settled(p)  # parking does not count as claiming
-    assert g.claiming == 2
+        g.settled(p)                        # parking never counted as claiming
+    assert g.claiming == 0
 
 
-def test_memory_wait_bounds_what_a_rate_limited_endpoint_holds() -> None:
-    g = gates(memory_wait_s=2.0)
+def test_the_hard_cap_parks_even_a_fresh_queue() -> None:
+    g = gates(waiting=5)
     g.add(pending("a", 0))
-    g.learn("a", max_in_flight=10, rate_limit_per_s=3)
-    assert g.waiting_limit(g.gate("a")) == 6
+    g.learn("a", max_in_flight=2, rate_limit_per_s=None)
+    for n in range(1, 12):
+        g.add(pending("a", n))
+    taken = g.take(500)
+    claiming = [p.message.delivery_id for p in taken if p.park_s is None]
+    parked = [p.message.delivery_id for p in taken if p.park_s is not None]
+    assert claiming == ["dlv_a_0", "dlv_a_1"]
+    assert set(parked) == {f"dlv_a_{n}" for n in range(7, 12)}  # the newest go
+    assert g.waiting == 5
+
+
+def test_without_a_measured_rate_nothing_is_parked_below_the_hard_cap() -> None:
+    clock = Clock()
+    g = gates(memory_wait_s=1.0, clock=clock)
+    for n in range(30):
+        g.add(pending("new", n))
+    clock.now += 5.0  # waited long, but no attempt finished yet: no basis for parking
+    assert all(p.park_s is None for p in g.take(500))
+
+
+def test_a_fresh_queue_is_never_parked() -> None:
+    g = gates(memory_wait_s=0.001)
+    for n in range(100):
+        g.add(pending("new", n))
+    assert all(p.park_s is None for p in g.take(500))
 
 
 def test_drop_removes_waiting_work_of_revoked_partitions() -> None:

@@ -24,7 +24,3 @@ CREATE INDEX deliveries_unannounced_idx ON deliveries (next_attempt_at)
 -- this index stays small (bounded by what is in flight plus leases of crashed dispatchers).
 CREATE INDEX deliveries_leased_idx ON deliveries (endpoint_id, lease_until)
     WHERE lease_until IS NOT NULL;
-
--- The sweeper looks for open deliveries that have not moved for a while.
-CREATE INDEX deliveries_open_updated_idx ON deliveries (updated_at)
-    WHERE status IN ('pending', 'retrying');
