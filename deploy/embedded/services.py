@@ -120,7 +120,7 @@ class ServiceProcess:
         """``wait_healthy`` run in a worker thread, so the event loop keeps running."""
         await asyncio.to_thread(self.wait_healthy, url, timeout_s)
 
-    def stop(self, timeout_s: float = 10.0) -> int | None:
+    def stop(self, timeout_s: float = 30.0) -> int | None:
         """SIGTERM (graceful drain), SIGKILL after ``timeout_s``. Idempotent.
 
         Blocks until the process is reaped; returns its exit status.

@@ -119,7 +119,7 @@ async def make_app(settings: DispatcherSettings) -> web.Application:
         pool, flusher.submit, metrics, scheduler_interval_s=settings.scheduler_interval_s,
         sweep_interval_s=settings.sweep_interval_s, sweep_stale_s=settings.sweep_stale_s)
 
-    app = web.Application(middlewares=[error_middleware, metrics.http.middleware()])
+    app = web.Application(middlewares=[metrics.http.middleware(), error_middleware])
     resources = _Resources(settings, pool, publisher, flusher, relay, client, pipeline,
                            consumer, republisher, metrics)
     app.cleanup_ctx.append(resources.run)

@@ -81,7 +81,10 @@ def load_dispatcher_settings(env: Mapping[str, str]) -> DispatcherSettings:
         scheduler_interval_s=env_float(env, "POSTWIRE_SCHEDULER_INTERVAL_S", 0.25, 0.01, 60.0),
         sweep_interval_s=env_float(env, "POSTWIRE_SWEEP_INTERVAL_S", 5.0, 0.1, 3600.0),
         sweep_stale_s=env_float(env, "POSTWIRE_SWEEP_STALE_S", 120.0, 0.5, 86400.0),
-        drain_s=env_float(env, "POSTWIRE_DISPATCHER_DRAIN_S", 5.0, 0.0, 300.0),
+        # long enough by default for every in-flight attempt to end (its timeout bounds it),
+        # so a SIGTERM never makes a merchant see a delivery twice
+        drain_s=env_float(env, "POSTWIRE_DISPATCHER_DRAIN_S", common.delivery_timeout_s + 5.0,
+                          0.0, 3600.0),
         kafka_session_timeout_ms=env_int(env, "POSTWIRE_KAFKA_SESSION_TIMEOUT_MS", 10000, 1000,
                                          300000),
         outcome_batch_max=env_int(env, "POSTWIRE_OUTCOME_BATCH_MAX", 500, 1, 10000),

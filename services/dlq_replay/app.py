@@ -63,7 +63,7 @@ async def make_app(settings: AdminSettings) -> web.Application:
                        worker=worker, metrics=metrics)
 
     app = web.Application(
-        middlewares=[error_middleware, metrics.http.middleware(),
+        middlewares=[metrics.http.middleware(), error_middleware,
                      bearer_auth(settings.admin_tokens)],
         client_max_size=1024 * 1024,
     )

@@ -13,7 +13,6 @@ import asyncpg
 
 from services.dlq_replay.lists import Page, Where, page_of
 from shared.core.cursor import decode_cursor, encode_cursor
-from shared.core.errors import InvalidRequest
 from shared.core.timefmt import format_ts
 
 ACTION_EVENT_REPLAY = "replay.event"
@@ -50,9 +49,7 @@ async def list_audit(pool: asyncpg.Pool, *, limit: int, cursor: str | None,
     for column in ("operator", "action", "target"):
         where.eq(column, filters.get(column))
     if cursor is not None:
-        key = decode_cursor(_CURSOR_KIND, cursor)
-        if len(key) != 1 or not isinstance(key[0], int):
-            raise InvalidRequest("cursor is not valid", param="cursor")
+        key = decode_cursor(_CURSOR_KIND, cursor, (int,))
         where.add("id < {}", key[0])
     rows = await pool.fetch(
         f"SELECT id, at, operator, action, target, reason, details FROM audit_log"

@@ -64,7 +64,8 @@ async def create_bulk_job(conn: asyncpg.Connection, *, operator: str,
                           request: BulkReplayRequest) -> dict[str, Any]:
     """Create the job, snapshot its matches and audit it, in the caller's transaction.
 
-    A job that matched nothing is created ``completed`` at once. Returns the job row as JSON.
+    Every job starts ``running`` (the contract's 202), even one that matched nothing: the
+    worker's first step completes it. Returns the job row as JSON.
     """
     job_id = new_id("rpl")
     await conn.execute(
@@ -74,10 +75,8 @@ async def create_bulk_job(conn: asyncpg.Connection, *, operator: str,
     sql, args = _match_sql(job_id, request)
     matched = int((await conn.execute(sql, *args)).split()[-1])
     row = await conn.fetchrow(
-        f"UPDATE replay_jobs SET matched = $2,"
-        f" status = CASE WHEN $2 = 0 THEN 'completed' ELSE status END,"
-        f" finished_at = CASE WHEN $2 = 0 THEN now() END"
-        f" WHERE id = $1 RETURNING {_JOB_COLUMNS}", job_id, matched)
+        f"UPDATE replay_jobs SET matched = $2 WHERE id = $1 RETURNING {_JOB_COLUMNS}",
+        job_id, matched)
     await write_audit(conn, operator=operator, action=ACTION_BULK_START, target=job_id,
                       reason=request.reason, details={
                           "filter": request.filter.to_json(), "matched": matched,

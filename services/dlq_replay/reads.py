@@ -12,7 +12,7 @@ import orjson
 
 from services.dlq_replay.lists import Page, Where, page_of
 from shared.core.cursor import decode_cursor, encode_cursor
-from shared.core.errors import InvalidRequest, NotFound
+from shared.core.errors import NotFound
 from shared.core.timefmt import format_ts
 
 _DL_CURSOR = "dead_letters"
@@ -54,9 +54,7 @@ async def list_dead_letters(pool: asyncpg.Pool, query: DeadLetterQuery, *, limit
     if query.until is not None:
         where.add("dl.dead_at < {}", query.until)
     if cursor is not None:
-        key = decode_cursor(_DL_CURSOR, cursor)
-        if len(key) != 1 or not isinstance(key[0], int):
-            raise InvalidRequest("cursor is not valid", param="cursor")
+        key = decode_cursor(_DL_CURSOR, cursor, (int,))
         where.add("dl.seq < {}", key[0])
     rows = await pool.fetch(
         "SELECT dl.*, d.status AS delivery_status FROM dead_letters dl"

@@ -32,9 +32,9 @@ async def make_app(settings: IngestSettings) -> web.Application:
                         metrics=metrics)
 
     app = web.Application(
-        middlewares=[error_middleware, metrics.http.middleware(),
+        middlewares=[metrics.http.middleware(), error_middleware,
                      bearer_auth(("api", key) for key in settings.api_keys)],
-        client_max_size=64 * 1024 * 1024,  # bodies are bounded by shared.http.body instead
+        client_max_size=1024 * 1024,  # not used: bodies are streamed by shared.http.body
     )
     app[CTX] = ctx
 

@@ -36,7 +36,7 @@ from services.ingest.endpoint_validation import (
 )
 from shared.adapters.dns import Resolver, resolve_host
 from shared.core.cursor import decode_cursor, encode_cursor
-from shared.core.errors import InvalidRequest, NotFound
+from shared.core.errors import NotFound
 from shared.core.ids import is_valid_id, new_id
 from shared.core.signing import generate_secret
 from shared.core.timefmt import format_ts, utcnow
@@ -122,10 +122,8 @@ class _Handlers:
         cursor = request.query.get("cursor")
         before_id: str | None = None
         if cursor is not None:
-            key = decode_cursor(_CURSOR_KIND, cursor)
-            if len(key) != 1 or not isinstance(key[0], str):
-                raise InvalidRequest("cursor is not valid", param="cursor")
-            before_id = key[0]
+            key = decode_cursor(_CURSOR_KIND, cursor, (str,))
+            before_id = str(key[0])
         async with self.ctx.pool.acquire() as conn:
             rows = await repo.list_endpoints(conn, account_id, before_id, limit + 1)
         has_more = len(rows) > limit

@@ -17,9 +17,9 @@ Choices the contract leaves open:
   commit together in one transaction (a database failure answers the whole request 503). A
   replayed item is not marked (there is no per-item header). The ``Idempotency-Key`` header is
   refused on the batch route: use each item's ``idempotency_key``. The batch body is limited
-  to :func:`batch_body_limit` (500 events' worth, at most 16 MiB), and each item's ``data``,
+  to :func:`batch_body_limit` (500 events of the largest size), and each item's ``data``,
   rendered compactly, to ``POSTWIRE_MAX_PAYLOAD_BYTES`` (413 for that item).
-- ``GET /v1/events`` requires ``account_id``; ``since`` is inclusive and ``until`` exclusive,
+- ``GET /v1/events``: every filter is optional; ``since`` is inclusive and ``until`` exclusive,
   both on ``created_at``. Cursors are keyset positions (the last id, or attempt number).
 - A malformed id is a 404, like an unknown one.
 """
@@ -154,15 +154,14 @@ class _Handlers:
     async def list_events(self, request: web.Request) -> web.Response:
         check_query(request, ("account_id", "type", "since", "until", "limit", "cursor"))
         account_id = request.query.get("account_id")
-        if account_id is None or not ACCOUNT_ID_RE.fullmatch(account_id):
-            raise InvalidRequest("account_id is required: 1..64 of [A-Za-z0-9_-]",
-                                 param="account_id")
+        if account_id is not None and not ACCOUNT_ID_RE.fullmatch(account_id):
+            raise InvalidRequest("account_id must be 1..64 of [A-Za-z0-9_-]", param="account_id")
         event_type = query_str(request, "type", 128)
         if event_type is not None and not TYPE_RE.fullmatch(event_type):
             raise InvalidRequest("type must be 1..128 of [A-Za-z0-9_.-]", param="type")
         limit = query_limit(request)
         cursor = query_str(request, "cursor", 1024)
-        before = str(decode_cursor("events", cursor)[0]) if cursor is not None else None
+        before = str(decode_cursor("events", cursor, (str,))[0]) if cursor is not None else None
         where = repo.EventFilter(account_id, event_type, query_ts(request, "since"),
                                  query_ts(request, "until"), before)
         rows = await repo.list_events(self._pool, where, limit + 1)
@@ -179,10 +178,10 @@ class _Handlers:
         after = 0
         cursor = query_str(request, "cursor", 1024)
         if cursor is not None:
-            key = decode_cursor("attempts", cursor)
-            if len(key) != 2 or key[0] != delivery_id or not isinstance(key[1], int):
+            key = decode_cursor("attempts", cursor, (str, int))
+            if key[0] != delivery_id:
                 raise InvalidRequest("cursor belongs to another list", param="cursor")
-            after = key[1]
+            after = int(key[1])
         async with self._pool.acquire() as conn:
             if not await repo.delivery_exists(conn, delivery_id):
                 raise NotFound(f"no delivery {delivery_id!r}")

@@ -208,7 +208,7 @@ async def fetch_event_deliveries(conn: Conn, event_id: str) -> list[asyncpg.Reco
 class EventFilter:
     """``GET /v1/events`` filters: ``since <= created_at < until``; ``before_id`` = cursor."""
 
-    account_id: str
+    account_id: str | None
     type: str | None
     since: datetime | None
     until: datetime | None
@@ -219,11 +219,13 @@ async def list_events(conn: Conn, where: EventFilter, limit: int) -> list[asyncp
     """Up to ``limit`` events, newest first (by id, which sorts by creation time).
 
     Only the filters given become SQL conditions, so each combination gets a plan that uses
-    ``events_account_idx`` or ``events_account_type_idx``.
+    ``events_account_idx`` or ``events_account_type_idx`` (the primary key without an
+    account).
     """
-    conditions = ["account_id = $1"]
-    args: list[object] = [where.account_id]
-    for column, op, value in (("type", "=", where.type), ("created_at", ">=", where.since),
+    conditions = ["TRUE"]
+    args: list[object] = []
+    for column, op, value in (("account_id", "=", where.account_id), ("type", "=", where.type),
+                              ("created_at", ">=", where.since),
                               ("created_at", "<", where.until), ("id", "<", where.before_id)):
         if value is not None:
             args.append(value)

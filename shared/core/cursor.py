@@ -22,8 +22,9 @@ def encode_cursor(kind: str, key: list[str | int]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(kind: str, cursor: str) -> list[str | int]:
-    """Unwrap a cursor made by :func:`encode_cursor` for the same ``kind``.
+def decode_cursor(kind: str, cursor: str, shape: tuple[type, ...]) -> list[str | int]:
+    """Unwrap a cursor made by :func:`encode_cursor` for the same ``kind`` whose key has one
+    part per entry of ``shape``, each of that type (``str`` or ``int``).
 
     Raises InvalidRequest (param ``cursor``) for anything else.
     """
@@ -35,6 +36,7 @@ def decode_cursor(kind: str, cursor: str) -> list[str | int]:
     if not isinstance(data, dict) or data.get("k") != kind or not isinstance(data.get("v"), list):
         raise InvalidRequest("cursor is not valid for this list", param="cursor")
     key = data["v"]
-    if not all(isinstance(part, str | int) for part in key):
+    if len(key) != len(shape) or not all(
+            type(part) is expected for part, expected in zip(key, shape, strict=True)):
         raise InvalidRequest("cursor is not valid", param="cursor")
     return list(key)

@@ -99,7 +99,8 @@ def next_delay(
 
     ``attempts_made`` counts the attempts made so far (>= 1), the last of which failed with
     ``kind``. The result is ``schedule[attempts_made]`` times a uniform factor in [0.8, 1.2],
-    raised to the kind's floor and to ``retry_after_s``, those two capped at ``max(schedule)``.
+    raised to the kind's floor (capped at ``max(schedule)``) and to ``retry_after_s`` (capped
+    at the last step of the schedule, as the contract says).
     The caller passes ``retry_after_s`` only for a 429 or 503 response. Non-retryable kinds
     return None. Raises ValueError on an empty schedule or ``attempts_made < 1``.
     """
@@ -109,11 +110,10 @@ def next_delay(
         raise ValueError(f"attempts_made must be >= 1, got {attempts_made}")
     if not kind.retryable or attempts_made >= len(schedule):
         return None
-    cap = max(schedule)
     delay = schedule[attempts_made] * rng.uniform(JITTER_LOW, JITTER_HIGH)
-    delay = max(delay, min(_floor_for(kind, floors or RetryFloors()), cap))
+    delay = max(delay, min(_floor_for(kind, floors or RetryFloors()), max(schedule)))
     if retry_after_s is not None and math.isfinite(retry_after_s):
-        delay = max(delay, min(max(retry_after_s, 0.0), cap))
+        delay = max(delay, min(max(retry_after_s, 0.0), schedule[-1]))
     return delay
 
 

@@ -25,7 +25,8 @@ class HttpMetrics:
                                  buckets=LATENCY_BUCKETS, registry=registry)
 
     def middleware(self) -> Middleware:
-        """Observes every request; the route label is the route template (bounded cardinality)."""
+        """Observes every request; the route label is the route template (bounded cardinality).
+        Must be the outermost middleware, so it sees the status the error middleware chose."""
 
         @web.middleware
         async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -16,7 +16,7 @@ import pytest_asyncio
 
 from deploy.embedded.services import ServiceProcess
 from tests.dispatch_helpers import DispatcherFactory, Seeder, dispatchers, metric, seeder
-from tests.receiver import Receiver
+from tests.receiver import Receiver, Reply
 
 __all__ = ["dispatchers", "seeder"]
 
@@ -52,20 +52,36 @@ async def test_deliveries_of_a_deleted_endpoint_are_cancelled(seeder: Seeder, rx
     assert rx.requests_for("/deleted") == []
 
 
+def samples(text: str, name: str) -> list[str]:
+    """The sample lines of metric ``name`` (not its HELP/TYPE comments)."""
+    return [line for line in text.splitlines()
+            if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{")]
+
+
 async def test_health_readiness_and_metrics(seeder: Seeder, rx: Receiver,
                                             dispatcher: ServiceProcess) -> None:
+    rx.program("/metrics-ok", [], default=Reply(200))
+    rx.program("/metrics-dead", [], default=Reply(400))
+    ok = await seeder.endpoint(rx.url("/metrics-ok"))
+    dead = await seeder.endpoint(rx.url("/metrics-dead"), account_id=ok.account_id)
+    before = await metric(dispatcher, "postwire_delivery_latency_seconds_count")
+    event = await seeder.event([ok, dead])
+    await seeder.wait_status(list(event.delivery_ids.values()), {"succeeded", "dead"}, 20)
     async with aiohttp.ClientSession() as http:
         for path in ("/healthz", "/readyz"):
             async with http.get(dispatcher.base_url + path) as response:
                 assert response.status == 200, path
         async with http.get(dispatcher.base_url + "/metrics") as response:
             text = await response.text()
-    for name in ("postwire_attempts_total", "postwire_attempt_duration_seconds",
-                 "postwire_delivery_latency_seconds", "postwire_endpoint_in_flight",
-                 "postwire_circuits", "postwire_consumer_lag", "postwire_scheduler_backlog",
-                 "postwire_dead_letters_total", "postwire_in_flight"):
-        assert name in text, name
-    assert await metric(dispatcher, "postwire_delivery_latency_seconds_count") >= 1
+    assert samples(text, "postwire_attempts_total{outcome=\"succeeded\",status_class=\"2xx\"}")
+    assert samples(text, "postwire_attempts_total{outcome=\"dead\",status_class=\"4xx\"}")
+    assert samples(text, "postwire_dead_letters_total{reason=\"non_retryable_status\"}")
+    for name in ("postwire_attempt_duration_seconds_count", "postwire_in_flight",
+                 "postwire_consumer_lag", "postwire_scheduler_backlog",
+                 "postwire_assigned_partitions", "postwire_outbox_backlog"):
+        assert samples(text, name), name
+    assert any('state="closed"' in line for line in samples(text, "postwire_circuits"))
+    assert await metric(dispatcher, "postwire_delivery_latency_seconds_count") >= before + 1
 
 
 async def test_bad_configuration_stops_with_one_line_and_status_2() -> None:

@@ -10,8 +10,10 @@ import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 
+import aiohttp
 import pytest_asyncio
 
+from deploy.embedded.services import ServiceProcess
 from deploy.embedded.stack import EmbeddedStack
 from tests.dispatch_helpers import (
     DispatcherFactory,
@@ -34,14 +36,26 @@ async def rx() -> AsyncIterator[Receiver]:
         yield receiver
 
 
+async def readiness(service: ServiceProcess) -> tuple[int, str]:
+    """``GET /readyz``: the status and the reason (the error message when not ready)."""
+    async with aiohttp.ClientSession() as session, \
+            session.get(f"{service.base_url}/readyz") as response:
+        body = await response.json()
+    return response.status, body.get("error", {}).get("message", "")
+
+
 async def ledger_check(seeder: Seeder, rx: Receiver, events: Sequence[Event],
                        endpoints: dict[str, Endpoint], timeout_s: float) -> dict[str, int]:
-    """Wait until every delivery is final, then check the receiver's view of each.
+    """Wait until every delivery is final, then check the receiver's view of each. The
+    receivers of these tests answer 2xx in the end, so every delivery must have succeeded
+    (none may die of the fault), reached its endpoint, and every repeat be byte-identical.
 
     Returns how many requests each event id got (for duplicate statistics).
     """
     ids = [d for e in events for d in e.delivery_ids.values()]
     final = await seeder.wait_status(ids, {"succeeded", "dead"}, timeout_s)
+    dead = [d for d, s in final.items() if s == "dead"]
+    assert not dead, f"{len(dead)} deliveries died although their endpoint answers 2xx"
     by_event = {e.id: e for e in events}
     path_of = {ep.id: ep.url.split(str(rx.port), 1)[1] for ep in endpoints.values()}
     seen: dict[tuple[str, str], list[bytes]] = defaultdict(list)
@@ -53,8 +67,7 @@ async def ledger_check(seeder: Seeder, rx: Receiver, events: Sequence[Event],
         for endpoint_id, delivery_id in event.delivery_ids.items():
             bodies = seen.get((path_of[endpoint_id], event.id), [])
             counts[event.id] += len(bodies)
-            if final[delivery_id] == "succeeded":
-                assert bodies, f"{delivery_id} succeeded but never reached {endpoint_id}"
+            assert bodies, f"{delivery_id} succeeded but never reached {endpoint_id}"
             assert all(b == event.body for b in bodies), "a repeat must be byte-identical"
     return counts
 
@@ -139,11 +152,14 @@ async def test_broker_killed_and_restarted_empty_loses_nothing(
     rx.program("/x", [], default=Reply(200, delay_s=0.02))
     ep = await seeder.endpoint(rx.url("/x"))
     keyed = await seeder.endpoint(rx.url("/k"), account_id=ep.account_id)
-    await dispatchers_per_test.start()
+    service = await dispatchers_per_test.start()
     events = [await seeder.event([ep], data={"n": n}) for n in range(30)]
     events += [await seeder.event([keyed], ordering_key="K", data={"n": n}) for n in range(10)]
     await rx.wait_for(lambda: len(rx.requests) >= 10, timeout_s=30)  # mid-flow
+    assert await readiness(service) == (200, "")
     await asyncio.to_thread(stack.broker.kill)
+    _, reason = await poll(lambda: readiness(service), lambda r: r[0] == 503, 15)
+    assert reason.startswith("kafka:"), reason  # not ready, and it says why
     # accepted while the broker is down: left in the outbox, as ingest would
     events += [await seeder.event([ep], data={"n": n}, publish=False) for n in range(30, 50)]
     events += [await seeder.event([keyed], ordering_key="K", data={"n": n}, publish=False)
@@ -152,4 +168,5 @@ async def test_broker_killed_and_restarted_empty_loses_nothing(
     await asyncio.to_thread(stack.broker.restart)
     events += [await seeder.event([ep], data={"n": n}) for n in range(50, 70)]
     await ledger_check(seeder, rx, events, {ep.id: ep, keyed.id: keyed}, 90)
+    await poll(lambda: readiness(service), lambda r: r == (200, ""), 15)  # ready again
     assert first_arrivals_in_order(rx, "/k")

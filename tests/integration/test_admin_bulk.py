@@ -139,7 +139,9 @@ async def test_cancel_stops_the_job_and_is_audited(admin: AdminApp, pool: asyncp
 async def test_cancelling_a_finished_job_is_a_conflict(admin: AdminApp, pool: asyncpg.Pool) -> None:
     endpoint = await _endpoint(pool)
     job = await _start(admin, {"endpoint_id": endpoint.id})
-    assert (job["status"], job["matched"]) == ("completed", 0)  # nothing matched
+    assert (job["status"], job["matched"]) == ("running", 0)  # nothing matched: the 202 says
+    done = await _wait_status(admin, job["id"], "completed", timeout_s=10)  # running anyway
+    assert (done["queued"], done["skipped"]) == (0, 0)
     status, body, _ = await admin.call("POST", f"/admin/v1/replays/{job['id']}/cancel")
     assert (status, body["error"]["type"]) == (409, "conflict")
 

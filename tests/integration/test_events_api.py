@@ -16,7 +16,7 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from services.ingest.event_validation import validate_event
+from services.ingest.event_validation import batch_body_limit, validate_event
 from services.ingest.group_commit import EventWriter, GroupCommitter
 from services.ingest.idempotency import Accepted
 from shared.core.errors import Unavailable
@@ -154,7 +154,7 @@ async def test_oversized_body_is_413_with_content_length_and_chunked(
     headers = {**api.auth, "Content-Type": "application/json"}
     async with api.client.post("/v1/events", data=chunks(), headers=headers) as resp:
         assert_error(resp.status, await resp.json(), 413, "payload_too_large")
-    too_big_batch = b" " * (500 * MAX_PAYLOAD + 1)
+    too_big_batch = b" " * (batch_body_limit(MAX_PAYLOAD) + 1)
     status, _, raw = await post(api, "/v1/events/batch", None, raw=too_big_batch)
     assert_error(status, orjson.loads(raw), 413, "payload_too_large")
     assert await db.fetchval("SELECT count(*) FROM events WHERE account_id = $1", account) == 0
@@ -170,8 +170,10 @@ async def test_malformed_or_unknown_ids_are_404(api: Ingest, path: str) -> None:
 
 
 @pytest.mark.parametrize(("query", "param"), [
-    ("", "account_id"), ("account_id=a.b", "account_id"), ("account_id=a&limit=0", "limit"),
+    ("account_id=", "account_id"), ("account_id=a.b", "account_id"),
+    ("account_id=a&limit=0", "limit"),
     ("account_id=a&limit=101", "limit"), ("account_id=a&cursor=junk", "cursor"),
+    ("account_id=a&cursor=eyJrIjoiZXZlbnRzIiwidiI6W119", "cursor"),  # a forged, empty key
     ("account_id=a&since=yesterday", "since"), ("account_id=a&until=2026-01-01", "until"),
     ("account_id=a&type=bad%20type", "type"), ("account_id=a&colour=red", "colour"),
     ("account_id=a&account_id=b", "account_id"),
@@ -433,3 +435,66 @@ async def test_stop_commits_what_is_queued_and_refuses_new_work() -> None:
     await stopping
     assert [await t for t in queued] == [["ok:0"], ["ok:1"], ["ok:2"]]
     assert store.batches == [["0", "1", "2"]]
+
+
+def _sample(text: str, line_start: str) -> float:
+    """The value of the one sample line that starts with ``line_start`` (0 when absent)."""
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith(line_start + " ")]
+    assert len(values) <= 1, line_start
+    return values[0] if values else 0.0
+
+
+async def _metrics(api: Ingest) -> str:
+    async with api.client.get("/metrics") as response:
+        assert response.status == 200
+        return await response.text()
+
+
+async def test_metrics_count_requests_by_route_and_status_and_events(api: Ingest) -> None:
+    route = 'http_requests_total{method="POST",route="/v1/events",status="%s"}'
+    before = await _metrics(api)
+    account = new_account()
+    await create_endpoint(api, account_id=account)
+    for _ in range(3):
+        assert (await post(api, "/v1/events", event(account)))[0] == 202
+    async with api.client.post("/v1/events", data=b"{}", headers={
+            "Content-Type": "application/json"}) as response:
+        assert response.status == 401
+    assert (await post(api, "/v1/events", None, raw=b"[1]"))[0] == 400
+    after = await _metrics(api)
+    for status, grew in (("202", 3), ("401", 1), ("400", 1), ("500", 0)):
+        assert _sample(after, route % status) - _sample(before, route % status) == grew, status
+    accepted = "postwire_events_accepted_total"
+    assert _sample(after, accepted) - _sample(before, accepted) == 3
+    batches = "postwire_group_commit_batch_size_sum"
+    assert _sample(after, batches) - _sample(before, batches) >= 3
+    assert _sample(after, "postwire_outbox_backlog") >= 0
+    assert 'http_request_duration_seconds_count{method="POST",route="/v1/events"}' in after
+
+
+async def test_list_without_account_spans_accounts(api: Ingest) -> None:
+    first, second = new_account(), new_account()
+    ids = []
+    for account in (first, second, first):
+        _, _, raw = await post(api, "/v1/events", event(account, type="list.span"))
+        ids.append(orjson.loads(raw)["id"])
+    status, page = await api.call("GET", "/v1/events?type=list.span&limit=100")
+    assert status == 200, page
+    assert [e["id"] for e in page["data"]][:3] == ids[::-1]
+    assert {e["account_id"] for e in page["data"]} >= {first, second}
+
+
+async def test_batch_of_500_is_accepted_and_501_refused(api: Ingest,
+                                                         db: asyncpg.Connection) -> None:
+    account = new_account()
+    status, _, raw = await post(api, "/v1/events/batch", {"events": [
+        event(account, data={"i": i}) for i in range(501)]})
+    assert_error(status, orjson.loads(raw), 400, "invalid_request", "events")
+    assert await db.fetchval("SELECT count(*) FROM events WHERE account_id = $1", account) == 0
+    status, _, raw = await post(api, "/v1/events/batch", {"events": [
+        event(account, data={"i": i}) for i in range(500)]})
+    assert status == 202, raw
+    results = orjson.loads(raw)["data"]
+    assert len(results) == 500 and all(set(r) == RESULT_FIELDS for r in results)
+    assert await db.fetchval("SELECT count(*) FROM events WHERE account_id = $1", account) == 500

@@ -240,10 +240,13 @@ def test_retry_after_capped_at_longest_step() -> None:
     assert delay == 36000.0
 
 
-def test_retry_after_cap_uses_max_not_last_entry() -> None:
+def test_retry_after_is_capped_at_the_last_step_not_the_largest() -> None:
     schedule = (0.0, 5.0, 600.0, 60.0)
     delay = next_delay(1, FailureKind.RETRYABLE_STATUS, schedule, random.Random(0), 10_000.0)
-    assert delay == 600.0
+    assert delay == 60.0
+    # a step longer than the cap still applies: Retry-After only ever lengthens a wait
+    delay = next_delay(2, FailureKind.RETRYABLE_STATUS, schedule, random.Random(0), 10_000.0)
+    assert delay is not None and 480.0 <= delay <= 720.0
 
 
 def test_retry_after_shorter_than_jittered_step_is_ignored() -> None:
