@@ -104,8 +104,9 @@ async def test_services_refuse_an_out_of_date_schema(empty_database_url: str,
         await conn.close()
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
            "POSTWIRE_DATABASE_URL": empty_database_url,
-           "POSTWIRE_KAFKA_BOOTSTRAP": kafka_bootstrap, "POSTWIRE_API_KEYS": "k",
-           "POSTWIRE_ADMIN_TOKENS": "ops:t", "POSTWIRE_INGEST_PORT": str(free_port()),
+           "POSTWIRE_KAFKA_BOOTSTRAP": kafka_bootstrap, "POSTWIRE_API_KEYS": "key-of-ingest-1",
+           "POSTWIRE_ADMIN_TOKENS": "ops:token-of-admin-1",
+           "POSTWIRE_INGEST_PORT": str(free_port()),
            "POSTWIRE_DISPATCHER_PORT": str(free_port()), "POSTWIRE_ADMIN_PORT": str(free_port())}
     for service in ("ingest", "dispatcher", "dlq_replay"):
         result = await asyncio.to_thread(
