@@ -231,12 +231,10 @@ _KINDS: dict[str, Callable[..., Any]] = {"offer": _offer, "bulk": _bulk, "ceilin
 def child_setup() -> None:
     """In a spawned helper process: leave Ctrl-C to the parent (which stops us by PID), and
     die with the parent even if it is killed outright (parent-death signal)."""
-    from deploy.embedded.procs import pdeathsig_preexec
+    from deploy.embedded.procs import die_with_parent
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    arm = pdeathsig_preexec(signal.SIGTERM)
-    if arm is not None:
-        arm()
+    die_with_parent(signal.SIGTERM)
 
 
 def _load_main(kind: str, kwargs: dict[str, Any], out: Any) -> None:

@@ -70,6 +70,18 @@ def pdeathsig_preexec(sig: signal.Signals) -> Callable[[], None] | None:
     return arm
 
 
+def die_with_parent(sig: signal.Signals) -> None:
+    """Called in a child process (e.g. a ``multiprocessing`` helper): receive ``sig`` when the
+    parent process dies; exit at once if it already has. No-op off Linux."""
+    prctl = _PRCTL
+    if prctl is None:
+        return
+    parent = os.getppid()
+    prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def spawn(
     argv: Sequence[str | os.PathLike[str]],
     *,

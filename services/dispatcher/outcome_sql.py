@@ -5,7 +5,8 @@ cannot deadlock each other): endpoint_health rows in id order (only those whose 
 changes; a success of a healthy endpoint locks nothing, so outcomes do not queue behind
 claims), then the deliveries in id order.
 A delivery whose lease this dispatcher no longer holds (cancelled, or taken over after the
-lease expired) still gets its attempt row, but its status is left to whoever owns it now.
+lease expired) still gets its attempt row (and counts in ``attempt_count``), but its status,
+its retry round and its ``last_*`` fields are left to whoever owns it now.
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ SELECT id, lease_owner, status FROM deliveries WHERE id = ANY($1::text[]) ORDER 
 _UPDATE_SQL = """
 UPDATE deliveries d SET
     attempt_count = d.attempt_count + 1,
-    round_attempt_count = d.round_attempt_count + 1,
-    last_attempt_at = u.started_at, last_status_code = u.status_code, last_error = u.error,
+    round_attempt_count = d.round_attempt_count + CASE WHEN u.status IS NULL THEN 0 ELSE 1 END,
+    last_attempt_at = CASE WHEN u.status IS NULL THEN d.last_attempt_at ELSE u.started_at END,
+    last_status_code = CASE WHEN u.status IS NULL THEN d.last_status_code ELSE u.status_code END,
+    last_error = CASE WHEN u.status IS NULL THEN d.last_error ELSE u.error END,
     status = coalesce(u.status, d.status),
     next_attempt_at = CASE WHEN u.status IS NULL THEN d.next_attempt_at
                            WHEN u.delay_s IS NULL THEN NULL

@@ -147,6 +147,9 @@ async def test_an_outcome_without_the_lease_records_the_attempt_only(pool: async
     await record(pool, "me", [(claimed, AttemptResult(200), Succeeded())])
     row = await pool.fetchrow("SELECT * FROM deliveries WHERE id = $1", claimed.delivery_id)
     assert (row["status"], row["lease_owner"], row["attempt_count"]) == ("pending", "other", 1)
+    # the retry round and the last_* fields belong to the owner: a late result moves none
+    assert (row["round_attempt_count"], row["last_status_code"], row["last_attempt_at"]) == (
+        0, None, None)
     assert len(await seed.attempts(claimed.delivery_id)) == 1
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -189,3 +192,20 @@ def test_dev_infra_prints_exports_refuses_a_second_run_and_stops_cleanly(tmp_pat
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_die_with_parent_arms_in_the_child_and_fires_when_the_parent_exits() -> None:
+    child = ("import signal, sys, time; from deploy.embedded.procs import die_with_parent;"
+             " die_with_parent(signal.SIGTERM); print('armed', flush=True); time.sleep(60)")
+    # the intermediate shell starts the child in the background, waits until it is armed (so
+    # arming did not kill it), prints its pid and exits: the child must then get SIGTERM
+    script = (f'{shlex.quote(sys.executable)} -c {shlex.quote(child)} > "$1" & '
+              'while ! grep -q armed "$1" 2>/dev/null; do sleep 0.05; done; echo $!')
+    with tempfile.NamedTemporaryFile() as marker:
+        result = subprocess.run(["sh", "-c", script, "sh", marker.name], capture_output=True,
+                                text=True, timeout=60, check=True, cwd=Path(__file__).parents[2])
+        pid = int(result.stdout.strip())
+        deadline = time.monotonic() + 10
+        while procs.pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not procs.pid_alive(pid), "the child outlived its parent"
