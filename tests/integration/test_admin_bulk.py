@@ -19,6 +19,7 @@ from services.dlq_replay.jobs import create_bulk_job, run_step
 from services.dlq_replay.schemas import parse_bulk_replay
 from services.dlq_replay.testkit import SeededEndpoint, insert_dead_deliveries, insert_endpoint
 from shared.core.ids import new_id
+from shared.core.timefmt import format_ts, utcnow
 from tests.conftest import ServiceEnvFactory
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -256,3 +257,25 @@ async def test_a_retried_bulk_request_with_its_key_creates_one_job(
     other = await admin.call("POST", "/admin/v1/replays", {**body, "reason": "another"},
                              headers=key)
     assert (other[0], other[1]["error"]["type"]) == (409, "idempotency_conflict")
+
+
+async def test_bulk_filter_by_type_and_dead_at_window(admin: AdminApp, pool: asyncpg.Pool) -> None:
+    endpoint = await _endpoint(pool)
+    start = utcnow().replace(microsecond=0) - timedelta(hours=3)
+    inside = await insert_dead_deliveries(pool, endpoint, 4, event_type="invoice.paid",
+                                          dead_at=start + timedelta(minutes=30))
+    await insert_dead_deliveries(pool, endpoint, 2, event_type="invoice.paid",
+                                 dead_at=start - timedelta(seconds=1))  # before since
+    await insert_dead_deliveries(pool, endpoint, 2, event_type="invoice.paid",
+                                 dead_at=start + timedelta(hours=1))  # at until: exclusive
+    await insert_dead_deliveries(pool, endpoint, 3, event_type="invoice.voided",
+                                 dead_at=start + timedelta(minutes=30))  # other type
+    job = await _start(admin, {"account_id": endpoint.account_id, "type": "invoice.paid",
+                               "since": format_ts(start) or "",
+                               "until": format_ts(start + timedelta(hours=1)) or ""})
+    assert job["matched"] == 4
+    done = await _wait_status(admin, job["id"], "completed")
+    assert (done["queued"], done["skipped"]) == (4, 0)
+    queued = await pool.fetch("SELECT id FROM deliveries WHERE account_id = $1 AND generation = 1",
+                              endpoint.account_id)
+    assert {r["id"] for r in queued} == {m.delivery_id for m in inside}
