@@ -165,3 +165,20 @@ def parse_admin_tokens(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     if not pairs:
         raise ConfigError("POSTWIRE_ADMIN_TOKENS is required but not set")
     return tuple(pairs)
+
+
+def refuse_shared_credentials(env: Mapping[str, str]) -> None:
+    """Raise ConfigError when a string is both an ingest API key and an admin token: the
+    contract keeps the two APIs' credentials apart, so one secret must not open both. Checked
+    by each service at start when both variables are set (a malformed other variable is that
+    other service's error, not this one's)."""
+    if not env.get("POSTWIRE_API_KEYS") or not env.get("POSTWIRE_ADMIN_TOKENS"):
+        return
+    try:
+        keys = set(parse_api_keys(env))
+        tokens = {token for _, token in parse_admin_tokens(env)}
+    except ConfigError:
+        return
+    if keys & tokens:
+        raise ConfigError("POSTWIRE_API_KEYS and POSTWIRE_ADMIN_TOKENS share a secret: an "
+                          "ingest key must never also be an admin token")

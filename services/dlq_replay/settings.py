@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shared.config import CommonSettings, env_float, env_int, load_common, parse_admin_tokens
+from shared.config import (
+    CommonSettings,
+    env_float,
+    env_int,
+    load_common,
+    parse_admin_tokens,
+    refuse_shared_credentials,
+)
 
 
 @dataclass(frozen=True)
@@ -23,6 +30,7 @@ class AdminSettings:
 
 def load_admin_settings(env: Mapping[str, str]) -> AdminSettings:
     """Read and validate the admin service's variables."""
+    refuse_shared_credentials(env)
     return AdminSettings(
         common=load_common(env),
         port=env_int(env, "POSTWIRE_ADMIN_PORT", 8082, 1, 65535),

@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shared.config import CommonSettings, env_int, load_common, parse_api_keys
+from shared.config import (
+    CommonSettings,
+    env_int,
+    load_common,
+    parse_api_keys,
+    refuse_shared_credentials,
+)
 
 
 @dataclass(frozen=True)
@@ -20,6 +26,8 @@ class IngestSettings:
 
 
 def load_ingest_settings(env: Mapping[str, str]) -> IngestSettings:
+    """Read and validate the ingest service's variables."""
+    refuse_shared_credentials(env)
     return IngestSettings(
         common=load_common(env),
         port=env_int(env, "POSTWIRE_INGEST_PORT", 8080, 1, 65535),

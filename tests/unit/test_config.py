@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import pytest
 
+from services.dlq_replay.settings import load_admin_settings
+from services.ingest.settings import load_ingest_settings
 from shared.config import load_common, parse_admin_tokens, parse_api_keys
 from shared.core.errors import ConfigError
 
@@ -60,3 +64,15 @@ def test_api_keys_and_admin_tokens() -> None:
     for bad in ["", "notoken", "alice:", "bad name:tok-aaaa-1111"]:
         with pytest.raises(ConfigError, match="POSTWIRE_ADMIN_TOKENS"):
             parse_admin_tokens({"POSTWIRE_ADMIN_TOKENS": bad})
+
+
+@pytest.mark.parametrize("loader", [load_ingest_settings, load_admin_settings])
+def test_a_secret_that_is_both_api_key_and_admin_token_is_refused(
+        loader: Callable[[Mapping[str, str]], object]) -> None:
+    env = {**BASE, "POSTWIRE_API_KEYS": "key-one-1234,shared-secret-1",
+           "POSTWIRE_ADMIN_TOKENS": "ops:shared-secret-1"}
+    with pytest.raises(ConfigError, match="POSTWIRE_API_KEYS and POSTWIRE_ADMIN_TOKENS"):
+        loader(env)
+    loader({**env, "POSTWIRE_ADMIN_TOKENS": "ops:another-secret-2"})  # distinct: fine
+    loader({**env, "POSTWIRE_ADMIN_TOKENS": "not a pair"} if loader is load_ingest_settings
+           else {**env, "POSTWIRE_API_KEYS": "x"})  # the other service's bad value is its own
