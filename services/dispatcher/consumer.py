@@ -38,7 +38,6 @@ COMMIT_INTERVAL_S = 0.2
 UNASSIGNED_RECHECK_S = 1.0     # no partitions this long: make sure the topics exist
 FETCH_STALL_S = 2.0            # a fetch this long is waiting on a rebalance...
 STALL_RESTART_S = 15.0         # ...and stalled this long in all: re-create the consumer
-MAX_WAITING = 20000            # stop fetching while this many messages wait in memory
 MAX_COMMIT_FAILURES = 10       # consecutive failed commits: the member's view is stale
 
 
@@ -136,7 +135,7 @@ class DeliveryConsumer:
         healthy_since = assigned_since = last_check = time.monotonic()
         while not self._closing.is_set():
             stalled = False
-            if self._stop_fetch.is_set() or self._pipeline.waiting >= MAX_WAITING:
+            if self._stop_fetch.is_set() or self._pipeline.gates.full:
                 await asyncio.sleep(0.02)
             else:
                 batches = await self._fetch(consumer)

@@ -5,13 +5,23 @@ Isolation lives here. Each endpoint has its own queue and its own in-flight coun
 :meth:`Gates.take` hands out work round-robin over endpoints, so a slow or saturated endpoint
 only ever holds its own slots and never the queue of another.
 
-Memory is bounded per endpoint. Once the oldest message of an endpoint has waited longer than
-``memory_wait_s`` (the endpoint demonstrably cannot keep up), it keeps only what it works off
-in ``memory_wait_s`` at its measured completion rate (at least its in-flight cap), and never
-more than ``waiting_per_endpoint``. The excess is handed to the claim step with ``park_s``
-set, which parks those deliveries in Postgres roughly when this endpoint would reach them,
-releasing the memory and the Kafka offsets. A fast endpoint never parks anything. Pure
-bookkeeping on one event loop; the clock is injectable.
+Memory is bounded per process and per endpoint. The consumer stops fetching while
+``max_waiting`` messages wait (Kafka is the buffer), and an endpoint's excess is handed to the
+claim step with ``park_s`` set, which parks those deliveries in Postgres roughly when this
+endpoint would reach them, releasing the memory and the Kafka offsets:
+
+- A slow endpoint (its oldest message has waited longer than ``memory_wait_s``: it
+  demonstrably cannot keep up) keeps only what it works off in ``memory_wait_s`` at its
+  measured completion rate (at least its in-flight cap), never more than
+  ``waiting_per_endpoint``.
+- A keeping-up endpoint is not capped while memory is free: parking costs database writes
+  and a Kafka round trip per delivery, so a burst (a backlog after an outage) is worked off
+  from memory. Once the process holds ``max_waiting`` messages (fetching has stopped, and an
+  endpoint with nothing in memory could be starved behind the others in Kafka), each endpoint
+  keeps its fair share, ``max_waiting`` over the endpoints with waiting work (at least
+  ``waiting_per_endpoint``), and parks the rest, so fetching resumes for everyone.
+
+Pure bookkeeping on one event loop; the clock is injectable.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ DEFAULT_MAX_IN_FLIGHT = 10
 MAX_PARK_S = 600.0
 MIN_PARK_S = 0.5
 RATE_WINDOW_S = 10.0
+MAX_WAITING = 20000   # default: messages waiting in memory at which fetching stops
 
 
 @dataclass
@@ -65,8 +76,9 @@ class Gates:
 
     def __init__(self, concurrency: int, endpoint_concurrency: int, waiting_per_endpoint: int,
                  memory_wait_s: float = 10.0, clock: Callable[[], float] = time.monotonic,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, max_waiting: int = MAX_WAITING) -> None:
         self.concurrency = concurrency
+        self.max_waiting = max_waiting
         self.memory_wait_s = memory_wait_s
         self.endpoint_concurrency = endpoint_concurrency
         self.waiting_per_endpoint = waiting_per_endpoint
@@ -90,17 +102,26 @@ class Gates:
         gate.waiting.append(replace(pending, queued_at=self._clock()))
         self.waiting += 1
 
-    def waiting_limit(self, gate: Gate, now: float) -> int:
-        """How many messages ``gate`` may hold now (see the module docstring)."""
+    @property
+    def full(self) -> bool:
+        """Memory is contended: the consumer stops fetching."""
+        return self.waiting >= self.max_waiting
+
+    def waiting_limit(self, gate: Gate, now: float, busy_gates: int) -> int:
+        """How many messages ``gate`` may hold now, ``busy_gates`` endpoints having waiting
+        work (see the module docstring)."""
         fill = gate.cap(self.endpoint_concurrency)
         rate = gate.completion_rate(now)
         fresh = gate.waiting and now - gate.waiting[0].queued_at <= self.memory_wait_s
         if fresh or rate is None:
-            return max(fill, self.waiting_per_endpoint)
+            if not self.full:
+                return len(gate.waiting)
+            share = self.max_waiting // max(1, busy_gates)
+            return max(fill, self.waiting_per_endpoint, share)
         return min(self.waiting_per_endpoint, max(fill, int(rate * self.memory_wait_s)))
 
-    def _overflow(self, gate: Gate, now: float) -> list[Pending]:
-        limit = self.waiting_limit(gate, now)
+    def _overflow(self, gate: Gate, now: float, busy_gates: int) -> list[Pending]:
+        limit = self.waiting_limit(gate, now, busy_gates)
         out: list[Pending] = []
         rate = gate.completion_rate(now) or float(gate.cap(self.endpoint_concurrency))
         while len(gate.waiting) > limit:
@@ -138,8 +159,9 @@ class Gates:
             ready = still
         self.claiming += len(out)
         self.waiting -= len(out)
+        busy = sum(1 for g in gates if g.waiting)
         for gate in gates:
-            out.extend(self._overflow(gate, now))
+            out.extend(self._overflow(gate, now, busy))
         return out
 
     def next_ready_in(self) -> float | None:

@@ -24,9 +24,10 @@ def pending(endpoint_id: str, n: int, partition: str = "p0") -> Pending:
 
 
 def gates(concurrency: int = 100, endpoint_concurrency: int = 64, waiting: int = 1000,
-          memory_wait_s: float = 1000.0, clock: Clock | None = None) -> Gates:
+          memory_wait_s: float = 1000.0, clock: Clock | None = None,
+          max_waiting: int = 20000) -> Gates:
     return Gates(concurrency, endpoint_concurrency, waiting, memory_wait_s=memory_wait_s,
-                 clock=clock or Clock(), rng=random.Random(7))
+                 clock=clock or Clock(), rng=random.Random(7), max_waiting=max_waiting)
 
 
 def test_one_endpoint_never_takes_more_than_its_cap() -> None:
@@ -113,18 +114,34 @@ def test_a_slow_endpoint_keeps_what_it_works_off_and_parks_the_rest() -> None:
     assert g.claiming == 0
 
 
-def test_the_hard_cap_parks_even_a_fresh_queue() -> None:
-    g = gates(waiting=5)
+def test_a_burst_waits_in_memory_while_memory_is_free() -> None:
+    g = gates(waiting=5, max_waiting=100)
     g.add(pending("a", 0))
     g.learn("a", max_in_flight=2, rate_limit_per_s=None)
-    for n in range(1, 12):
+    for n in range(1, 60):
         g.add(pending("a", n))
+    taken = g.take(500)
+    assert [p.message.delivery_id for p in taken] == ["dlv_a_0", "dlv_a_1"]  # nothing parked
+    assert g.waiting == 58 and not g.full
+
+
+def test_when_memory_is_full_each_endpoint_keeps_its_fair_share() -> None:
+    g = gates(waiting=2, max_waiting=12)
+    g.add(pending("a", 0))
+    g.add(pending("b", 0))
+    g.learn("a", max_in_flight=2, rate_limit_per_s=None)
+    g.learn("b", max_in_flight=1, rate_limit_per_s=None)
+    for n in range(1, 14):
+        g.add(pending("a", n))
+    for n in range(1, 6):
+        g.add(pending("b", n))
     taken = g.take(500)
     claiming = [p.message.delivery_id for p in taken if p.park_s is None]
     parked = [p.message.delivery_id for p in taken if p.park_s is not None]
-    assert claiming == ["dlv_a_0", "dlv_a_1"]
-    assert set(parked) == {f"dlv_a_{n}" for n in range(7, 12)}  # the newest go
-    assert g.waiting == 5
+    assert sorted(claiming) == ["dlv_a_0", "dlv_a_1", "dlv_b_0"]
+    # 17 waiting >= 12: full; two busy endpoints share 12, so "a" keeps 6 and parks its newest
+    assert set(parked) == {f"dlv_a_{n}" for n in range(8, 14)}
+    assert g.waiting == 11 and not g.full
 
 
 def test_without_a_measured_rate_nothing_is_parked_below_the_hard_cap() -> None:
