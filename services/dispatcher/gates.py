@@ -14,12 +14,14 @@ endpoint would reach them, releasing the memory and the Kafka offsets:
   demonstrably cannot keep up) keeps only what it works off in ``memory_wait_s`` at its
   measured completion rate (at least its in-flight cap), never more than
   ``waiting_per_endpoint``.
-- A keeping-up endpoint is not capped while memory is free: parking costs database writes
-  and a Kafka round trip per delivery, so a burst (a backlog after an outage) is worked off
-  from memory. Once the process holds ``max_waiting`` messages (fetching has stopped, and an
-  endpoint with nothing in memory could be starved behind the others in Kafka), each endpoint
-  keeps its fair share, ``max_waiting`` over the endpoints with waiting work (at least
-  ``waiting_per_endpoint``), and parks the rest, so fetching resumes for everyone.
+- Any other endpoint is not capped while memory is free: parking costs database writes and a
+  Kafka round trip per delivery, so a burst (a backlog after an outage) is worked off from
+  memory. Once the process holds ``max_waiting`` messages, fetching has stopped, and an
+  endpoint with nothing in memory waits behind the others in Kafka. That is fine while every
+  endpoint in memory works its queue off within ``memory_wait_s`` at its measured rate (the
+  wait is bounded and parking would not speed anyone up); an endpoint that cannot keeps its
+  fair share, ``max_waiting`` over the endpoints with waiting work (at least two, and at least
+  ``waiting_per_endpoint``), and parks the rest, so fetching resumes for the others.
 
 Pure bookkeeping on one event loop; the clock is injectable.
 """
@@ -110,15 +112,17 @@ class Gates:
     def waiting_limit(self, gate: Gate, now: float, busy_gates: int) -> int:
         """How many messages ``gate`` may hold now, ``busy_gates`` endpoints having waiting
         work (see the module docstring)."""
-        fill = gate.cap(self.endpoint_concurrency)
         rate = gate.completion_rate(now)
-        fresh = gate.waiting and now - gate.waiting[0].queued_at <= self.memory_wait_s
-        if fresh or rate is None:
-            if not self.full:
-                return len(gate.waiting)
-            share = self.max_waiting // max(1, busy_gates)
-            return max(fill, self.waiting_per_endpoint, share)
-        return min(self.waiting_per_endpoint, max(fill, int(rate * self.memory_wait_s)))
+        if rate is None:
+            return len(gate.waiting)  # no attempt finished yet: no basis for parking
+        fill = gate.cap(self.endpoint_concurrency)
+        workable = max(fill, int(rate * self.memory_wait_s))
+        if gate.waiting and now - gate.waiting[0].queued_at > self.memory_wait_s:
+            return min(self.waiting_per_endpoint, workable)  # slow: it cannot keep up
+        if not self.full or len(gate.waiting) <= workable:
+            return len(gate.waiting)  # memory is free, or it works its queue off in time
+        share = self.max_waiting // max(2, busy_gates)
+        return max(fill, self.waiting_per_endpoint, share)
 
     def _overflow(self, gate: Gate, now: float, busy_gates: int) -> list[Pending]:
         limit = self.waiting_limit(gate, now, busy_gates)

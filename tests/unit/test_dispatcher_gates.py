@@ -125,8 +125,9 @@ def test_a_burst_waits_in_memory_while_memory_is_free() -> None:
     assert g.waiting == 58 and not g.full
 
 
-def test_when_memory_is_full_each_endpoint_keeps_its_fair_share() -> None:
-    g = gates(waiting=2, max_waiting=12)
+def test_when_memory_is_full_a_lagging_endpoint_keeps_its_fair_share() -> None:
+    clock = Clock()
+    g = gates(waiting=2, max_waiting=12, memory_wait_s=10.0, clock=clock)
     g.add(pending("a", 0))
     g.add(pending("b", 0))
     g.learn("a", max_in_flight=2, rate_limit_per_s=None)
@@ -135,13 +136,31 @@ def test_when_memory_is_full_each_endpoint_keeps_its_fair_share() -> None:
         g.add(pending("a", n))
     for n in range(1, 6):
         g.add(pending("b", n))
+    g.gate("a").since = clock.now - 60.0
+    g.gate("a").done_at.extend([clock.now] * 3)  # 0.3/s: works off 3 in 10 s, not its 12
+    g.gate("b").since = clock.now - 60.0
+    g.gate("b").done_at.extend([clock.now] * 100)  # 10/s: its 5 go within 10 s
     taken = g.take(500)
     claiming = [p.message.delivery_id for p in taken if p.park_s is None]
     parked = [p.message.delivery_id for p in taken if p.park_s is not None]
     assert sorted(claiming) == ["dlv_a_0", "dlv_a_1", "dlv_b_0"]
-    # 17 waiting >= 12: full; two busy endpoints share 12, so "a" keeps 6 and parks its newest
+    # 17 waiting >= 12: full; two busy endpoints share 12, so "a" keeps 6 and parks its newest,
+    # while "b", which keeps up, keeps all of its own
     assert set(parked) == {f"dlv_a_{n}" for n in range(8, 14)}
     assert g.waiting == 11 and not g.full
+
+
+def test_when_memory_is_full_endpoints_that_keep_up_park_nothing() -> None:
+    clock = Clock()
+    g = gates(waiting=2, max_waiting=20, memory_wait_s=10.0, clock=clock)
+    for endpoint in ("a", "b"):
+        for n in range(25):
+            g.add(pending(endpoint, n))
+        g.gate(endpoint).since = clock.now - 60.0
+        g.gate(endpoint).done_at.extend([clock.now] * 50)  # 5/s: 50 in 10 s
+    taken = g.take(500)
+    assert all(p.park_s is None for p in taken)  # parking would speed nobody up
+    assert len(taken) == 20 and g.waiting == 30 and g.full  # full: fetching waits instead
 
 
 def test_without_a_measured_rate_nothing_is_parked_below_the_hard_cap() -> None:
