@@ -10,10 +10,9 @@ Memory is bounded per process and per endpoint. The consumer stops fetching whil
 claim step with ``park_s`` set, which parks those deliveries in Postgres roughly when this
 endpoint would reach them, releasing the memory and the Kafka offsets:
 
-- A slow endpoint (its oldest message has waited longer than ``memory_wait_s``: it
-  demonstrably cannot keep up) keeps only what it works off in ``memory_wait_s`` at its
-  measured completion rate (at least its in-flight cap), never more than
-  ``waiting_per_endpoint``.
+- An endpoint that fell behind (its oldest message has waited longer than ``memory_wait_s``)
+  keeps only what it works off in ``memory_wait_s`` at its measured completion rate (at least
+  its in-flight cap), so no message waits in memory until the sweeper would call it stale.
 - Any other endpoint is not capped while memory is free: parking costs database writes and a
   Kafka round trip per delivery, so a burst (a backlog after an outage) is worked off from
   memory. Once the process holds ``max_waiting`` messages, fetching has stopped, and an
@@ -118,7 +117,7 @@ class Gates:
         fill = gate.cap(self.endpoint_concurrency)
         workable = max(fill, int(rate * self.memory_wait_s))
         if gate.waiting and now - gate.waiting[0].queued_at > self.memory_wait_s:
-            return min(self.waiting_per_endpoint, workable)  # slow: it cannot keep up
+            return workable  # it fell behind: keep what it works off in time
         if not self.full or len(gate.waiting) <= workable:
             return len(gate.waiting)  # memory is free, or it works its queue off in time
         share = self.max_waiting // max(2, busy_gates)

@@ -27,7 +27,7 @@ class DispatcherSettings:
     floors: RetryFloors                # shortest retry delay after a timeout / a 429
     concurrency: int                   # in-flight attempts of this process, all endpoints
     endpoint_concurrency: int          # in-flight attempts of this process for one endpoint
-    waiting_per_endpoint: int          # messages held in memory per endpoint before parking
+    waiting_per_endpoint: int          # least an endpoint keeps in memory when memory is full
     lease_margin_s: float              # lease = wait for rate slot + timeout + this margin
     rate_horizon_s: float              # claim a rate-limited delivery at most this far ahead
     scheduler_interval_s: float        # how often due retries are re-published
