@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import random
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field, replace
@@ -55,6 +56,7 @@ class Gate:
     rate_limit_per_s: int | None = None
     done_at: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
     since: float = 0.0              # when this gate was created (clock of its Gates)
+    shard_key: int = 0              # stable hash of the endpoint id: which claim worker
 
     def cap(self, endpoint_concurrency: int) -> int:
         return max(1, min(self.max_in_flight, endpoint_concurrency))
@@ -94,7 +96,8 @@ class Gates:
     def gate(self, endpoint_id: str) -> Gate:
         found = self._gates.get(endpoint_id)
         if found is None:
-            found = self._gates[endpoint_id] = Gate(endpoint_id, since=self._clock())
+            found = self._gates[endpoint_id] = Gate(endpoint_id, since=self._clock(),
+                                                    shard_key=zlib.crc32(endpoint_id.encode()))
         return found
 
     def add(self, pending: Pending) -> None:
@@ -134,8 +137,10 @@ class Gates:
             self.waiting -= 1
         return out
 
-    def take(self, limit: int) -> list[Pending]:
-        """Up to ``limit`` requests for the next claim (overflow parks come on top of it).
+    def take(self, limit: int, shard: tuple[int, int] = (0, 1)) -> list[Pending]:
+        """Up to ``limit`` requests for the next claim (overflow parks come on top of it),
+        from the endpoints of ``shard`` = (index, count) only: concurrent claim workers take
+        disjoint endpoints, so their transactions never wait for each other's locks.
 
         The budget is shared round-robin: every ready endpoint gets an equal share per pass.
         Requests without ``park_s`` count as claiming until settled, deferred or started.
@@ -143,7 +148,10 @@ class Gates:
         now = self._clock()
         out: list[Pending] = []
         budget = min(limit, self.concurrency - self.in_flight - self.claiming)
-        gates = [g for g in self._gates.values() if g.waiting]
+        index, count = shard
+        busy = sum(1 for g in self._gates.values() if g.waiting)
+        gates = [g for g in self._gates.values()
+                 if g.waiting and g.shard_key % count == index]
         if gates:
             self._rotation = (self._rotation + 1) % len(gates)
             gates = gates[self._rotation:] + gates[:self._rotation]
@@ -162,7 +170,6 @@ class Gates:
             ready = still
         self.claiming += len(out)
         self.waiting -= len(out)
-        busy = sum(1 for g in gates if g.waiting)
         for gate in gates:
             out.extend(self._overflow(gate, now, busy))
         return out

@@ -79,6 +79,12 @@ class DispatcherMetrics:
         self.republished = Counter(
             "postwire_republished_total", "Delivery messages re-published from Postgres, by cause",
             ["cause"], registry=r)
+        self.claim_batch = Histogram(
+            "postwire_claim_batch_size", "Messages handled per claim transaction",
+            buckets=_BATCH_BUCKETS, registry=r)
+        self.claim_seconds = Histogram(
+            "postwire_claim_seconds", "Duration of one claim transaction",
+            buckets=_DURATION_BUCKETS, registry=r)
         self.outcome_batch = Histogram(
             "postwire_outcome_batch_size", "Outcomes recorded per group-commit transaction",
             buckets=_BATCH_BUCKETS, registry=r)

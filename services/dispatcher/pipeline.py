@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Hashable, Iterable
 
 import asyncpg
@@ -67,16 +68,18 @@ class Pipeline:
         self.writer = OutcomeWriter(
             pool, owner, settings.backoff, metrics, flusher.submit, self._recorded,
             batch_max=settings.outcome_batch_max, batch_wait_ms=settings.outcome_batch_wait_ms)
-        self._wake = asyncio.Event()
+        # claim workers, each owning the endpoints of one shard (so their transactions never
+        # wait for each other's endpoint locks), each with its own wake-up event
+        self._wakes = [asyncio.Event() for _ in range(settings.claim_workers)]
         self._tasks: dict[str, tuple[asyncio.Task[None], Claimed]] = {}
-        self._claim_task: asyncio.Task[None] | None = None
+        self._claim_tasks: list[asyncio.Task[None]] = []
         self.circuits: dict[str, CircuitState] = {}
 
     # ------------------------------------------------------------------ consumer side
     def accept(self, ticket: Ticket, message: DeliveryMessage) -> None:
         """Queue a consumed message; never blocks."""
         self.gates.add(Pending(ticket, message))
-        self._wake.set()
+        self._wake()
 
     def revoke(self, partitions: Iterable[Hashable] | None) -> None:
         """Forget waiting messages of ``partitions`` (all when None)."""
@@ -89,14 +92,14 @@ class Pipeline:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self.writer.start()
-        self._claim_task = asyncio.create_task(self._claim_loop(), name="claim-loop")
+        self._claim_tasks = [asyncio.create_task(self._claim_loop(shard), name=f"claim-{shard}")
+                             for shard in range(len(self._wakes))]
 
     async def shutdown(self, drain_s: float) -> None:
         """Stop claiming, drain or release in-flight attempts, flush outcomes."""
-        if self._claim_task is not None:
-            self._claim_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._claim_task
+        for task in self._claim_tasks:
+            task.cancel()
+        await asyncio.gather(*self._claim_tasks, return_exceptions=True)
         self.gates.drop(None)
         tasks = [t for t, _ in self._tasks.values()]
         if tasks:
@@ -113,15 +116,21 @@ class Pipeline:
             log.info("released %d leases at shutdown", len(leftover))
 
     # ------------------------------------------------------------------ claiming
-    async def _claim_loop(self) -> None:
+    def _wake(self) -> None:
+        for event in self._wakes:
+            event.set()
+
+    async def _claim_loop(self, shard: int) -> None:
+        wake = self._wakes[shard]
         while True:
             timeout = self.gates.next_ready_in()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
-            self._wake.clear()
-            batch = self.gates.take(CLAIM_BATCH)
+                await asyncio.wait_for(wake.wait(), timeout=timeout)
+            wake.clear()
+            batch = self.gates.take(CLAIM_BATCH, shard=(shard, len(self._wakes)))
             if not batch:
                 continue
+            started = time.perf_counter()
             try:
                 result = await self._claims.claim(batch)
             except Exception as exc:  # a bug must not stop claiming: log it, retry later
@@ -132,11 +141,13 @@ class Pipeline:
                 for pending in batch:
                     self.gates.defer(pending, 0.5)
                 await asyncio.sleep(0.2)
-                self._wake.set()
+                self._wake()
                 continue
+            self._metrics.claim_seconds.observe(time.perf_counter() - started)
+            self._metrics.claim_batch.observe(len(batch))
             self._apply(result)
             if self.gates.waiting:
-                self._wake.set()
+                self._wake()
 
     def _apply(self, result: ClaimResult) -> None:
         self._flusher.submit(result.outbox_ids, result.messages)
@@ -190,4 +201,4 @@ class Pipeline:
             self._tasks.pop(claimed.delivery_id, None)
             self.gates.finished(claimed.endpoint_id)
             self.tracker.done(claimed.pending.ticket)
-        self._wake.set()
+        self._wake()

@@ -189,3 +189,15 @@ def test_drop_removes_waiting_work_of_revoked_partitions() -> None:
     assert [p.message.delivery_id for p in dropped] == ["dlv_a_2"]
     assert g.waiting == 1
     assert len(g.drop(None)) == 1 and g.waiting == 0
+
+
+def test_shards_split_endpoints_between_claim_workers() -> None:
+    g = gates()
+    endpoints = [f"ep_{n}" for n in range(20)]
+    for endpoint in endpoints:
+        g.add(pending(endpoint, 0))
+    first = {p.message.endpoint_id for p in g.take(500, shard=(0, 2))}
+    second = {p.message.endpoint_id for p in g.take(500, shard=(1, 2))}
+    assert first and second and not first & second  # disjoint, and both get work
+    assert first | second == set(endpoints)
+    assert g.take(500, shard=(0, 2)) == [] and g.waiting == 0
