@@ -1,6 +1,6 @@
 """End-to-end delivery benchmark on the embedded stack, as tables. A benchmark, not a test.
 
-    .venv/bin/python -m bench.e2e [--duration 30] [--rate 3000] [--dispatchers 1] ...
+    .venv/bin/python -m bench.e2e [--duration 30] [--rate 2400] [--dispatchers 1] ...
 
 Everything runs on this machine, on 127.0.0.1: an embedded Postgres (fsync on) and Tansu
 broker, the three services as processes (``ingest``, ``dispatcher`` x ``--dispatchers``,
@@ -838,7 +838,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--phases", type=lambda s: s.split(","), default=list(PHASES),
                    help=f"comma-separated subset of {','.join(PHASES)}")
     p.add_argument("--duration", type=float, default=30.0, help="sustained phase, seconds")
-    p.add_argument("--rate", type=float, default=3000.0, help="sustained offered events/s")
+    p.add_argument("--rate", type=float, default=2400.0,
+                   help="sustained offered events/s (above the 2,000/s target; far above it, "
+                        "the generator and ingest take the cores the delivery needs)")
     p.add_argument("--batch-size", type=int, default=50, help="events per batch request")
     p.add_argument("--max-outstanding", type=int, default=16, help="pending ingest requests")
     p.add_argument("--warm", type=float, default=5.0, help="seconds not counted at the start")

@@ -121,8 +121,10 @@ class Gates:
         workable = max(fill, int(rate * self.memory_wait_s))
         if gate.waiting and now - gate.waiting[0].queued_at > self.memory_wait_s:
             return workable  # it fell behind: keep what it works off in time
-        if not self.full or len(gate.waiting) <= workable:
-            return len(gate.waiting)  # memory is free, or it works its queue off in time
+        if not self.full or len(gate.waiting) <= workable or now - gate.since < RATE_WINDOW_S:
+            # memory is free, or it works its queue off in time, or its rate is still ramping
+            # up (a young estimate is too low: parking on it strands a fast backlog for minutes)
+            return len(gate.waiting)
         share = self.max_waiting // max(2, busy_gates)
         return max(fill, self.waiting_per_endpoint, share)
 

@@ -201,3 +201,14 @@ def test_shards_split_endpoints_between_claim_workers() -> None:
     assert first and second and not first & second  # disjoint, and both get work
     assert first | second == set(endpoints)
     assert g.take(500, shard=(0, 2)) == [] and g.waiting == 0
+
+
+def test_when_memory_is_full_a_young_endpoint_is_not_judged_on_its_first_seconds() -> None:
+    clock = Clock()
+    g = gates(waiting=2, max_waiting=12, memory_wait_s=10.0, clock=clock)
+    for n in range(30):
+        g.add(pending("a", n))
+    g.gate("a").done_at.extend([clock.now] * 3)  # 3 done in its first second: still ramping
+    clock.now += 1.0
+    taken = g.take(500)
+    assert all(p.park_s is None for p in taken) and g.full
