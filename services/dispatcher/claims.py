@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -73,21 +74,25 @@ GROUP BY endpoint_id
 
 # Every statement is driven by an id array (``= ANY``) so that Postgres looks rows up by key
 # instead of hashing whole tables, however the planner estimates the unnest.
+# The lease and everything an attempt needs, in one round trip. The event and the endpoint
+# are fetched per claimed row through LATERAL subqueries, i.e. by primary key, whatever the
+# planner thinks of the CTE's size (a plain join once hashed whole tables).
 _CLAIM_SQL = """
-UPDATE deliveries d SET lease_owner = $1, lease_until = u.lease_until
-FROM unnest($2::text[], $3::timestamptz[]) AS u(id, lease_until)
-WHERE d.id = u.id AND d.id = ANY($2::text[])
-  AND d.status IN ('pending', 'retrying')
-  AND (d.lease_until IS NULL OR d.lease_until <= statement_timestamp())
-RETURNING d.id, d.event_id, d.account_id, d.ordering_key, d.attempt_count,
-          d.round_attempt_count
-"""
-
-_EVENTS_SQL = "SELECT id, type, body, created_at FROM events WHERE id = ANY($1::text[])"
-
-_SECRETS_SQL = """
-SELECT id, url, secret, previous_secret, previous_secret_expires_at
-FROM endpoints WHERE id = ANY($1::text[])
+WITH leased AS (
+    UPDATE deliveries d SET lease_owner = $1, lease_until = u.lease_until
+    FROM unnest($2::text[], $3::timestamptz[]) AS u(id, lease_until)
+    WHERE d.id = u.id AND d.id = ANY($2::text[])
+      AND d.status IN ('pending', 'retrying')
+      AND (d.lease_until IS NULL OR d.lease_until <= statement_timestamp())
+    RETURNING d.id, d.event_id, d.endpoint_id, d.account_id, d.ordering_key, d.attempt_count,
+              d.round_attempt_count
+)
+SELECT l.*, e.type, e.body, e.created_at, ep.url, ep.secret, ep.previous_secret,
+       ep.previous_secret_expires_at
+FROM leased l
+CROSS JOIN LATERAL (SELECT type, body, created_at FROM events WHERE id = l.event_id) e
+CROSS JOIN LATERAL (SELECT url, secret, previous_secret, previous_secret_expires_at
+                    FROM endpoints WHERE id = l.endpoint_id) ep
 """
 
 _PARK_SQL = """
@@ -206,13 +211,14 @@ class ClaimStore:
             if not rows:
                 return ClaimResult(settled=[(p, "unknown") for p in batch])
             now: datetime = rows[0]["now"]
+            local_now = time.monotonic()  # this process's clock at (about) the database's now
             leased = {r["endpoint_id"]: r["n"] for r in
                       await conn.fetch(_LEASED_SQL, endpoint_ids, now)}
             slots = {r["endpoint_id"]: _slot(r, leased.get(r["endpoint_id"], 0))
                      for r in health_rows}
             by_id = {r["id"]: _row(r) for r in rows}
             actions = plan_claims(batch, by_id, slots, now, self._cfg, self._rng)
-            result = await self._apply(conn, batch, actions, slots, now)
+            result = await self._apply(conn, batch, actions, slots, now, local_now)
             for row in by_id.values():
                 result.endpoint_limits[row.endpoint_id] = (row.max_in_flight,
                                                            row.rate_limit_per_s)
@@ -222,7 +228,7 @@ class ClaimStore:
 
     async def _apply(self, conn: asyncpg.Connection, batch: Sequence[Pending],
                      actions: list[Action], slots: dict[str, EndpointSlot],
-                     now: datetime) -> ClaimResult:
+                     now: datetime, local_now: float) -> ClaimResult:
         result = ClaimResult()
         sorted_actions = _Sorted()
         for req, action in zip(batch, actions, strict=True):
@@ -239,12 +245,12 @@ class ClaimStore:
             await conn.execute(_SAVE_SLOTS_SQL, changed, [slots[e].probe_until for e in changed],
                                [slots[e].rate_next_free_at for e in changed])
         if sorted_actions.claims:
-            await self._lease(conn, sorted_actions.claims, now, result)
+            await self._lease(conn, sorted_actions.claims, now, local_now, result)
         result.outbox_ids = await insert_outbox(conn, result.messages)
         return result
 
     async def _lease(self, conn: asyncpg.Connection, claims: dict[str, tuple[Pending, Claim]],
-                     now: datetime, result: ClaimResult) -> None:
+                     now: datetime, local_now: float, result: ClaimResult) -> None:
         ids = sorted(claims)
         rows = await conn.fetch(_CLAIM_SQL, self._owner, ids,
                                 [claims[i][1].lease_until for i in ids])
@@ -252,31 +258,24 @@ class ClaimStore:
         for delivery_id in ids:
             if delivery_id not in got:
                 result.settled.append((claims[delivery_id][0], "skipped_race"))
-        if not rows:
-            return
-        events = {r["id"]: r for r in await conn.fetch(
-            _EVENTS_SQL, sorted({r["event_id"] for r in rows}))}
-        endpoints = {r["id"]: r for r in await conn.fetch(
-            _SECRETS_SQL, sorted({claims[i][0].message.endpoint_id for i in got}))}
         for delivery_id, row in got.items():
             req, claim = claims[delivery_id]
-            endpoint = endpoints[req.message.endpoint_id]
             try:
-                secrets = active_secrets(endpoint["secret"], endpoint["previous_secret"],
-                                         endpoint["previous_secret_expires_at"], now)
+                secrets = active_secrets(row["secret"], row["previous_secret"],
+                                         row["previous_secret_expires_at"], now)
             except ValueError:
                 log.error("endpoint secret is malformed; delivery left for later",
                           extra={"pw": {"delivery_id": delivery_id,
                                         "endpoint_id": req.message.endpoint_id}})
                 result.settled.append((req, "skipped_bad_secret"))
                 continue
-            event = events[row["event_id"]]
             result.claimed.append(Claimed(
                 pending=req, delivery_id=delivery_id, event_id=row["event_id"],
                 endpoint_id=req.message.endpoint_id, account_id=row["account_id"],
-                event_type=event["type"], ordering_key=row["ordering_key"], url=endpoint["url"],
-                secrets=tuple(secrets), body=bytes(event["body"]),
-                event_created_at=event["created_at"], attempt_count=row["attempt_count"],
+                event_type=row["type"], ordering_key=row["ordering_key"], url=row["url"],
+                secrets=tuple(secrets), body=bytes(row["body"]),
+                event_created_at=row["created_at"], attempt_count=row["attempt_count"],
                 round_attempt_count=row["round_attempt_count"],
-                send_delay_s=max(0.0, (claim.send_at - now).total_seconds()), probe=claim.probe,
+                send_at_s=local_now + max(0.0, (claim.send_at - now).total_seconds()),
+                probe=claim.probe,
             ))

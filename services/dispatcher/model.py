@@ -31,8 +31,10 @@ class Pending:
 class Claimed:
     """A delivery this process holds a lease on and must attempt (or release).
 
-    ``send_delay_s`` is how long to wait before sending (a reserved rate-limit slot), measured
-    from the claim. ``secrets`` are the HMAC keys to sign with, current first.
+    ``send_at_s`` is when to send (a reserved rate-limit slot), on this process's monotonic
+    clock, anchored when the claim read the database clock (so the time the claim took to
+    commit and the attempt task to start does not shift the slot). ``secrets`` are the HMAC
+    keys to sign with, current first.
     """
 
     pending: Pending
@@ -48,7 +50,7 @@ class Claimed:
     event_created_at: datetime
     attempt_count: int
     round_attempt_count: int
-    send_delay_s: float
+    send_at_s: float
     probe: bool
 
 

@@ -184,8 +184,9 @@ class Pipeline:
             self.tracker.done(claimed.pending.ticket)
 
     async def _attempt(self, claimed: Claimed) -> None:
-        if claimed.send_delay_s > 0:
-            await asyncio.sleep(claimed.send_delay_s)
+        delay = claimed.send_at_s - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
         started, result, detail = await perform(claimed, self._client)
         s = self._settings
         decision = decide(result, claimed.round_attempt_count + 1, s.common.retry_schedule,

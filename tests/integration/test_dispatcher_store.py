@@ -102,7 +102,7 @@ async def test_rate_slots_are_shared_across_two_claimers(pool: asyncpg.Pool,
     reqs = requests(events, ep)
     one, two = ClaimStore(pool, "one", CFG), ClaimStore(pool, "two", CFG)
     results = await asyncio.gather(one.claim(reqs[:3]), two.claim(reqs[3:]))
-    delays = sorted(c.send_delay_s for r in results for c in r.claimed)
+    delays = sorted(c.send_at_s for r in results for c in r.claimed)
     assert len(delays) == 2  # slots at 0 s and 0.525 s; the next is beyond the 1 s horizon
     assert delays[1] - delays[0] >= RATE_SAFETY / 2 - 0.05
 

@@ -26,7 +26,7 @@ def finished(endpoint_id: str, result: AttemptResult, decision: Decision,
         pending=Pending(Ticket("p", 0, 1), msg), delivery_id="dlv_1", event_id="evt_1",
         endpoint_id=endpoint_id, account_id="acct", event_type="t", ordering_key=None,
         url="http://x", secrets=(b"k" * 24,), body=b"{}", event_created_at=NOW,
-        attempt_count=0, round_attempt_count=0, send_delay_s=0.0, probe=probe)
+        attempt_count=0, round_attempt_count=0, send_at_s=0.0, probe=probe)
     return Finished(claimed, result, decision, NOW)
 
 
