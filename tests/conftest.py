@@ -23,6 +23,7 @@ Fixtures (scope: meaning):
 from __future__ import annotations
 
 import atexit
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -213,3 +214,15 @@ def run_service(service_env: ServiceEnvFactory, tmp_path: Path) -> Iterator[RunS
     finally:
         for service in reversed(started):
             service.stop()
+
+
+def read_until(proc: subprocess.Popen[str], prefix: str) -> str:
+    """What ``proc`` printed up to and including its first line starting with ``prefix``
+    (everything, if it ends first). ``proc`` must have ``stdout=PIPE`` in text mode."""
+    assert proc.stdout is not None
+    seen: list[str] = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith(prefix):
+            break
+    return "".join(seen)

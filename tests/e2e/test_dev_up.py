@@ -20,6 +20,7 @@ import orjson
 
 from deploy.embedded import procs
 from deploy.embedded.ports import free_port
+from tests.conftest import read_until
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -53,13 +54,7 @@ def test_dev_up_starts_everything_prints_working_credentials_and_stops_cleanly(
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     try:
-        assert proc.stdout is not None
-        seen: list[str] = []
-        for line in proc.stdout:
-            seen.append(line)
-            if line.startswith("Ctrl-C"):
-                break
-        banner = "".join(seen)
+        banner = read_until(proc, "Ctrl-C")
         assert "Postwire dev stack is up" in banner, banner
         ingest = _value(r"ingest API\s+(http://\S+)", banner)
         admin = _value(r"admin/replay API\s+(http://\S+)", banner)
@@ -94,7 +89,7 @@ def test_dev_up_starts_everything_prints_working_credentials_and_stops_cleanly(
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=90) == 0
-        assert "stopped: no child process left running" in proc.stdout.read()
+        assert "stopped: no child process left running" in read_until(proc, "stopped:")
         assert not [pid for pid in children if procs.pid_alive(pid)]
     finally:
         if proc.poll() is None:

@@ -24,6 +24,7 @@ from deploy.embedded import procs
 from deploy.embedded.broker import EmbeddedBroker
 from deploy.embedded.ports import PortInUseError, free_port
 from deploy.embedded.stack import EmbeddedStack
+from tests.conftest import read_until
 
 
 async def _fetchval(dsn: str, sql: str) -> object:
@@ -168,13 +169,7 @@ def test_dev_infra_prints_exports_refuses_a_second_run_and_stops_cleanly(tmp_pat
         [*argv, *ports], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
-        assert proc.stdout is not None
-        seen: list[str] = []
-        for line in proc.stdout:
-            seen.append(line)
-            if line.startswith("export POSTWIRE_KAFKA_BOOTSTRAP="):
-                break
-        output = "".join(seen)
+        output = read_until(proc, "export POSTWIRE_KAFKA_BOOTSTRAP=")
         assert "export POSTWIRE_DATABASE_URL=postgresql://postgres@127.0.0.1:" in output, output
         children = procs.descendants(proc.pid)
         assert len(children) >= 2
@@ -186,7 +181,7 @@ def test_dev_infra_prints_exports_refuses_a_second_run_and_stops_cleanly(tmp_pat
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
-        assert "stopped: no child process left running" in proc.stdout.read()
+        assert "stopped: no child process left running" in read_until(proc, "stopped:")
         assert not [pid for pid in children if procs.pid_alive(pid)]
     finally:
         if proc.poll() is None:
