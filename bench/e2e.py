@@ -244,6 +244,18 @@ async def _db_fetch(dsn: str, sql: str) -> list[asyncpg.Record]:
         await conn.close()
 
 
+def _watch(cluster: Cluster) -> tuple[PgObserver, PgTrace, CpuMeter]:
+    """Start what a measured phase reads afterwards: the Postgres wait-profile observer, the
+    statement trace (active only with ``--pg-trace``) and the CPU meter."""
+    observer = PgObserver(cluster.dsn)
+    observer.start()
+    trace = PgTrace(cluster)
+    trace.start()
+    meter = cluster.cpu_meter()
+    meter.start()
+    return observer, trace, meter
+
+
 def _http_json(method: str, url: str, body: Any = None) -> tuple[int, Any]:
     data = orjson.dumps(body) if body is not None else None
     request = urllib.request.Request(url, data=data, method=method, headers=AUTH)
@@ -345,12 +357,7 @@ def run_offer(cluster: Cluster, name: str, rate: float, per_request: int, durati
                           topic="bench.deliveries", duration_s=duration_s + 8)
         time.sleep(4)  # let it start and seek to the end before events flow
     before = cluster.dispatcher_metrics()
-    observer = PgObserver(cluster.dsn)
-    observer.start()
-    trace = PgTrace(cluster)
-    trace.start()
-    meter = cluster.cpu_meter()
-    meter.start()
+    observer, trace, meter = _watch(cluster)
     try:
         load = run_load("offer", duration_s + 120, url=cluster.ingest[0].base_url, shape=shape,
                         rate=rate, per_request=per_request, duration_s=duration_s,
@@ -529,12 +536,7 @@ def run_backlog(cluster: Cluster, seq: int, leftover: int) -> Backlog:
                     total=opts.backlog, per_request=500, concurrency=4, first_seq=seq)
     outbox_wait = asyncio.run(_outbox_empty(cluster.dsn, 120))
     time.sleep(STATS_LAG_S)  # so the ingest's row counters are not counted as the drain's
-    observer = PgObserver(cluster.dsn)
-    observer.start()
-    trace = PgTrace(cluster)
-    trace.start()
-    meter = cluster.cpu_meter()
-    meter.start()
+    observer, trace, meter = _watch(cluster)
     started = time.time()
     cluster.start_dispatchers()
     spies = _profile(cluster, 30, "backlog")

@@ -23,6 +23,7 @@ Fixtures (scope: meaning):
 from __future__ import annotations
 
 import atexit
+import signal
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -226,3 +227,14 @@ def read_until(proc: subprocess.Popen[str], prefix: str) -> str:
         if line.startswith(prefix):
             break
     return "".join(seen)
+
+
+def assert_stops_cleanly(proc: subprocess.Popen[str], children: list[int],
+                         timeout_s: float) -> None:
+    """SIGTERM a ``postwire dev`` process: it exits 0, says so, and no child outlives it."""
+    from deploy.embedded import procs
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=timeout_s) == 0
+    assert "stopped: no child process left running" in read_until(proc, "stopped:")
+    assert not [pid for pid in children if procs.pid_alive(pid)]

@@ -60,24 +60,20 @@ def pdeathsig_preexec(sig: signal.Signals) -> Callable[[], None] | None:
     if prctl is None or threading.current_thread() is not threading.main_thread():
         return None
     parent = os.getpid()
-    signum = int(sig)
-
-    def arm() -> None:
-        prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return arm
+    return lambda: _arm_pdeathsig(prctl, int(sig), parent)
 
 
 def die_with_parent(sig: signal.Signals) -> None:
     """Called in a child process (e.g. a ``multiprocessing`` helper): receive ``sig`` when the
     parent process dies; exit at once if it already has. No-op off Linux."""
-    prctl = _PRCTL
-    if prctl is None:
-        return
-    parent = os.getppid()
-    prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    if _PRCTL is not None:
+        _arm_pdeathsig(_PRCTL, int(sig), os.getppid())
+
+
+def _arm_pdeathsig(prctl: Callable[..., int], signum: int, parent: int) -> None:
+    """In the child: ask for ``signum`` at the parent's death, then exit if ``parent`` (the
+    expected parent pid) is already gone (it died before the request took effect)."""
+    prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
     if os.getppid() != parent:
         os._exit(1)
 

@@ -100,11 +100,13 @@ class Gates:
                                                     shard_key=zlib.crc32(endpoint_id.encode()))
         return found
 
-    def add(self, pending: Pending) -> None:
-        """Queue a consumed message behind its endpoint."""
+    def add(self, pending: Pending) -> int:
+        """Queue a consumed message behind its endpoint; returns the endpoint's shard key
+        (which claim worker takes it: ``key % workers``)."""
         gate = self.gate(pending.message.endpoint_id)
         gate.waiting.append(replace(pending, queued_at=self._clock()))
         self.waiting += 1
+        return gate.shard_key
 
     @property
     def full(self) -> bool:

@@ -77,9 +77,9 @@ class Pipeline:
 
     # ------------------------------------------------------------------ consumer side
     def accept(self, ticket: Ticket, message: DeliveryMessage) -> None:
-        """Queue a consumed message; never blocks."""
-        self.gates.add(Pending(ticket, message))
-        self._wake()
+        """Queue a consumed message and wake the claim worker of its endpoint; never blocks."""
+        shard_key = self.gates.add(Pending(ticket, message))
+        self._wakes[shard_key % len(self._wakes)].set()
 
     def revoke(self, partitions: Iterable[Hashable] | None) -> None:
         """Forget waiting messages of ``partitions`` (all when None)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -20,7 +19,7 @@ import orjson
 
 from deploy.embedded import procs
 from deploy.embedded.ports import free_port
-from tests.conftest import read_until
+from tests.conftest import assert_stops_cleanly, read_until
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -87,10 +86,7 @@ def test_dev_up_starts_everything_prints_working_credentials_and_stops_cleanly(
         assert second.returncode == 1
         assert "already running" in second.stderr and f"(pid {proc.pid})" in second.stderr
 
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=90) == 0
-        assert "stopped: no child process left running" in read_until(proc, "stopped:")
-        assert not [pid for pid in children if procs.pid_alive(pid)]
+        assert_stops_cleanly(proc, children, timeout_s=90)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from deploy.embedded import procs
 from deploy.embedded.broker import EmbeddedBroker
 from deploy.embedded.ports import PortInUseError, free_port
 from deploy.embedded.stack import EmbeddedStack
-from tests.conftest import read_until
+from tests.conftest import assert_stops_cleanly, read_until
 
 
 async def _fetchval(dsn: str, sql: str) -> object:
@@ -179,10 +178,7 @@ def test_dev_infra_prints_exports_refuses_a_second_run_and_stops_cleanly(tmp_pat
         assert f"already running on {state}" in second.stderr
         assert f"(pid {proc.pid})" in second.stderr
 
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
-        assert "stopped: no child process left running" in read_until(proc, "stopped:")
-        assert not [pid for pid in children if procs.pid_alive(pid)]
+        assert_stops_cleanly(proc, children, timeout_s=60)
     finally:
         if proc.poll() is None:
             proc.kill()
