@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import asyncpg
@@ -154,14 +155,16 @@ class OutcomeWriter:
     def _observe(self, batch: list[Finished], recorded: Recorded) -> None:
         now = utcnow()
         m = self._metrics
+        attempts: Counter[tuple[str, str]] = Counter()
+        errors: Counter[str] = Counter()
         for item in batch:
             result, claimed, decision = item.result, item.claimed, item.decision
             outcome = ("succeeded" if isinstance(decision, Succeeded)
                        else "retry" if isinstance(decision, RetryAt) else "dead")
-            m.attempts.labels(outcome, status_class(result.status_code)).inc()
+            attempts[outcome, status_class(result.status_code)] += 1
             m.attempt_seconds.observe(result.duration_ms / 1000.0)
             if result.failure is not None:
-                m.attempt_errors.labels(result.failure.value).inc()
+                errors[result.failure.value] += 1
             if isinstance(decision, Succeeded):
                 m.delivery_latency.observe(max(0.0, (now - claimed.event_created_at)
                                                .total_seconds()))
@@ -174,6 +177,10 @@ class OutcomeWriter:
                 log.warning("delivery dead: %s", decision.reason, extra=ctx)
             else:
                 log.info("attempt failed; retry in %.2fs", decision.delay_s, extra=ctx)
+        for (outcome, status), count in attempts.items():
+            m.attempts.labels(outcome, status).inc(count)
+        for kind, count in errors.items():
+            m.attempt_errors.labels(kind).inc(count)
         for reason in recorded.dead.values():
             m.dead_letters.labels(reason).inc()
         killed = sum(1 for msg in recorded.messages if msg.topic == "deadletter")

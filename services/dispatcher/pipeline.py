@@ -18,6 +18,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Hashable, Iterable
 
 import asyncpg
@@ -154,21 +155,25 @@ class Pipeline:
         for endpoint_id, (max_in_flight, rate) in result.endpoint_limits.items():
             self.gates.learn(endpoint_id, max_in_flight, rate)
         self.circuits.update(result.circuits)
+        labels: Counter[str] = Counter()
         for pending, label in result.settled:
             self.gates.settled(pending)
             self.tracker.done(pending.ticket)
-            self._metrics.claims.labels(label).inc()
+            labels[label] += 1
         for pending, delay in result.deferred:
             if self.tracker.is_current(pending.ticket):
                 self.gates.defer(pending, delay)
             else:
                 self.gates.settled(pending)
-            self._metrics.claims.labels("deferred").inc()
+        labels["deferred"] += len(result.deferred)
         for claimed in result.claimed:
             self.gates.started(claimed.pending)
-            self._metrics.claims.labels("claimed").inc()
             task = asyncio.create_task(self._guarded_attempt(claimed), name="attempt")
             self._tasks[claimed.delivery_id] = (task, claimed)
+        labels["claimed"] += len(result.claimed)
+        for label, count in labels.items():
+            if count:
+                self._metrics.claims.labels(label).inc(count)
 
     # ------------------------------------------------------------------ attempts
     async def _guarded_attempt(self, claimed: Claimed) -> None:

@@ -134,7 +134,8 @@ class WebhookClient:
             keepalive_timeout=30, enable_cleanup_closed=True,
         )
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s),
+            # the per-attempt deadline is the asyncio.timeout in post(), one timer per request
+            connector=connector, timeout=aiohttp.ClientTimeout(total=None),
             auto_decompress=False, trust_env=False, skip_auto_headers=("Accept-Encoding",),
         )
 
@@ -160,7 +161,7 @@ class WebhookClient:
 
     async def _send(self, url: str, body: bytes,
                     headers: Mapping[str, str]) -> tuple[int, bytes, str | None]:
-        async with self._session.post(url, data=body, headers=dict(headers),
+        async with self._session.post(url, data=body, headers=headers,
                                       allow_redirects=False) as response:
             data = await self._read_limited(response)
             return response.status, data, response.headers.get("Retry-After")
