@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from shared.core.errors import ConfigError
+from shared.gc_tuning import tune_gc
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,11 @@ AppFactory = Callable[[], Awaitable[web.Application]]
 
 async def serve(make_app: AppFactory, host: str, port: int,
                 shutdown_timeout_s: float = 30.0) -> None:
-    """Serve until SIGTERM or SIGINT, then stop accepting, drain and run the app's cleanups."""
+    """Serve until SIGTERM or SIGINT, then stop accepting, drain and run the app's cleanups.
+
+    The collector is tuned (:func:`shared.gc_tuning.tune_gc`) once the app is built."""
     app = await make_app()
+    tune_gc()
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s)
     await runner.setup()
     stop = asyncio.Event()
