@@ -4,8 +4,9 @@
 
 Everything runs on this machine, on 127.0.0.1: an embedded Postgres (fsync on) and Tansu
 broker, the three services as processes (``ingest``, ``dispatcher`` x ``--dispatchers``,
-``dlq_replay``), a receiver process (aiohttp, port 0, answers 204 and records the arrival time
-of every ``webhook-id``; :mod:`bench._receiver`) and, per phase, a load-generator process
+``dlq_replay``), a receiver process (a lean asyncio HTTP/1.1 server, port 0, answers 204 and
+records the arrival time of every ``webhook-id``; :mod:`bench._receiver`) and, per phase, a
+load-generator process
 (:mod:`bench._common`). One account gets ``--endpoints`` endpoints, endpoint *i* subscribed to
 event type ``bench.t<i>`` only, so each event is delivered exactly once (deliveries = events).
 
