@@ -7,6 +7,7 @@ The 26 characters are a ULID in Crockford base32: 48 bits of Unix milliseconds f
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 import time
@@ -40,12 +41,19 @@ class _UlidGenerator:
 _GENERATOR = _UlidGenerator()
 
 
+# RFC 4648 base32 and Crockford's alphabet map 5-bit groups in the same order, so one
+# translation table turns the (C-speed) standard encoding into Crockford's.
+_TO_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET)
+
+
 def _encode(value: int) -> str:
-    chars = []
-    for _ in range(_ID_LEN):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    """The 26-character Crockford base32 form of a 128-bit value (two leading zero bits).
+
+    The 130 bits are placed at the top of 17 bytes (136 bits), so the first 26 standard base32
+    characters are exactly its 5-bit groups, most significant first.
+    """
+    raw = base64.b32encode((value << 6).to_bytes(17, "big"))
+    return raw[:_ID_LEN].decode("ascii").translate(_TO_CROCKFORD)
 
 
 def new_id(prefix: str) -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import random
 from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
 
+from shared.core import ids
 from shared.core.cursor import decode_cursor, encode_cursor
 from shared.core.errors import ApiError, InvalidRequest, NotFound, PayloadTooLarge
 from shared.core.ids import is_valid_id, new_id
@@ -21,6 +23,19 @@ def test_ids_are_prefixed_and_sorted_by_creation() -> None:
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
     assert all(is_valid_id(i, "evt") for i in ids[:50])
+
+
+def _reference_encoding(value: int) -> str:
+    """ULID text by the definition: 26 groups of 5 bits, most significant first."""
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    return "".join(alphabet[(value >> (5 * (25 - i))) & 31] for i in range(26))
+
+
+@pytest.mark.parametrize("value", [0, 1, 31, 32, (1 << 128) - 1, 1 << 127, 1 << 80,
+                                   0x0123456789ABCDEF0123456789ABCDEF,
+                                   *(random.Random(7).getrandbits(128) for _ in range(200))])
+def test_id_encoding_is_crockford_base32_of_the_128_bits(value: int) -> None:
+    assert ids._encode(value) == _reference_encoding(value)
 
 
 def test_id_validation_refuses_wrong_prefix_length_and_alphabet() -> None:

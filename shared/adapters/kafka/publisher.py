@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from shared.adapters.kafka.partitioning import partition_for
 from shared.adapters.kafka.topics import ensure_topics, topic_name
 from shared.core.errors import ConfigError
 
@@ -34,7 +35,8 @@ class Message:
 
 
 class KafkaPublisher:
-    """Owns one producer (acks=all, short linger). Safe to share within a process."""
+    """Owns one producer (acks=all, short linger, :func:`partition_for` as partitioner).
+    Safe to share within a process."""
 
     def __init__(self, bootstrap: str, prefix: str, partitions: int, linger_ms: int = 2) -> None:
         self._bootstrap = bootstrap
@@ -54,6 +56,7 @@ class KafkaPublisher:
                 producer = AIOKafkaProducer(
                     bootstrap_servers=self._bootstrap, acks="all", linger_ms=self._linger_ms,
                     request_timeout_ms=10000, max_batch_size=512 * 1024, retry_backoff_ms=200,
+                    partitioner=partition_for,
                 )
                 try:
                     await producer.start()
