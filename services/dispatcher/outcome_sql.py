@@ -35,35 +35,49 @@ FROM endpoint_health WHERE endpoint_id = ANY($1::text[]) ORDER BY endpoint_id
 
 LOCK_HEALTH_SQL = READ_HEALTH_SQL + " FOR UPDATE"
 
-_LOCK_DELIVERIES_SQL = """
-SELECT id, lease_owner, status FROM deliveries WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
-"""
-
-_UPDATE_SQL = """
-UPDATE deliveries d SET
-    attempt_count = d.attempt_count + 1,
-    round_attempt_count = d.round_attempt_count + CASE WHEN u.status IS NULL THEN 0 ELSE 1 END,
-    last_attempt_at = CASE WHEN u.status IS NULL THEN d.last_attempt_at ELSE u.started_at END,
-    last_status_code = CASE WHEN u.status IS NULL THEN d.last_status_code ELSE u.status_code END,
-    last_error = CASE WHEN u.status IS NULL THEN d.last_error ELSE u.error END,
-    status = coalesce(u.status, d.status),
-    next_attempt_at = CASE WHEN u.status IS NULL THEN d.next_attempt_at
-                           WHEN u.delay_s IS NULL THEN NULL
-                           ELSE now() + make_interval(secs => u.delay_s) END,
-    lease_owner = CASE WHEN u.release THEN NULL ELSE d.lease_owner END,
-    lease_until = CASE WHEN u.release THEN NULL ELSE d.lease_until END,
-    updated_at = now()
-FROM unnest($1::text[], $2::text[], $3::float8[], $4::int[], $5::text[], $6::timestamptz[],
-            $7::bool[]) AS u(id, status, delay_s, status_code, error, started_at, release)
-WHERE d.id = u.id AND d.id = ANY($1::text[])
-RETURNING d.id, d.attempt_count
-"""
-
-_ATTEMPTS_SQL = """
-INSERT INTO attempts (id, delivery_id, attempt, started_at, duration_ms, status_code, error,
-                      response_excerpt)
-SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::int[], $6::int[],
-                     $7::text[], $8::text[])
+# One round trip for the whole batch: lock the deliveries in id order (every writer locks that
+# way), apply each attempt's effect where this dispatcher still owns the delivery (lease held,
+# still open), clear leases it held, and insert the attempt rows numbered by the new
+# attempt_count. Ownership is read from the locked (latest) row versions, inside the statement.
+_RECORD_SQL = """
+WITH u AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::int[], $5::text[],
+                         $6::timestamptz[], $7::int[], $8::text[], $9::text[])
+         AS u(id, status, delay_s, status_code, error, started_at, duration_ms, excerpt,
+              attempt_id)
+),
+locked AS (
+    SELECT d.id, d.lease_owner IS NOT DISTINCT FROM $10 AS mine,
+           (d.lease_owner IS NOT DISTINCT FROM $10 AND d.status IN ('pending', 'retrying'))
+               AS owned
+    FROM deliveries d WHERE d.id = ANY($1::text[]) ORDER BY d.id FOR UPDATE
+),
+upd AS (
+    UPDATE deliveries d SET
+        attempt_count = d.attempt_count + 1,
+        round_attempt_count = d.round_attempt_count + CASE WHEN l.owned THEN 1 ELSE 0 END,
+        last_attempt_at = CASE WHEN l.owned THEN u.started_at ELSE d.last_attempt_at END,
+        last_status_code = CASE WHEN l.owned THEN u.status_code ELSE d.last_status_code END,
+        last_error = CASE WHEN l.owned THEN u.error ELSE d.last_error END,
+        status = CASE WHEN l.owned THEN u.status ELSE d.status END,
+        next_attempt_at = CASE WHEN NOT l.owned THEN d.next_attempt_at
+                               WHEN u.delay_s IS NULL THEN NULL
+                               ELSE now() + make_interval(secs => u.delay_s) END,
+        lease_owner = CASE WHEN l.mine THEN NULL ELSE d.lease_owner END,
+        lease_until = CASE WHEN l.mine THEN NULL ELSE d.lease_until END,
+        updated_at = now()
+    FROM u JOIN locked l ON l.id = u.id
+    WHERE d.id = u.id AND d.id = ANY($1::text[])
+    RETURNING d.id, d.attempt_count, l.owned, u.started_at, u.duration_ms, u.status_code,
+              u.error, u.excerpt, u.attempt_id
+),
+inserted AS (
+    INSERT INTO attempts (id, delivery_id, attempt, started_at, duration_ms, status_code, error,
+                          response_excerpt)
+    SELECT attempt_id, id, attempt_count, started_at, duration_ms, status_code, error, excerpt
+    FROM upd
+)
+SELECT id, attempt_count, owned FROM upd
 """
 
 _NEXT_IN_KEY_SQL = """
@@ -134,29 +148,17 @@ def _status_of(item: Finished) -> tuple[str, float | None]:
 async def update_deliveries(conn: asyncpg.Connection, items: Sequence[Finished],
                             owner: str) -> tuple[dict[str, int], set[str]]:
     """Write the attempts' effects; returns (attempt number per delivery, ids we owned)."""
-    ids = sorted(i.claimed.delivery_id for i in items)
-    locked = {r["id"]: r for r in await conn.fetch(_LOCK_DELIVERIES_SQL, ids)}
-    mine = {i for i, r in locked.items() if r["lease_owner"] == owner}
-    owned = {i for i in mine if locked[i]["status"] in ("pending", "retrying")}
     ordered = sorted(items, key=lambda i: i.claimed.delivery_id)
     statuses = [_status_of(i) for i in ordered]
     rows = await conn.fetch(
-        _UPDATE_SQL, [i.claimed.delivery_id for i in ordered],
-        [s if i.claimed.delivery_id in owned else None for i, (s, _) in zip(ordered, statuses,
-                                                                           strict=True)],
+        _RECORD_SQL, [i.claimed.delivery_id for i in ordered], [s for s, _ in statuses],
         [d for _, d in statuses], [i.result.status_code for i in ordered],
         [i.result.error for i in ordered], [i.started_at for i in ordered],
-        [i.claimed.delivery_id in mine for i in ordered],
+        [i.result.duration_ms for i in ordered], [i.result.response_excerpt for i in ordered],
+        [new_id("att") for _ in ordered], owner,
     )
     numbers = {r["id"]: r["attempt_count"] for r in rows}
-    await conn.execute(
-        _ATTEMPTS_SQL, [new_id("att") for _ in ordered], [i.claimed.delivery_id for i in ordered],
-        [numbers[i.claimed.delivery_id] for i in ordered], [i.started_at for i in ordered],
-        [i.result.duration_ms for i in ordered], [i.result.status_code for i in ordered],
-        [i.result.error for i in ordered],
-        [i.result.response_excerpt for i in ordered],
-    )
-    return numbers, owned
+    return numbers, {r["id"] for r in rows if r["owned"]}
 
 
 async def release_next_in_keys(conn: asyncpg.Connection,

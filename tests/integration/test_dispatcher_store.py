@@ -153,6 +153,34 @@ async def test_an_outcome_without_the_lease_records_the_attempt_only(pool: async
     assert len(await seed.attempts(claimed.delivery_id)) == 1
 
 
+async def test_one_outcome_batch_mixes_owned_cancelled_and_lost_leases(pool: asyncpg.Pool,
+                                                                        seed: Seeder) -> None:
+    ep = await seed.endpoint("http://x.test/")
+    events = [await seed.event([ep], publish=False) for _ in range(3)]
+    owned, cancelled, lost = (await ClaimStore(pool, "me", CFG).claim(
+        requests(events, ep))).claimed
+    await pool.execute("UPDATE deliveries SET status = 'cancelled' WHERE id = $1",
+                       cancelled.delivery_id)  # cancelled while in flight: lease still ours
+    await pool.execute("UPDATE deliveries SET lease_owner = 'other' WHERE id = $1",
+                       lost.delivery_id)
+    await record(pool, "me", [(c, AttemptResult(200), Succeeded())
+                              for c in (owned, cancelled, lost)])
+    rows = {r["id"]: r for r in await pool.fetch(
+        "SELECT id, status, lease_owner, lease_until, attempt_count, round_attempt_count,"
+        " last_status_code FROM deliveries WHERE id = ANY($1::text[])",
+        [owned.delivery_id, cancelled.delivery_id, lost.delivery_id])}
+    def state(c: Claimed) -> tuple[object, ...]:
+        r = rows[c.delivery_id]
+        return (r["status"], r["lease_owner"], r["attempt_count"], r["round_attempt_count"],
+                r["last_status_code"])
+    assert state(owned) == ("succeeded", None, 1, 1, 200)
+    assert state(cancelled) == ("cancelled", None, 1, 0, None)  # our lease is released
+    assert state(lost) == ("pending", "other", 1, 0, None)      # the owner's lease is kept
+    assert rows[cancelled.delivery_id]["lease_until"] is None
+    for c in (owned, cancelled, lost):
+        assert [a["attempt"] for a in await seed.attempts(c.delivery_id)] == [1]
+
+
 async def test_finishing_a_key_head_announces_the_next(pool: asyncpg.Pool,
                                                        seed: Seeder) -> None:
     ep = await seed.endpoint("http://x.test/")
