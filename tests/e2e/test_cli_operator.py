@@ -111,6 +111,10 @@ async def test_replays_start_follows_the_job_to_completion(
     assert refused.returncode == 1 and "conflict" in refused.stderr
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def test_ctrl_c_leaves_the_job_running_and_cancel_stops_it(
         admin: ServiceProcess, pool: asyncpg.Pool) -> None:
     endpoint = await _endpoint(pool)
@@ -119,7 +123,10 @@ async def test_ctrl_c_leaves_the_job_running_and_cancel_stops_it(
         subprocess.Popen,
         [sys.executable, "-m", "shared.cli.main", "replays", "start", "--reason", "slow",
          "--endpoint", endpoint.id, "--rate", "2"],
-        env=_env(admin), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=_env(admin), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # a Ctrl-C at a terminal: the suite itself may run with SIGINT ignored (a background
+        # job, nohup), which the child would inherit and Python would then leave ignored
+        preexec_fn=_default_sigint)
     assert proc.stdout is not None
     first_line = await asyncio.to_thread(proc.stdout.readline)
     job_id = first_line.split()[2]
