@@ -17,6 +17,7 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from deploy.embedded.ports import free_port
+from shared.adapters.kafka.partitioning import partition_for
 from shared.adapters.kafka.publisher import KafkaPublisher, Message
 from shared.adapters.pg.outbox import insert_outbox
 from shared.core.delivery_message import (
@@ -79,6 +80,17 @@ async def read_deliveries(bootstrap: str, topic: str, wanted: set[str],
     finally:
         await consumer.stop()
     return {k: v for k, v in found.items() if k in wanted}
+
+
+async def topic_partitions(bootstrap: str, topic: str) -> list[int]:
+    """The partition ids of ``topic`` as the broker reports them."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()  # loads metadata
+        return sorted(consumer.partitions_for_topic(topic) or set())
+    finally:
+        await consumer.stop()
 
 
 async def deliveries_of(db: asyncpg.Connection, event_ids: list[str]) -> list[asyncpg.Record]:
@@ -164,6 +176,12 @@ async def test_messages_reach_the_broker_with_key_and_value(
         expected = row["ordering_key"] if row["ordering_key"] is not None else row["id"]
         assert key == f"{endpoint['id']}|{expected}".encode()
     assert len({found[r["id"]][2] for r in rows if r["ordering_key"]}) == 1  # same partition
+    # ...and the one every Postwire producer picks for the key (not a 1-in-N coincidence)
+    partitions = await topic_partitions(kafka_bootstrap, f"{topic_prefix}deliveries")
+    assert len(partitions) > 1
+    for row in rows:
+        key, _, partition, _ = found[row["id"]]
+        assert partition == partition_for(key, partitions, partitions)
     for _ in range(200):  # the fast path deletes what the broker acknowledged
         if not await _outbox_ids(db, {r["id"] for r in rows}):
             break
