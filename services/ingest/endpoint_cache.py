@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
-from services.ingest.endpoints_repo import load_routes
 from services.ingest.metrics import IngestMetrics
 from shared.adapters.pg.notify import ENDPOINTS_CHANNEL
+from shared.endpoints.store import load_routes
 
 log = logging.getLogger(__name__)
 

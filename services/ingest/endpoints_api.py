@@ -20,26 +20,23 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import orjson
 from aiohttp import web
 
-from services.ingest import endpoints_repo as repo
 from services.ingest.context import IngestContext
 from services.ingest.endpoint_cache import ENDPOINT_CACHE, EndpointCache
-from services.ingest.endpoint_validation import (
+from shared.adapters.dns import Resolver, resolve_host
+from shared.core.cursor import decode_cursor, encode_cursor
+from shared.endpoints import operations as ops
+from shared.endpoints import store
+from shared.endpoints.operations import render_endpoint
+from shared.endpoints.validation import (
     check_url_target,
     validate_account_id,
     validate_create,
     validate_patch,
     validate_rotate,
 )
-from shared.adapters.dns import Resolver, resolve_host
-from shared.core.cursor import decode_cursor, encode_cursor
-from shared.core.errors import NotFound
-from shared.core.ids import is_valid_id, new_id
-from shared.core.signing import generate_secret
-from shared.core.timefmt import format_ts, utcnow
 from shared.http.body import read_json_object
 from shared.http.query import check_query, query_limit
 
@@ -50,38 +47,12 @@ MAX_BODY_BYTES = 64 * 1024
 _CURSOR_KIND = "endpoints"
 
 
-def render_endpoint(row: asyncpg.Record) -> dict[str, Any]:
-    """The public endpoint object of a row from :mod:`endpoints_repo` (never the secret)."""
-    return {
-        "id": row["id"],
-        "account_id": row["account_id"],
-        "url": row["url"],
-        "event_types": list(row["event_types"]),
-        "description": row["description"],
-        "enabled": row["enabled"],
-        "status": "enabled" if row["enabled"] else "disabled",
-        "disabled_reason": row["disabled_reason"],
-        "rate_limit_per_s": row["rate_limit_per_s"],
-        "max_in_flight": row["max_in_flight"],
-        "metadata": row["metadata"],
-        "created_at": format_ts(row["created_at"]),
-        "updated_at": format_ts(row["updated_at"]),
-    }
-
-
 def _json(body: dict[str, Any], status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
 
 def _endpoint_id(request: web.Request) -> str:
-    endpoint_id = request.match_info["endpoint_id"]
-    if not is_valid_id(endpoint_id, "ep"):
-        raise NotFound(f"no endpoint {endpoint_id!r}")
-    return endpoint_id
-
-
-def _not_found(endpoint_id: str) -> NotFound:
-    return NotFound(f"no endpoint {endpoint_id!r}")
+    return ops.checked_id(request.match_info["endpoint_id"])
 
 
 async def _read_optional_body(request: web.Request) -> dict[str, Any]:
@@ -106,12 +77,10 @@ class _Handlers:
         check_query(request, ())
         spec = validate_create(await read_json_object(request, MAX_BODY_BYTES))
         await self._check_url(request, spec.url)
-        secret = spec.secret or generate_secret()
         async with self.ctx.pool.acquire() as conn, conn.transaction():
-            row = await repo.insert_endpoint(conn, new_id("ep"), spec, secret, utcnow())
-            await repo.notify_endpoints_changed(conn, spec.account_id)
+            created = await ops.create_endpoint(conn, spec)
         self.cache.invalidate(spec.account_id)
-        return _json({**render_endpoint(row), "secret": secret}, status=201)
+        return _json({**render_endpoint(created.row), "secret": created.secret}, status=201)
 
     async def list_endpoints(self, request: web.Request) -> web.Response:
         check_query(request, ("account_id", "limit", "cursor"))
@@ -125,7 +94,7 @@ class _Handlers:
             key = decode_cursor(_CURSOR_KIND, cursor, (str,))
             before_id = str(key[0])
         async with self.ctx.pool.acquire() as conn:
-            rows = await repo.list_endpoints(conn, account_id, before_id, limit + 1)
+            rows = await store.list_endpoints(conn, account_id, before_id, limit + 1)
         has_more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = encode_cursor(_CURSOR_KIND, [rows[-1]["id"]]) if has_more else None
@@ -136,9 +105,7 @@ class _Handlers:
         check_query(request, ())
         endpoint_id = _endpoint_id(request)
         async with self.ctx.pool.acquire() as conn:
-            row = await repo.get_endpoint(conn, endpoint_id)
-        if row is None:
-            raise _not_found(endpoint_id)
+            row = await ops.fetch_endpoint(conn, endpoint_id)
         return _json(render_endpoint(row))
 
     async def patch(self, request: web.Request) -> web.Response:
@@ -148,12 +115,7 @@ class _Handlers:
         if "url" in changes:
             await self._check_url(request, changes["url"])
         async with self.ctx.pool.acquire() as conn, conn.transaction():
-            row = await repo.get_endpoint(conn, endpoint_id, for_update=bool(changes))
-            if row is None:
-                raise _not_found(endpoint_id)
-            if changes:
-                row = await repo.update_endpoint(conn, row, changes, utcnow())
-                await repo.notify_endpoints_changed(conn, row["account_id"])
+            row = await ops.patch_endpoint(conn, endpoint_id, changes)
         self.cache.invalidate(row["account_id"])
         return _json(render_endpoint(row))
 
@@ -161,33 +123,24 @@ class _Handlers:
         check_query(request, ())
         endpoint_id = _endpoint_id(request)
         async with self.ctx.pool.acquire() as conn, conn.transaction():
-            deleted = await repo.soft_delete_endpoint(conn, endpoint_id, utcnow())
-            if deleted is None:
-                raise _not_found(endpoint_id)
-            await repo.notify_endpoints_changed(conn, deleted[0])
-        self.cache.invalidate(deleted[0])
+            account_id, _ = await ops.delete_endpoint(conn, endpoint_id)
+        self.cache.invalidate(account_id)
         return web.Response(status=204)
 
     async def get_secret(self, request: web.Request) -> web.Response:
         check_query(request, ())
         endpoint_id = _endpoint_id(request)
         async with self.ctx.pool.acquire() as conn:
-            secret = await repo.get_secret(conn, endpoint_id)
-        if secret is None:
-            raise _not_found(endpoint_id)
+            secret = await ops.reveal_secret(conn, endpoint_id)
         return _json({"secret": secret})
 
     async def rotate_secret(self, request: web.Request) -> web.Response:
         check_query(request, ())
         endpoint_id = _endpoint_id(request)
         grace_period_s = validate_rotate(await _read_optional_body(request))
-        secret = generate_secret()
         async with self.ctx.pool.acquire() as conn, conn.transaction():
-            account_id = await repo.rotate_secret(conn, endpoint_id, secret, grace_period_s,
-                                                  utcnow())
-            if account_id is None:
-                raise _not_found(endpoint_id)
-            await repo.notify_endpoints_changed(conn, account_id)
+            account_id, secret = await ops.rotate_endpoint_secret(conn, endpoint_id,
+                                                                  grace_period_s)
         self.cache.invalidate(account_id)
         return _json({"secret": secret})
 

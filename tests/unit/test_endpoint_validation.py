@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from services.ingest.endpoint_validation import (
+from shared.adapters.dns import ResolutionFailed
+from shared.core.errors import InvalidRequest
+from shared.endpoints.validation import (
     DEFAULT_GRACE_PERIOD_S,
     EndpointSpec,
     check_url_target,
@@ -15,8 +17,6 @@ from services.ingest.endpoint_validation import (
     validate_patch,
     validate_rotate,
 )
-from shared.adapters.dns import ResolutionFailed
-from shared.core.errors import InvalidRequest
 
 URL = "https://hooks.example.com/in"
 

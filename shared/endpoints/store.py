@@ -14,9 +14,9 @@ from typing import Any
 
 import asyncpg
 
-from services.ingest.endpoint_validation import EndpointSpec
 from shared.adapters.pg.notify import ENDPOINTS_CHANNEL as ENDPOINTS_CHANNEL
 from shared.adapters.pg.notify import notify_endpoints_changed as notify_endpoints_changed
+from shared.endpoints.validation import EndpointSpec
 
 MANUAL_DISABLED_REASON = "manual"
 
