@@ -18,6 +18,9 @@ Fixtures (scope: meaning):
   full environment for a service (see ``ServiceEnvFactory``).
 - ``run_service`` (function): a factory ``run_service(name, env=None, *, wait=True)`` that
   starts ``services.<name>``, waits for ``/healthz`` and stops it at the end of the test.
+- ``real_kafka`` (function): a factory ``real_kafka(nodes=1)`` that starts a real Apache Kafka
+  3.3.1 cluster (``tests.support.real_kafka.RealKafkaCluster``, 1 or 3 nodes, random free
+  ports, state under the test's tmp dir) and stops it at the end of the test (and at exit).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import pytest_asyncio
 from deploy.embedded.ports import free_port
 from deploy.embedded.services import ServiceName, ServiceProcess, start_service
 from deploy.embedded.stack import EmbeddedStack
+from tests.support.real_kafka import RealKafkaCluster
 
 TEST_API_KEY = "test-key"
 TEST_ADMIN_OPERATOR = "admin"
@@ -238,3 +242,38 @@ def assert_stops_cleanly(proc: subprocess.Popen[str], children: list[int],
     assert proc.wait(timeout=timeout_s) == 0
     assert "stopped: no child process left running" in read_until(proc, "stopped:")
     assert not [pid for pid in children if procs.pid_alive(pid)]
+
+
+class RealKafkaFactory(Protocol):
+    """Signature of the ``real_kafka`` fixture's factory."""
+
+    def __call__(self, nodes: int = 1) -> RealKafkaCluster: ...
+
+
+@pytest.fixture
+def real_kafka(tmp_path: Path) -> Iterator[RealKafkaFactory]:
+    """Factory ``real_kafka(nodes=1)``: start a real Apache Kafka cluster (1 or 3 nodes) on free
+    random ports with its state in ``tmp_path/kafka-<n>`` and return it once it is usable
+    (``cluster.bootstrap``). Every cluster it started is stopped when the test ends (and by
+    ``atexit`` if the process exits first). Fails, never skips, when the distribution or Java
+    is missing: see ``tests.support.real_kafka``.
+    """
+    started: list[RealKafkaCluster] = []
+
+    def start(nodes: int = 1) -> RealKafkaCluster:
+        cluster = RealKafkaCluster(state_dir=tmp_path / f"kafka-{len(started)}", nodes=nodes)
+        started.append(cluster)
+        cluster.start()
+        return cluster
+
+    try:
+        yield start
+    finally:
+        errors: list[Exception] = []
+        for cluster in reversed(started):
+            try:
+                cluster.stop()
+            except Exception as exc:  # stop the others even if one fails
+                errors.append(exc)
+        if errors:
+            raise errors[0]
