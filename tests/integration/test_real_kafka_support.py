@@ -26,8 +26,8 @@ async def _round_trip(bootstrap: str, topic: str) -> bytes:
     await consumer.start()
     try:
         record = await asyncio.wait_for(consumer.getone(), timeout=30)
-        assert record.value is not None
-        return record.value
+        value: bytes = record.value
+        return value
     finally:
         await consumer.stop()
 
