@@ -58,8 +58,9 @@ WITH ev AS (
     SELECT e.*, coalesce(f.n, 0) AS n FROM ev e LEFT JOIN fanout f ON f.event_idx = e.idx
      WHERE e.idem_key IS NULL OR e.id IN (SELECT event_id FROM claimed)
 ), new_events AS (
-    INSERT INTO events (id, account_id, type, ordering_key, body, created_at, delivery_count)
-    SELECT id, account_id, type, ordering_key, body, $13, n FROM accepted
+    INSERT INTO events (id, account_id, type, ordering_key, body, created_at, delivery_count,
+                        idempotency_key)
+    SELECT id, account_id, type, ordering_key, body, $13, n, btrim(idem_key, ' ') FROM accepted
 ), dl AS (
     SELECT p.pidx, p.delivery_id, p.endpoint_id, a.id AS event_id, a.account_id,
            a.ordering_key, a.ordering_key_json
