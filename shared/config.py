@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from shared.config_kafka import KafkaSecurity, load_kafka_security
 from shared.core.errors import ConfigError
 from shared.core.retry import parse_schedule
 
@@ -119,6 +120,8 @@ class CommonSettings:
     allow_private_targets: bool
     kafka_partitions: int
     db_pool_size: int
+    kafka_replication_factor: int
+    kafka_security: KafkaSecurity
 
 
 def load_common(env: Mapping[str, str]) -> CommonSettings:
@@ -139,6 +142,33 @@ def load_common(env: Mapping[str, str]) -> CommonSettings:
         allow_private_targets=env_bool(env, "POSTWIRE_ALLOW_PRIVATE_TARGETS", False),
         kafka_partitions=env_int(env, "POSTWIRE_KAFKA_PARTITIONS", 16, 1, 1024),
         db_pool_size=env_int(env, "POSTWIRE_DB_POOL_SIZE", 10, 2, 200),
+        kafka_replication_factor=env_int(env, "POSTWIRE_KAFKA_REPLICATION_FACTOR", 1, 1, 32),
+        kafka_security=load_kafka_security(env),
+    )
+
+
+@dataclass(frozen=True)
+class KafkaTopicSettings:
+    """What ``postwire topics`` needs: where Kafka is, how to connect, the topics' layout."""
+
+    bootstrap: str
+    topic_prefix: str
+    partitions: int
+    replication_factor: int
+    security: KafkaSecurity
+
+
+def load_kafka_topic_settings(env: Mapping[str, str]) -> KafkaTopicSettings:
+    """The Kafka variables of :func:`load_common` alone (no database needed); raises
+    ConfigError naming the bad one."""
+    return KafkaTopicSettings(
+        bootstrap=_parsed(env, "POSTWIRE_KAFKA_BOOTSTRAP", None, _parse_bootstrap,
+                          "comma-separated host:port pairs"),
+        topic_prefix=_parsed(env, "POSTWIRE_TOPIC_PREFIX", "postwire.", _parse_prefix,
+                             "letters, digits, '.', '_' or '-'"),
+        partitions=env_int(env, "POSTWIRE_KAFKA_PARTITIONS", 16, 1, 1024),
+        replication_factor=env_int(env, "POSTWIRE_KAFKA_REPLICATION_FACTOR", 1, 1, 32),
+        security=load_kafka_security(env),
     )
 
 

@@ -28,6 +28,7 @@ from aiokafka.errors import KafkaError
 from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.pipeline import Pipeline
 from services.dispatcher.settings import DispatcherSettings
+from shared.adapters.kafka.security import client_options
 from shared.adapters.kafka.topics import DELIVERIES, ensure_topics, topic_name
 from shared.core.delivery_message import decode_delivery_message
 from shared.core.errors import ConfigError
@@ -110,11 +111,14 @@ class DeliveryConsumer:
             heartbeat_interval_ms=max(100, min(1000, session_ms // 3)),
             request_timeout_ms=15000,
             max_poll_interval_ms=300000, retry_backoff_ms=200, max_partition_fetch_bytes=1 << 20,
+            **client_options(self._settings.common.kafka_security),
         )
 
     async def _session(self) -> None:
         common = self._settings.common
-        await ensure_topics(common.kafka_bootstrap, common.topic_prefix, common.kafka_partitions)
+        await ensure_topics(common.kafka_bootstrap, common.topic_prefix, common.kafka_partitions,
+                            replication_factor=common.kafka_replication_factor,
+                            security=common.kafka_security)
         consumer = self._new_consumer()
         # A pattern, not a topic list: metadata requests then name no topic, so the consumer
         # never auto-creates the topic (Tansu does, and racing an explicit CreateTopics after
@@ -154,7 +158,9 @@ class DeliveryConsumer:
                 last_check = now
                 common = self._settings.common
                 await ensure_topics(common.kafka_bootstrap, common.topic_prefix,
-                                    common.kafka_partitions)
+                                    common.kafka_partitions,
+                                    replication_factor=common.kafka_replication_factor,
+                                    security=common.kafka_security)
 
     @staticmethod
     async def _fetch(consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]] | None:

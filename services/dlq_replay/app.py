@@ -52,7 +52,7 @@ async def make_app(settings: AdminSettings) -> web.Application:
     common = settings.common
     metrics = AdminMetrics()
     pool = await create_pool(common.database_url, max_size=common.db_pool_size)
-    publisher = KafkaPublisher(common.kafka_bootstrap, common.topic_prefix, common.kafka_partitions)
+    publisher = KafkaPublisher.from_settings(common)
     await publisher.start()
     flusher = OutboxFlusher(pool, publisher)
     relay = OutboxRelay(pool, publisher, on_backlog=metrics.outbox_backlog.set)

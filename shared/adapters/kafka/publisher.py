@@ -15,7 +15,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from shared.adapters.kafka.partitioning import partition_for
-from shared.adapters.kafka.topics import ensure_topics, topic_name
+from shared.adapters.kafka.security import client_options
+from shared.adapters.kafka.topics import TopicMismatch, ensure_topics, topic_name
+from shared.config import CommonSettings
+from shared.config_kafka import PLAINTEXT, KafkaSecurity
 from shared.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -38,25 +41,37 @@ class KafkaPublisher:
     """Owns one producer (acks=all, short linger, :func:`partition_for` as partitioner).
     Safe to share within a process."""
 
-    def __init__(self, bootstrap: str, prefix: str, partitions: int, linger_ms: int = 2) -> None:
+    def __init__(self, bootstrap: str, prefix: str, partitions: int, linger_ms: int = 2, *,
+                 replication_factor: int = 1, security: KafkaSecurity = PLAINTEXT) -> None:
         self._bootstrap = bootstrap
         self._prefix = prefix
         self._partitions = partitions
         self._linger_ms = linger_ms
+        self._replication_factor = replication_factor
+        self._security = security
         self._producer: AIOKafkaProducer | None = None
         self._topics_ok = False
         self._lock = asyncio.Lock()
 
+    @classmethod
+    def from_settings(cls, common: CommonSettings) -> KafkaPublisher:
+        """A publisher for the service's bootstrap, prefix, topic layout and security."""
+        return cls(common.kafka_bootstrap, common.topic_prefix, common.kafka_partitions,
+                   replication_factor=common.kafka_replication_factor,
+                   security=common.kafka_security)
+
     async def _ensure_started(self) -> AIOKafkaProducer:
         async with self._lock:
             if not self._topics_ok:
-                await ensure_topics(self._bootstrap, self._prefix, self._partitions)
+                await ensure_topics(self._bootstrap, self._prefix, self._partitions,
+                                    replication_factor=self._replication_factor,
+                                    security=self._security)
                 self._topics_ok = True
             if self._producer is None:
                 producer = AIOKafkaProducer(
                     bootstrap_servers=self._bootstrap, acks="all", linger_ms=self._linger_ms,
                     request_timeout_ms=10000, max_batch_size=512 * 1024, retry_backoff_ms=200,
-                    partitioner=partition_for,
+                    partitioner=partition_for, **client_options(self._security),
                 )
                 try:
                     await producer.start()
@@ -67,9 +82,15 @@ class KafkaPublisher:
             return self._producer
 
     async def start(self) -> None:
-        """Try to connect now; an unreachable broker is logged, not fatal (sends retry)."""
+        """Try to connect now; an unreachable broker is logged, not fatal (sends retry).
+
+        Raises TopicMismatch when existing topics differ from the settings: the service must
+        not start then, nor when a TLS file cannot be loaded (ConfigError)."""
+        client_options(self._security)
         try:
             await self._ensure_started()
+        except TopicMismatch:
+            raise
         except (KafkaError, OSError, ConfigError) as exc:
             log.warning("kafka not reachable at start: %s", exc)
 
