@@ -63,6 +63,14 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{_encode(_GENERATOR.next())}"
 
 
+def lowest_id_at(prefix: str, unix_ms: int) -> str:
+    """The smallest id of ``prefix`` made at or after ``unix_ms``: ``id >= lowest_id_at(...)``
+    selects rows created since then through the primary key (ids sort by creation time)."""
+    if prefix not in PREFIXES:
+        raise ValueError(f"unknown id prefix {prefix!r}")
+    return f"{prefix}_{_encode(max(0, unix_ms) << 80)}"
+
+
 def is_valid_id(value: str, prefix: str) -> bool:
     """True when ``value`` is ``<prefix>_`` followed by 26 Crockford base32 characters."""
     head, sep, body = value.partition("_")
