@@ -109,18 +109,23 @@ async def make_app(settings: DispatcherSettings) -> web.Application:
     relay = OutboxRelay(pool, publisher, on_backlog=metrics.outbox_backlog.set)
     client = WebhookClient(timeout_s=settings.delivery_timeout_s,
                            allow_private=common.allow_private_targets,
-                           max_connections=settings.concurrency)
+                           max_connections=settings.concurrency,
+                           denied_ports=settings.denied_target_ports)
     owner = lease_owner_name()
     claims = ClaimStore(pool, owner, claim_config(settings))
     pipeline = Pipeline(settings, pool, owner, claims, client, flusher, metrics)
-    consumer = DeliveryConsumer(settings, pipeline, metrics)
     republisher = Republisher(
         pool, flusher.submit, metrics, scheduler_interval_s=settings.scheduler_interval_s,
         sweep_interval_s=settings.sweep_interval_s, sweep_stale_s=settings.sweep_stale_s)
+    consumer = DeliveryConsumer(settings, pipeline, metrics,
+                                on_log_lost=republisher.request_recovery)
 
     app = web.Application(middlewares=[metrics.http.middleware(), error_middleware])
     resources = _Resources(settings, pool, publisher, flusher, relay, client, pipeline,
                            consumer, republisher, metrics)
     app.cleanup_ctx.append(resources.run)
-    add_health_routes(app, [lambda: ping(pool), publisher.ping], metrics.registry)
+    async def consuming() -> str | None:
+        return consumer.readiness()
+
+    add_health_routes(app, [lambda: ping(pool), publisher.ping, consuming], metrics.registry)
     return app

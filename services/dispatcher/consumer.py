@@ -11,6 +11,15 @@
   after re-creating the topics, with backoff; a member without partitions re-creates the
   topics. It never exits because of the broker: Postgres is the
   record, and the sweeper re-publishes whatever the broker lost.
+- A log that went backwards (``recovery.py``): every ``RECOVERY_CHECK_S``, and at once after an
+  assignment changes or a commit is held back, the log end of every assigned partition is read
+  and compared with our position, our last commit and the highest end seen before (kept
+  across consumer sessions). A partition that went backwards is sought to its start (its
+  waiting messages and tracking dropped), and ``on_log_lost`` asks Postgres to re-announce
+  every open delivery whose message may be gone. No offset above a partition's known end is
+  ever committed. The same check measures the broker lag.
+- Readiness (``readiness``): ready only while a consumer is connected, owns partitions, is not
+  stalled in a rebalance and could read their log ends within ``READY_STALE_S``.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -27,6 +37,13 @@ from aiokafka.errors import KafkaError
 
 from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.pipeline import Pipeline
+from services.dispatcher.recovery import (
+    Backwards,
+    PartitionView,
+    cap_commits,
+    merge_seen_ends,
+    plan_recovery,
+)
 from services.dispatcher.settings import DispatcherSettings
 from shared.adapters.kafka.security import client_options
 from shared.adapters.kafka.topics import DELIVERIES, ensure_topics, topic_name
@@ -40,6 +57,10 @@ UNASSIGNED_RECHECK_S = 1.0     # no partitions this long: make sure the topics e
 FETCH_STALL_S = 2.0            # a fetch this long is waiting on a rebalance...
 STALL_RESTART_S = 15.0         # ...and stalled this long in all: re-create the consumer
 MAX_COMMIT_FAILURES = 10       # consecutive failed commits: the member's view is stale
+RECOVERY_CHECK_S = 1.0         # how often log ends are read (log went backwards? lag?)
+CHECK_TIMEOUT_S = 3.0          # a log-end read slower than this counts as failed
+READY_STALE_S = 5.0            # not ready when log ends could not be read for this long
+READY_STALL_S = 3.0            # not ready while fetches have stalled this long
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -57,11 +78,20 @@ class DeliveryConsumer:
     """Feeds a :class:`Pipeline`; ``run`` until ``stop``."""
 
     def __init__(self, settings: DispatcherSettings, pipeline: Pipeline,
-                 metrics: DispatcherMetrics) -> None:
+                 metrics: DispatcherMetrics, on_log_lost: Callable[[], None]) -> None:
         self._settings = settings
         self._pipeline = pipeline
         self._metrics = metrics
+        self._on_log_lost = on_log_lost
         self._consumer: AIOKafkaConsumer | None = None
+        self._seen_ends: dict[TopicPartition, int] = {}   # highest end seen, across sessions
+        self._ends: dict[TopicPartition, int] = {}        # ends at the last check (this session)
+        self._checked_assignment: frozenset[TopicPartition] = frozenset()
+        self._check_due = True
+        self._last_check = 0.0
+        self._check_ok_at = 0.0
+        self._assigned = 0
+        self._stalled_since: float | None = None
         self._stop_fetch = asyncio.Event()
         self._closing = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -116,6 +146,8 @@ class DeliveryConsumer:
 
     async def _session(self) -> None:
         common = self._settings.common
+        self._ends = {}
+        self._check_due = True
         await ensure_topics(common.kafka_bootstrap, common.topic_prefix, common.kafka_partitions,
                             replication_factor=common.kafka_replication_factor,
                             security=common.kafka_security)
@@ -147,7 +179,9 @@ class DeliveryConsumer:
                 for tp, records in (batches or {}).items():
                     self._accept(tp, records)
             await self._maybe_commit(consumer)
+            await self._maybe_check(consumer)
             now = time.monotonic()
+            self._stalled_since = None if not stalled else healthy_since
             if not stalled:
                 healthy_since = now
             elif now - healthy_since > STALL_RESTART_S:
@@ -192,13 +226,16 @@ class DeliveryConsumer:
             return
         self._last_commit = now
         assigned = set(consumer.assignment())
+        self._assigned = len(assigned)
         self._metrics.assigned_partitions.set(len(assigned))
         await self._commit(consumer, assigned)
-        self._observe_lag(consumer, assigned)
 
     async def _commit(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> None:
         tracker = self._pipeline.tracker
-        offsets = tracker.committable(set(partitions))
+        offsets, held = cap_commits(tracker.committable(set(partitions)), self._ends)
+        if held:
+            self._check_due = True  # above the log end: the log went backwards, check now
+            log.warning("not committing %d partitions above their log end", len(held))
         if not offsets:
             return
         try:
@@ -212,14 +249,88 @@ class DeliveryConsumer:
                 self._commit_failures = 0
                 raise ConfigError("offset commits keep failing; re-joining the group") from exc
 
-    def _observe_lag(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
-        lag = 0
-        for tp in assigned & set(consumer.assignment()):  # a rebalance may have run meanwhile
-            high = consumer.highwater(tp)
-            position = self._pipeline.tracker.position(tp)
-            if high is not None and position is not None:
-                lag += max(0, high - position)
-        self._metrics.consumer_lag.set(lag)
+    async def _maybe_check(self, consumer: AIOKafkaConsumer) -> None:
+        """Run :meth:`_check` when due: every ``RECOVERY_CHECK_S``, after the assignment
+        changed, or when a commit was held back. A failed read is retried at the next turn."""
+        now = time.monotonic()
+        assigned = frozenset(consumer.assignment())
+        if assigned != self._checked_assignment:
+            self._check_due = True
+        if not assigned or self._stop_fetch.is_set():
+            return
+        if not self._check_due and now - self._last_check < RECOVERY_CHECK_S:
+            return
+        self._last_check = now
+        try:
+            await asyncio.wait_for(self._check(consumer, assigned), timeout=CHECK_TIMEOUT_S)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.info("reading log ends failed (%s: %s); will retry", type(exc).__name__, exc)
+            return
+        self._check_due = False
+        self._checked_assignment = assigned
+        self._check_ok_at = time.monotonic()
+
+    async def _check(self, consumer: AIOKafkaConsumer, assigned: frozenset[TopicPartition]) -> None:
+        """Read the log ends of ``assigned``; rewind partitions whose log went backwards,
+        request the re-announcement of lost deliveries, and set the broker lag."""
+        tracker = self._pipeline.tracker
+        ends: dict[TopicPartition, int] = dict(await consumer.end_offsets(list(assigned)))
+        positions: dict[TopicPartition, int | None] = {}
+        for tp in ends:
+            position = await consumer.position(tp)
+            seen = tracker.position(tp)
+            positions[tp] = max(position, seen) if seen is not None else position
+        views = {tp: PartitionView(end=end, position=positions[tp],
+                                   committed=tracker.committed(tp),
+                                   previous_end=self._seen_ends.get(tp))
+                 for tp, end in ends.items()}
+        went_back = frozenset(tracker.take_went_back())
+        plan = plan_recovery(views, read_below_position=went_back)
+        for tp in went_back:
+            self._metrics.log_resets.labels(Backwards.READ_BELOW_POSITION.value).inc()
+            log.warning("log of %s went backwards (%s)", tp, Backwards.READ_BELOW_POSITION.value)
+        for tp, reason in plan.rewind.items():
+            self._metrics.log_resets.labels(reason.value).inc()
+            log.warning("log of %s went backwards (%s: end %d, position %s, committed %s, "
+                        "end seen before %s); rewinding to its start", tp, reason.value,
+                        ends[tp], positions[tp], tracker.committed(tp), self._seen_ends.get(tp))
+        rewound = {tp for tp in plan.rewind if isinstance(tp, TopicPartition)}
+        if rewound:
+            await self._rewind(consumer, rewound)
+        if plan.reannounce:
+            self._on_log_lost()
+        self._seen_ends = merge_seen_ends(self._seen_ends, ends, rewound)
+        self._ends = ends
+        lag = sum(max(0, end - (0 if tp in rewound else (positions[tp] or 0)))
+                  for tp, end in ends.items())
+        self._metrics.set_broker_lag(lag)
+
+    async def _rewind(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> None:
+        """Seek ``partitions`` to their start, forget their waiting messages and tracking, and
+        commit the start so no member resumes above the end."""
+        self._pipeline.revoke(partitions)
+        self._pipeline.tracker.drop(set(partitions))
+        await consumer.seek_to_beginning(*partitions)
+        starts = await consumer.beginning_offsets(list(partitions))
+        try:
+            await consumer.commit(dict(starts))
+        except KafkaError as exc:
+            log.info("committing the start of rewound partitions failed (%s)", exc)
+
+    def readiness(self) -> str | None:
+        """None while the consumer has a working assignment; otherwise why not (``kafka: ...``)."""
+        now = time.monotonic()
+        if self._closing.is_set() or self._stop_fetch.is_set():
+            return "kafka: consumer stopping"
+        if self._consumer is None:
+            return "kafka: consumer not connected"
+        if self._stalled_since is not None and now - self._stalled_since > READY_STALL_S:
+            return "kafka: consumer stalled in a group rebalance"
+        if not self._assigned:
+            return "kafka: no partitions assigned to this dispatcher"
+        if now - self._check_ok_at > READY_STALE_S:
+            return "kafka: the log ends of the assigned partitions cannot be read"
+        return None
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Rebalance: drop waiting work of ``revoked``, commit what is durable, stop tracking."""
@@ -228,6 +339,7 @@ class DeliveryConsumer:
             with contextlib.suppress(ConfigError):
                 await self._commit(self._consumer, revoked)
         self._pipeline.tracker.drop(set(revoked))
+        self._assigned = 0
         self._metrics.assigned_partitions.set(0)
         if revoked:
             log.info("revoked %d partitions", len(revoked))
@@ -238,5 +350,7 @@ class DeliveryConsumer:
         self._pipeline.revoke(None)
         self._pipeline.tracker.drop(None)
         self._consumer = None
+        self._assigned = 0
+        self._checked_assignment = frozenset()
         with contextlib.suppress(KafkaError, OSError, TimeoutError):
             await asyncio.wait_for(consumer.stop(), timeout=10)

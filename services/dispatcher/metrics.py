@@ -32,6 +32,8 @@ class DispatcherMetrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        self._broker_lag = 0
+        self._postgres_lag = 0
         self.http = HttpMetrics(r)
         self.attempts = Counter(
             "postwire_attempts_total", "Webhook attempts made, by decision and status class",
@@ -71,8 +73,23 @@ class DispatcherMetrics:
             "postwire_assigned_partitions", "Partitions of the deliveries topic this process owns",
             registry=r)
         self.consumer_lag = Gauge(
-            "postwire_consumer_lag", "Messages behind the log end on this process's partitions",
+            "postwire_consumer_lag",
+            "Work not yet picked up: messages behind the log end on this process's partitions"
+            " (postwire_consumer_lag_broker) plus open deliveries Postgres says are due and"
+            " unannounced (postwire_unannounced_deliveries, the same figure on every dispatcher)",
             registry=r)
+        self.broker_lag = Gauge(
+            "postwire_consumer_lag_broker",
+            "Messages behind the log end on this process's partitions", registry=r)
+        self.unannounced = Gauge(
+            "postwire_unannounced_deliveries",
+            "Open deliveries that are due but whose message is not (or may no longer be) on the"
+            " broker: due and never re-published, or announced before a log loss and not yet"
+            " re-announced", registry=r)
+        self.log_resets = Counter(
+            "postwire_log_resets_total",
+            "Partitions found with a log that went backwards (rewound to their start), by reason",
+            ["reason"], registry=r)
         self.scheduler_backlog = Gauge(
             "postwire_scheduler_backlog", "Parked deliveries that are due but not yet re-published",
             registry=r)
@@ -100,6 +117,18 @@ class DispatcherMetrics:
         self.consumer_restarts = Counter(
             "postwire_consumer_restarts_total", "Kafka consumer re-creations after broker trouble",
             registry=r)
+
+    def set_broker_lag(self, messages: int) -> None:
+        """This process's unread messages; ``postwire_consumer_lag`` is recomputed."""
+        self._broker_lag = messages
+        self.broker_lag.set(messages)
+        self.consumer_lag.set(self._broker_lag + self._postgres_lag)
+
+    def set_postgres_lag(self, deliveries: int) -> None:
+        """Due, unannounced open deliveries; ``postwire_consumer_lag`` is recomputed."""
+        self._postgres_lag = deliveries
+        self.unannounced.set(deliveries)
+        self.consumer_lag.set(self._broker_lag + self._postgres_lag)
 
     def set_endpoint_in_flight(self, counts: Mapping[str, int]) -> None:
         """Replace the per-endpoint gauge with the ``TOP_ENDPOINTS`` largest non-zero counts."""

@@ -46,11 +46,14 @@ class OffsetTracker:
     def __init__(self) -> None:
         self._parts: dict[Hashable, _Partition] = {}
         self._epoch = 0
+        self._went_back: set[Hashable] = set()
 
     def track(self, partition: Hashable, offset: int) -> Ticket:
         """Register a consumed message. An offset at or below one already seen means the log
         was reset (a broker that restarted empty): the partition starts a new epoch."""
         part = self._parts.get(partition)
+        if part is not None and offset <= part.high:
+            self._went_back.add(partition)
         if part is None or offset <= part.high:
             self._epoch += 1
             part = self._parts[partition] = _Partition(epoch=self._epoch)
@@ -103,6 +106,17 @@ class OffsetTracker:
         """One past the highest offset seen on ``partition`` (None before any)."""
         part = self._parts.get(partition)
         return None if part is None or part.high < 0 else part.high + 1
+
+    def committed(self, partition: Hashable) -> int | None:
+        """The offset last recorded by ``mark_committed`` for ``partition`` (None if none)."""
+        part = self._parts.get(partition)
+        return None if part is None else part.committed
+
+    def take_went_back(self) -> set[Hashable]:
+        """Partitions where ``track`` saw an offset at or below one already seen (the log was
+        reset under us) since the last call; the set is emptied."""
+        went_back, self._went_back = self._went_back, set()
+        return went_back
 
     def open_count(self) -> int:
         """How many tracked messages are not done yet."""

@@ -14,6 +14,13 @@ duplicate announcement is harmless: the claim step skips what is not claimable.
   since; (b) open deliveries with no lease that have not changed nor been announced for
   ``sweep_stale_s`` (their message was lost: a broker that restarted empty). Keyed deliveries
   only when they head their key; the rest follow when the head finishes.
+- Lost-log recovery (``request_recovery``, called by the consumer when the broker's log went
+  backwards): at once, every open, due, unleased delivery (head of its key) last announced
+  before that moment is announced again, in batches until none is left, instead of waiting for
+  the stale window. Requests arriving while one runs extend it to the later moment.
+- Lag: once a second, how many open deliveries Postgres says are due but not announced (the
+  scheduler's backlog, plus those still waiting for a lost-log re-announcement) goes to the
+  metrics, where it is added to the broker lag (``postwire_consumer_lag``).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 import asyncpg
 
@@ -92,6 +100,28 @@ SELECT count(*) FROM deliveries
 WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now() AND {_UNANNOUNCED}
 """
 
+# Announced (or created) before the moment the log was found to have gone backwards, so its
+# message may be gone; still open, due and unleased (an expired lease counts as none).
+_LOST_WHERE = f"""d.status IN ('pending', 'retrying')
+      AND coalesce(d.published_at, d.created_at) < $2
+      AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now())
+      AND (d.lease_until IS NULL OR d.lease_until <= now())
+      AND {_HEAD}"""
+
+_LOST_SQL = f"""
+WITH lost AS (
+    SELECT d.id FROM deliveries d
+    WHERE {_LOST_WHERE}
+    LIMIT $1
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE deliveries d SET published_at = now() FROM lost WHERE d.id = lost.id
+{_RETURNING}
+"""
+
+_LOST_COUNT_SQL = f"SELECT count(*) FROM deliveries d WHERE {_LOST_WHERE.replace('$2', '$1')}"
+LAG_INTERVAL_S = 1.0
+
 Publish = Callable[[list[int], list[Message]], None]
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
@@ -110,9 +140,13 @@ class Republisher:
         self._sweep_stale_s = sweep_stale_s
         self._batch = batch
         self._tasks: list[asyncio.Task[None]] = []
+        self._recover = asyncio.Event()
+        self._lost_cutoff: datetime | None = None  # database clock; set while one is pending
 
     def start(self) -> None:
         self._tasks = [
+            asyncio.create_task(self._recovery_loop(), name="lost-log-recovery"),
+            asyncio.create_task(self._lag_loop(), name="unannounced-lag"),
             asyncio.create_task(self._loop(self.schedule_once, self._scheduler_interval_s),
                                 name="scheduler"),
             asyncio.create_task(self._loop(self.sweep_once, self._sweep_interval_s),
@@ -125,6 +159,68 @@ class Republisher:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    def request_recovery(self) -> None:
+        """The broker's log went backwards: re-announce, at once and in the background, every
+        open delivery whose message may be lost (see the module docstring). Never blocks."""
+        self._recover.set()
+
+    @property
+    def recovering(self) -> bool:
+        """True from a recovery request until its re-announcement has committed."""
+        return self._recover.is_set() or self._lost_cutoff is not None
+
+    async def recover_lost_once(self) -> int:
+        """Run one recovery now: take the database's clock as the cutoff and announce every
+        lost candidate before it, batch after batch. Returns how many were announced."""
+        cutoff = await self._pool.fetchval("SELECT now()")
+        if self._lost_cutoff is None or cutoff > self._lost_cutoff:
+            self._lost_cutoff = cutoff
+        total = 0
+        while True:
+            count = await self._announce(_LOST_SQL, "log_lost", self._lost_cutoff)
+            total += count
+            if count < self._batch:
+                break
+        self._lost_cutoff = None
+        log.warning("log went backwards: re-announced %d open deliveries", total)
+        return total
+
+    async def _recovery_loop(self) -> None:
+        while True:
+            await self._recover.wait()
+            self._recover.clear()
+            try:
+                await self.recover_lost_once()
+            except _DB_ERRORS as exc:
+                log.warning("lost-log recovery: postgres unavailable (%s); retrying", exc)
+                self._recover.set()
+                await asyncio.sleep(0.5)
+            except Exception:  # a bug must not stop the loop that recovers lost work
+                log.exception("lost-log recovery crashed; retrying")
+                self._recover.set()
+                await asyncio.sleep(1.0)
+
+    async def unannounced_count(self) -> tuple[int, int]:
+        """(due but never announced since, waiting for a lost-log re-announcement)."""
+        backlog = int(await self._pool.fetchval(_BACKLOG_SQL) or 0)
+        cutoff = self._lost_cutoff
+        lost = 0
+        if cutoff is not None:
+            lost = int(await self._pool.fetchval(_LOST_COUNT_SQL, cutoff) or 0)
+        return backlog, lost
+
+    async def _lag_loop(self) -> None:
+        while True:
+            try:
+                backlog, lost = await self.unannounced_count()
+                self._metrics.scheduler_backlog.set(backlog)
+                self._metrics.set_postgres_lag(backlog + lost)
+            except _DB_ERRORS as exc:
+                log.debug("lag: postgres unavailable (%s)", exc)
+            except Exception:
+                log.exception("lag observation crashed; continuing")
+            await asyncio.sleep(LAG_INTERVAL_S)
 
     async def _announce(self, sql: str, cause: str, *args: object) -> int:
         async with self._pool.acquire() as conn, conn.transaction():
@@ -146,8 +242,6 @@ class Republisher:
         """Announce expired leases and stale deliveries (one batch each); returns how many."""
         count = await self._announce(_EXPIRED_SQL, "lease_expired")
         count += await self._announce(_STALE_SQL, "stale", self._sweep_stale_s)
-        backlog = await self._pool.fetchval(_BACKLOG_SQL)
-        self._metrics.scheduler_backlog.set(int(backlog or 0))
         return count
 
     async def _loop(self, step: Callable[[], Awaitable[int]], interval_s: float) -> None:
