@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -26,6 +27,7 @@ from shared.adapters.kafka.topics import (
     TopicState,
     sync_topics,
     topic_name,
+    unreachable_message,
 )
 from shared.cli.tables import render_table
 from shared.config import KafkaTopicSettings, load_kafka_topic_settings
@@ -62,8 +64,8 @@ async def _existing_only(settings: KafkaTopicSettings) -> list[TopicState] | Non
             await admin.start()
             names = set(await admin.list_topics())
     except (KafkaError, OSError, TimeoutError) as exc:
-        raise KafkaUnreachable(f"POSTWIRE_KAFKA_BOOTSTRAP: cannot reach Kafka at "
-                          f"{settings.bootstrap} ({exc!r})") from exc
+        raise KafkaUnreachable(unreachable_message(settings.bootstrap, settings.security,
+                                                   exc)) from exc
     finally:
         await admin.close()
     wanted = {topic_name(settings.topic_prefix, t) for t in LOGICAL_TOPICS}
@@ -78,6 +80,7 @@ async def _sync(settings: KafkaTopicSettings) -> list[TopicState]:
 
 def cmd_topics(args: argparse.Namespace) -> int:
     """Create or verify the topics; prints a table (or JSON) and returns the exit status."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # our one line says it all
     try:
         settings = load_kafka_topic_settings(os.environ)
     except ConfigError as exc:

@@ -58,6 +58,14 @@ class TopicState:
         return None
 
 
+def unreachable_message(bootstrap: str, security: KafkaSecurity, exc: BaseException) -> str:
+    """The one line that says Kafka could not be used (and that SASL credentials may be why)."""
+    credentials = (" or it refused POSTWIRE_KAFKA_SASL_USERNAME / POSTWIRE_KAFKA_SASL_PASSWORD"
+                   if security.uses_sasl else "")
+    return (f"POSTWIRE_KAFKA_BOOTSTRAP: cannot reach Kafka at {bootstrap}{credentials} "
+            f"({exc!r})")
+
+
 def topic_name(prefix: str, logical: str) -> str:
     """The physical topic for a logical one, e.g. ``postwire.deliveries``."""
     return f"{prefix}{logical}"
@@ -94,9 +102,7 @@ async def sync_topics(bootstrap: str, prefix: str, partitions: int,
             await admin.start()
             states = await _ensure(admin, prefix, partitions, replication_factor)
     except (KafkaError, OSError, TimeoutError) as exc:
-        raise KafkaUnreachable(
-            f"POSTWIRE_KAFKA_BOOTSTRAP: cannot reach Kafka at {bootstrap} ({exc!r})"
-        ) from exc
+        raise KafkaUnreachable(unreachable_message(bootstrap, security, exc)) from exc
     finally:
         await admin.close()
     return states
