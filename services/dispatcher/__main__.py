@@ -9,6 +9,7 @@ from aiohttp import web
 
 from services.dispatcher.app import make_app
 from services.dispatcher.settings import load_dispatcher_settings
+from shared.config_http import load_http_settings
 from shared.core.errors import ConfigError
 from shared.http.server import run_service
 from shared.logging import configure_logging
@@ -21,6 +22,7 @@ def main() -> None:
     configure_logging("dispatcher", level if level in _LEVELS else "INFO")
     try:
         settings = load_dispatcher_settings(os.environ)
+        http = load_http_settings(os.environ, settings.common.host)
     except ConfigError as exc:
         print(f"postwire dispatcher: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -28,7 +30,7 @@ def main() -> None:
     async def factory() -> web.Application:
         return await make_app(settings)
 
-    run_service("dispatcher", factory, settings.common.host, settings.port)
+    run_service("dispatcher", factory, settings.common.host, settings.port, http)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared.config import CommonSettings, env_float, env_int, env_str, load_common
+from shared.config_http import load_denied_target_ports
 from shared.core.backoff import BackoffPolicy
 from shared.core.errors import ConfigError
 from shared.core.retry import RetryFloors
@@ -38,6 +39,7 @@ class DispatcherSettings:
     kafka_session_timeout_ms: int      # group membership; a dead member is noticed after this
     outcome_batch_max: int             # group commit closes at this many outcomes...
     outcome_batch_wait_ms: int         # ...or this long after the first one arrived
+    denied_target_ports: frozenset[int] = frozenset()  # never connect to these ports
 
     @property
     def delivery_timeout_s(self) -> float:
@@ -65,6 +67,7 @@ def load_dispatcher_settings(env: Mapping[str, str]) -> DispatcherSettings:
     common = load_common(env)
     return DispatcherSettings(
         common=common,
+        denied_target_ports=load_denied_target_ports(env),
         port=env_int(env, "POSTWIRE_DISPATCHER_PORT", 8081, 1, 65535),
         group_id=env_str(env, "POSTWIRE_DISPATCHER_GROUP", f"{common.topic_prefix}dispatcher"),
         backoff=_backoff(env),

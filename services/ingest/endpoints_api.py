@@ -12,7 +12,8 @@ Routes (all behind the ingest API key)::
 
 A malformed or unknown id, or a deleted endpoint, is a 404. Every change notifies the other
 processes' endpoint caches inside its transaction and invalidates this process's cache after
-commit. URLs pass the SSRF guard (:func:`check_url_target`) on create and on a URL patch.
+commit. URLs pass the SSRF guard (:func:`check_url_target`) on create, on a URL patch and on
+re-enabling (``{"enabled": true}`` checks the stored URL again).
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ class _Handlers:
 
     async def _check_url(self, request: web.Request, url: str) -> None:
         await check_url_target(url, allow_private=self.ctx.settings.common.allow_private_targets,
-                               resolve=request.app[ENDPOINT_RESOLVER])
+                               resolve=request.app[ENDPOINT_RESOLVER],
+                               denied_ports=self.ctx.settings.denied_target_ports)
 
     async def create(self, request: web.Request) -> web.Response:
         check_query(request, ())
@@ -114,6 +116,12 @@ class _Handlers:
         changes = validate_patch(await read_json_object(request, MAX_BODY_BYTES))
         if "url" in changes:
             await self._check_url(request, changes["url"])
+        elif changes.get("enabled") is True:
+            # re-enabling sends to the stored URL again: it must pass today's guard (it may
+            # predate the guard or a stricter setting, or its name may now resolve privately)
+            async with self.ctx.pool.acquire() as conn:
+                current = await ops.fetch_endpoint(conn, endpoint_id)
+            await self._check_url(request, current["url"])
         async with self.ctx.pool.acquire() as conn, conn.transaction():
             row = await ops.patch_endpoint(conn, endpoint_id, changes)
         self.cache.invalidate(row["account_id"])

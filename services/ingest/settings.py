@@ -12,6 +12,7 @@ from shared.config import (
     parse_api_keys,
     refuse_shared_credentials,
 )
+from shared.config_http import load_denied_target_ports
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class IngestSettings:
     api_keys: tuple[str, ...]
     batch_max_events: int          # a group commit closes at this many events...
     batch_max_wait_ms: int         # ...or this long after its first event arrived
+    denied_target_ports: frozenset[int] = frozenset()  # endpoint URLs may not use these
 
 
 def load_ingest_settings(env: Mapping[str, str]) -> IngestSettings:
@@ -34,4 +36,5 @@ def load_ingest_settings(env: Mapping[str, str]) -> IngestSettings:
         api_keys=parse_api_keys(env),
         batch_max_events=env_int(env, "POSTWIRE_INGEST_BATCH_MAX_EVENTS", 500, 1, 5000),
         batch_max_wait_ms=env_int(env, "POSTWIRE_INGEST_BATCH_MAX_WAIT_MS", 2, 0, 1000),
+        denied_target_ports=load_denied_target_ports(env),
     )

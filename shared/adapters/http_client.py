@@ -9,7 +9,9 @@ SSRF guard at connect time: unless private targets are allowed, every address a 
 resolves to is checked with :func:`shared.core.ssrf.is_forbidden_address` inside the
 connector's resolver, i.e. for the very addresses the socket will connect to (a name that
 re-binds to a private address after the endpoint was validated is still refused). IP-literal
-hosts never reach a resolver, so they are checked before the request.
+hosts never reach a resolver, so they are checked before the request, on the host yarl
+normalises the URL to (the one aiohttp connects to, not the URL's raw text). Ports in
+``denied_ports`` are refused before the request whether or not private targets are allowed.
 
 :meth:`WebhookClient.post` never raises for a delivery problem: it returns an
 :class:`HttpOutcome` whose ``failure`` names the class (timeout, connection, dns, tls,
@@ -25,13 +27,12 @@ import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from shared.core.retry import FailureKind
-from shared.core.ssrf import forbidden_reason, parse_host_literal
+from shared.core.ssrf import connect_block_reason, forbidden_reason
 
 MAX_BODY_BYTES = 64 * 1024
 _READ_CHUNK = 16 * 1024
@@ -78,15 +79,13 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
-def literal_host_block(url: str) -> str | None:
-    """Why ``url``'s host, if it is an IP literal, must not be contacted; else None."""
-    try:
-        host = urlsplit(url).hostname
-    except ValueError:
-        return None
-    literal = parse_host_literal(host) if host else None
-    reason = forbidden_reason(literal) if literal is not None else None
-    return None if reason is None else f"host {host} is a {reason} address"
+def literal_host_block(url: str, denied_ports: frozenset[int] = frozenset(), *,
+                       allow_private: bool = False) -> str | None:
+    """Why ``url`` must not be contacted, judged before any connection on the host and port
+    aiohttp will really use (yarl's normalised host: full-width digits are folded to ``127.0.0.1``,
+    which aiohttp then treats as an IP literal and never resolves); else None. See
+    :func:`shared.core.ssrf.connect_block_reason`."""
+    return connect_block_reason(url, denied_ports, allow_private=allow_private)
 
 
 def _cause_chain(exc: BaseException) -> list[BaseException]:
@@ -123,9 +122,11 @@ class WebhookClient:
     """Sends webhook POSTs. Create in a running loop; ``close`` once at shutdown."""
 
     def __init__(self, *, timeout_s: float, allow_private: bool, max_connections: int = 0,
-                 max_body_bytes: int = MAX_BODY_BYTES) -> None:
+                 max_body_bytes: int = MAX_BODY_BYTES,
+                 denied_ports: frozenset[int] = frozenset()) -> None:
         self.timeout_s = timeout_s
         self.allow_private = allow_private
+        self.denied_ports = denied_ports
         self.max_body_bytes = max_body_bytes
         resolver: AbstractResolver = (aiohttp.ThreadedResolver() if allow_private
                                       else GuardedResolver())
@@ -146,7 +147,7 @@ class WebhookClient:
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpOutcome:
         """POST ``body`` to ``url``; never raises except CancelledError."""
         start = time.perf_counter()
-        blocked = None if self.allow_private else literal_host_block(url)
+        blocked = literal_host_block(url, self.denied_ports, allow_private=self.allow_private)
         if blocked is not None:
             return HttpOutcome(None, FailureKind.SSRF_BLOCKED, blocked, b"", None, 0)
         try:

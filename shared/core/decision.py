@@ -16,7 +16,7 @@ from typing import Literal
 
 from shared.core.retry import FailureKind, RetryFloors, next_delay
 
-DeadReason = Literal["retries_exhausted", "non_retryable_status", "gone"]
+DeadReason = Literal["retries_exhausted", "non_retryable_status", "gone", "ssrf_blocked"]
 EXCERPT_LIMIT_BYTES = 1024
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 
@@ -105,7 +105,9 @@ def decide(
     ``attempts_made_in_round`` counts the attempts of the current round (a replay starts a new
     round), including the one in ``result``. A Retry-After is honoured only on 429 and 503.
     410 is Dead("gone") and disables the endpoint; any other non-retryable 4xx is
-    Dead("non_retryable_status"); a retryable failure after the schedule's last attempt is
+    Dead("non_retryable_status"); a target the SSRF guard refused is Dead("ssrf_blocked") at
+    once (private address, loopback name or denied port: retrying cannot change that); a
+    retryable failure after the schedule's last attempt is
     Dead("retries_exhausted"). Raises ValueError on inconsistent input (see :func:`classify`,
     :func:`next_delay`).
     """
@@ -116,6 +118,8 @@ def decide(
         return Dead("gone", disable_endpoint=True)
     if kind is FailureKind.NON_RETRYABLE_STATUS:
         return Dead("non_retryable_status")
+    if kind is FailureKind.SSRF_BLOCKED:
+        return Dead("ssrf_blocked")
     retry_after = (
         result.retry_after_s
         if result.failure is None and result.status_code in RETRY_AFTER_STATUSES

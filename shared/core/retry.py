@@ -43,8 +43,10 @@ class FailureKind(Enum):
 
     @property
     def retryable(self) -> bool:
-        """True when the delivery should be tried again while the schedule lasts."""
-        return self not in (FailureKind.NON_RETRYABLE_STATUS, FailureKind.GONE)
+        """True when the delivery should be tried again while the schedule lasts. A target
+        the SSRF guard refused is not: the guard would refuse it again on every attempt."""
+        return self not in (FailureKind.NON_RETRYABLE_STATUS, FailureKind.GONE,
+                            FailureKind.SSRF_BLOCKED)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ import re
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
+from yarl import URL
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAX_URL_LENGTH = 2048
@@ -58,6 +60,17 @@ _V6_RANGES: tuple[tuple[ipaddress.IPv6Network, str], ...] = tuple(
         ("2001::/23", "IETF protocol assignment (incl. Teredo)"),
         ("3fff::/20", "documentation"),
     )
+)
+
+# Ports a webhook may not target by default: the Fetch standard's "bad ports" (mail, shell,
+# file sharing, ...) plus the usual datastores and control planes (Docker, etcd, Kubernetes,
+# MySQL, Postgres, CouchDB, Redis, Kafka, Elasticsearch, memcached, MongoDB).
+DEFAULT_DENIED_TARGET_PORTS = (
+    "1,7,9,11,13,15,17,19,20,21,22,23,25,37,42,43,53,69,77,79,87,95,101-104,109-111,113,115,"
+    "117,119,123,135,137,139,143,161,179,389,427,465,512-515,526,530-532,540,548,554,556,563,"
+    "587,601,636,989,990,993,995,1719,1720,1723,2049,3659,4045,4190,5060,5061,6000,6566,"
+    "6665-6669,6697,10080,"
+    "2375,2376,2379,2380,3306,5432,5984,6379,6443,9092,9200,9300,11211,27017"
 )
 
 _V4_PART_RE = re.compile(r"0[xX][0-9a-fA-F]*|[0-9]+")
@@ -250,3 +263,89 @@ def validate_endpoint_url(url: str) -> str | None:
     if not host:
         return "url must have a host"
     return _host_error(host, bracketed=parts.netloc.startswith("["))
+
+
+def parse_port_set(text: str) -> frozenset[int]:
+    """``"22,25,6000-6010"`` as a set of ports; ``"none"`` is the empty set.
+
+    Raises ValueError naming the first entry that is not a port or an ascending range of ports.
+    """
+    if text.strip().lower() == "none":
+        return frozenset()
+    ports: set[int] = set()
+    for part in text.split(","):
+        item = part.strip()
+        low, dash, high = item.partition("-")
+        bounds = (low, high) if dash else (low, low)
+        if not all(b.isascii() and b.isdigit() and len(b) <= 5 for b in bounds):
+            raise ValueError(f"port entry {item!r} is not a port or a range like 6000-6010")
+        first, last = int(bounds[0]), int(bounds[1])
+        if not 1 <= first <= last <= 65535:
+            raise ValueError(f"port entry {item!r} is outside 1..65535 or not ascending")
+        ports.update(range(first, last + 1))
+    return frozenset(ports)
+
+
+def connect_target(url: str) -> tuple[str, int]:
+    """The host and port an HTTP client (aiohttp, through yarl) will connect to for ``url``.
+
+    The host is yarl's normalised ASCII form: Unicode digits and full stops folded (the
+    full-width or ideographic-full-stop spellings of ``127.0.0.1`` give ``127.0.0.1``), names
+    IDNA-encoded and lower-cased, IPv6 without brackets. Raises ValueError when ``url`` has no
+    usable host.
+    """
+    parsed = URL(url)
+    host = parsed.raw_host
+    port = parsed.port
+    if not host or port is None:
+        raise ValueError("url has no host")
+    return host, port
+
+
+def canonical_endpoint_url(url: str) -> str:
+    """``url`` with its scheme lower-cased and its host in the form a connection uses.
+
+    The host becomes what :func:`connect_target` gives, and an IPv4 literal in any inet_aton
+    form (``0x7f.1``, ``2130706433``) becomes dotted-quad; an explicit port is kept, as a plain
+    number; path, query and everything else are kept byte for byte. Stored URLs are in this
+    form, so what was validated is what the dispatcher connects to. ``url`` must already be a
+    valid endpoint URL (:func:`validate_endpoint_url`); raises ValueError otherwise.
+    """
+    parts = urlsplit(url)
+    host, _ = connect_target(url)
+    literal = parse_host_literal(host)
+    if isinstance(literal, ipaddress.IPv4Address):
+        host = str(literal)
+    elif ":" in host:
+        host = f"[{host}]"
+    explicit = parts.port
+    port = f":{explicit}" if explicit is not None else ""
+    scheme = parts.scheme.lower()
+    rest = url[len(parts.scheme) + 3 + len(parts.netloc):]
+    return f"{scheme}://{host}{port}{rest}"
+
+
+def connect_block_reason(url: str, denied_ports: frozenset[int] = frozenset(), *,
+                         allow_private: bool = False) -> str | None:
+    """Why the connection for ``url`` must not be made, judged on the host the client will
+    really connect to (:func:`connect_target`); None when nothing is wrong yet.
+
+    Refuses a port in ``denied_ports`` and a URL the client could not parse (fails closed);
+    unless ``allow_private``, also a non-public IP literal (in any form) and a ``localhost``
+    name. A host name is left to the resolver-time check, which sees the resolved addresses.
+    """
+    try:
+        host, port = connect_target(url)
+    except ValueError:
+        return "url has no valid host"
+    if port in denied_ports:
+        return f"port {port} is not allowed (see POSTWIRE_DENIED_TARGET_PORTS)"
+    if allow_private:
+        return None
+    literal = parse_host_literal(host)
+    if literal is not None:
+        reason = forbidden_reason(literal)
+        return None if reason is None else f"host {host} is a {reason} address"
+    if _is_localhost_name(host):
+        return f"host {host} is a loopback name"
+    return None

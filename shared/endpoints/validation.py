@@ -12,13 +12,20 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from shared.adapters.dns import ResolutionFailed, Resolver
 from shared.core.errors import InvalidRequest
 from shared.core.matching import WILDCARD_ALL, validate_event_type_pattern
 from shared.core.signing import parse_secret
-from shared.core.ssrf import check_url_host, parse_host_literal, validate_endpoint_url
+from shared.core.ssrf import (
+    DEFAULT_DENIED_TARGET_PORTS,
+    canonical_endpoint_url,
+    check_url_host,
+    connect_target,
+    parse_host_literal,
+    parse_port_set,
+    validate_endpoint_url,
+)
 from shared.http.body import reject_unknown
 
 ACCOUNT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -63,13 +70,23 @@ def validate_account_id(value: Any, param: str = "account_id") -> str:
 
 
 def validate_url(value: Any) -> str:
-    """An absolute http(s) URL of at most 2048 characters (syntax only; see check_url_target)."""
+    """An absolute http(s) URL of at most 2048 characters (syntax only; see check_url_target),
+    returned in canonical form (:func:`canonical_endpoint_url`): its host is the one the
+    dispatcher's HTTP client will connect to, so the SSRF guard judges what is really used."""
     if not isinstance(value, str):
         raise InvalidRequest("url must be a string", param="url")
     error = validate_endpoint_url(value)
+    canonical = value
+    if error is None:
+        try:
+            canonical = canonical_endpoint_url(value)
+        except ValueError:
+            error = "url is not a valid URL (check the host)"
+    if error is None:
+        error = validate_endpoint_url(canonical)
     if error is not None:
         raise InvalidRequest(error, param="url")
-    return value
+    return canonical
 
 
 def validate_event_types(value: Any) -> tuple[str, ...]:
@@ -222,21 +239,32 @@ def _needs_resolution(host: str) -> bool:
     return not is_localhost and parse_host_literal(host) is None
 
 
-async def check_url_target(url: str, *, allow_private: bool, resolve: Resolver) -> None:
-    """Refuse (400, param ``url``) a URL whose host is, or resolves to, a non-public address.
+DEFAULT_DENIED_PORTS = parse_port_set(DEFAULT_DENIED_TARGET_PORTS)
 
-    Does nothing when ``allow_private`` is set. A host name is resolved with ``resolve``; every
-    address it yields must be public. A name that does not resolve, or whose resolution times
-    out, is a 400 too (the message says when retrying may help). ``url`` must already have
-    passed :func:`validate_url`.
+
+async def check_url_target(url: str, *, allow_private: bool, resolve: Resolver,
+                           denied_ports: frozenset[int] = DEFAULT_DENIED_PORTS) -> None:
+    """Refuse (400, param ``url``) a URL on a port in ``denied_ports``, or whose host is, or
+    resolves to, a non-public address.
+
+    The host is judged in the form a connection uses (:func:`connect_target`), whatever form
+    ``url`` spells it in. Only the port is checked when ``allow_private`` is set. A host name
+    is resolved with ``resolve``; every address it yields must be public. A name that does not
+    resolve, or whose resolution times out, is a 400 too (the message says when retrying may
+    help). ``url`` must already have passed :func:`validate_url`.
     """
+    try:
+        host, port = connect_target(url)
+    except ValueError as exc:
+        raise InvalidRequest("url is not a valid URL (check the host)", param="url") from exc
+    if port in denied_ports:
+        raise InvalidRequest(f"url refused: port {port} is not allowed for webhooks (see "
+                             "POSTWIRE_DENIED_TARGET_PORTS)", param="url")
     if allow_private:
         return
-    parts = urlsplit(url)
-    host = parts.hostname or ""
+    url = canonical_endpoint_url(url)
     resolved: list[str] = []
     if _needs_resolution(host):
-        port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
             resolved = await resolve(host, port)
         except ResolutionFailed as exc:

@@ -43,7 +43,9 @@ def bearer_auth(principals: Iterable[tuple[str, str]]) -> Middleware:
         presented = _bearer(request)
         if presented is None:
             raise AuthenticationFailed("missing or malformed Authorization: Bearer header")
-        candidate = presented.encode()
+        # aiohttp decodes header bytes that are not UTF-8 as surrogate escapes: encode them
+        # back as they came, so a byte like 0xff is just a token that matches nothing (401).
+        candidate = presented.encode("utf-8", "surrogateescape")
         matched: str | None = None
         for name, token in table:
             if hmac.compare_digest(candidate, token) and matched is None:

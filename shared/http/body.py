@@ -7,28 +7,44 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from shared.core.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from shared.http.limits import BODY_RESERVATION, BodyDeadlineExceeded
 
 
 async def read_body_bytes(request: web.Request, max_bytes: int) -> bytes:
     """The raw body, refusing with 413 as soon as it exceeds ``max_bytes``.
 
     A declared Content-Length over the limit is refused before anything is read; a chunked
-    body is read incrementally and refused the moment it crosses the limit.
+    body is read incrementally and refused the moment it crosses the limit. The bytes are
+    held in the request's body budget (429 when the process is already holding too much,
+    see :mod:`shared.http.limits`); a body that misses its deadline, or whose chunked framing
+    is broken, is a 400.
     """
     declared = request.content_length
     if declared is not None and declared > max_bytes:
         raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {max_bytes}")
+    reservation = request.get(BODY_RESERVATION)
+    if reservation is not None and declared:
+        reservation.grow(declared)
     chunks: list[bytes] = []
     size = 0
     while True:
-        chunk = await request.content.readany()
+        try:
+            chunk = await request.content.readany()
+        except BodyDeadlineExceeded as exc:
+            raise InvalidRequest(str(exc)) from exc
+        except RequestPayloadError as exc:
+            raise InvalidRequest("the request body is malformed (broken chunked encoding or "
+                                 "a body shorter than its Content-Length)") from exc
         if not chunk:
             break
         size += len(chunk)
         if size > max_bytes:
             raise PayloadTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
+        if reservation is not None and declared is None:
+            reservation.grow(len(chunk))
         chunks.append(chunk)
     return b"".join(chunks)
 

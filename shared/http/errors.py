@@ -12,8 +12,10 @@ import logging
 import asyncpg
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from shared.core.errors import ApiError, InvalidRequest, NotFound, PayloadTooLarge, Unavailable
+from shared.http.limits import BodyDeadlineExceeded
 from shared.http.types import Handler
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc)
+        retry_after = getattr(exc, "retry_after_s", None)
+        return error_response(exc, None if retry_after is None
+                              else {"Retry-After": str(retry_after)})
+    except BodyDeadlineExceeded as exc:
+        return error_response(InvalidRequest(str(exc)))
+    except RequestPayloadError:
+        return error_response(InvalidRequest("the request body is malformed"))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

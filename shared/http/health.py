@@ -9,7 +9,28 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from shared.core.errors import NotFound
+
 ReadinessCheck = Callable[[], Awaitable[str | None]]
+
+METRICS_REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("postwire_metrics_registry",
+                                                             CollectorRegistry)
+"""The registry ``/metrics`` serves (set by :func:`add_health_routes`)."""
+METRICS_ELSEWHERE: web.AppKey[bool] = web.AppKey("postwire_metrics_elsewhere", bool)
+"""True when ``/metrics`` is served on its own listener; the app's route then answers 404."""
+
+
+def add_metrics_route(app: web.Application, registry: CollectorRegistry) -> None:
+    """``GET /metrics`` (Prometheus text) of ``registry`` on ``app``."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        if request.app.get(METRICS_ELSEWHERE):
+            raise NotFound("no such route")
+        response = web.Response(body=generate_latest(registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    app.router.add_get("/metrics", metrics)
 
 
 def add_health_routes(app: web.Application, checks: Sequence[ReadinessCheck],
@@ -30,11 +51,7 @@ def add_health_routes(app: web.Application, checks: Sequence[ReadinessCheck],
                                 content_type="application/json")
         return web.json_response({"status": "ready"})
 
-    async def metrics(_: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest(registry))
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return response
-
+    app[METRICS_REGISTRY] = registry
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    add_metrics_route(app, registry)

@@ -109,7 +109,6 @@ def test_decide_non_retryable_status_dies_at_once(status: int) -> None:
         AttemptResult(status_code=None, failure=K.CONNECTION),
         AttemptResult(status_code=None, failure=K.DNS),
         AttemptResult(status_code=None, failure=K.TLS),
-        AttemptResult(status_code=None, failure=K.SSRF_BLOCKED),
         AttemptResult(status_code=None, failure=K.TOO_LARGE),
     ],
 )
@@ -118,6 +117,13 @@ def test_decide_retryable_failures_retry_on_schedule(result: AttemptResult) -> N
     assert isinstance(decision, RetryAt)
     assert 240.0 <= decision.delay_s <= 360.0
     assert decision.at == NOW + timedelta(seconds=decision.delay_s)
+
+
+@pytest.mark.parametrize("attempts", [1, 2, 8])
+def test_decide_ssrf_blocked_dies_at_once(attempts: int) -> None:
+    """The guard refuses the same target on every attempt: no point walking the schedule."""
+    decision = run(AttemptResult(status_code=None, failure=K.SSRF_BLOCKED), attempts=attempts)
+    assert decision == Dead("ssrf_blocked", disable_endpoint=False)
 
 
 def test_decide_retry_at_matches_delay_for_many_seeds() -> None:

@@ -73,7 +73,8 @@ def test_parse_schedule_rejects(text: str, message: str) -> None:
 
 @pytest.mark.parametrize("kind", list(FailureKind))
 def test_failure_kind_retryable(kind: FailureKind) -> None:
-    expected = kind not in (FailureKind.NON_RETRYABLE_STATUS, FailureKind.GONE)
+    expected = kind not in (FailureKind.NON_RETRYABLE_STATUS, FailureKind.GONE,
+                            FailureKind.SSRF_BLOCKED)
     assert kind.retryable is expected
 
 
