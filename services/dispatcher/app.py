@@ -32,6 +32,7 @@ from shared.core.backoff import CircuitState
 from shared.http.errors import error_middleware
 from shared.http.health import add_health_routes
 from shared.outbox_relay import OutboxFlusher, OutboxRelay
+from shared.retention.service import retention_context
 
 GAUGE_INTERVAL_S = 1.0
 
@@ -102,6 +103,7 @@ async def make_app(settings: DispatcherSettings) -> web.Application:
     """Build the app; every resource opens here and closes in the app's cleanup."""
     common = settings.common
     metrics = DispatcherMetrics()
+    retention = retention_context(common.database_url, metrics.registry, os.environ)
     pool = await create_pool(common.database_url, max_size=common.db_pool_size)
     publisher = KafkaPublisher.from_settings(common)
     await publisher.start()
@@ -124,6 +126,7 @@ async def make_app(settings: DispatcherSettings) -> web.Application:
     resources = _Resources(settings, pool, publisher, flusher, relay, client, pipeline,
                            consumer, republisher, metrics)
     app.cleanup_ctx.append(resources.run)
+    app.cleanup_ctx.append(retention)
     async def consuming() -> str | None:
         return consumer.readiness()
 

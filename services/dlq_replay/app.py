@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
 from services.dlq_replay.api_read import setup_read_routes
+from services.dlq_replay.api_storage import setup_storage_routes
 from services.dlq_replay.api_write import setup_write_routes
+from services.dlq_replay.console.guard import route_auth
+from services.dlq_replay.console.routes import setup_console
 from services.dlq_replay.context import CTX, AdminContext
+from services.dlq_replay.ledger import setup_ledger
 from services.dlq_replay.metrics import AdminMetrics
 from services.dlq_replay.settings import AdminSettings
 from services.dlq_replay.stats import StatsLoop
@@ -19,6 +24,8 @@ from shared.http.auth import bearer_auth
 from shared.http.errors import error_middleware
 from shared.http.health import add_health_routes
 from shared.outbox_relay import OutboxFlusher, OutboxRelay
+from shared.retention.service import retention_context
+from shared.retention.settings import load_retention_policy
 
 STATS_INTERVAL_S = 5.0
 
@@ -51,6 +58,8 @@ async def make_app(settings: AdminSettings) -> web.Application:
     """
     common = settings.common
     metrics = AdminMetrics()
+    retention = retention_context(common.database_url, metrics.registry, os.environ)
+    retention_policy = load_retention_policy(os.environ)
     pool = await create_pool(common.database_url, max_size=common.db_pool_size)
     publisher = KafkaPublisher.from_settings(common)
     await publisher.start()
@@ -64,13 +73,17 @@ async def make_app(settings: AdminSettings) -> web.Application:
 
     app = web.Application(
         middlewares=[metrics.http.middleware(), error_middleware,
-                     bearer_auth(settings.admin_tokens)],
+                     route_auth(bearer_auth(settings.admin_tokens))],
         client_max_size=1024 * 1024,
     )
     app[CTX] = ctx
 
     app.cleanup_ctx.append(_lifecycle(ctx, relay, stats))
+    setup_ledger(app, metrics, pool)
+    app.cleanup_ctx.append(retention)
+    setup_storage_routes(app, retention_policy)
     setup_read_routes(app)
     setup_write_routes(app)
+    setup_console(app, ctx)
     add_health_routes(app, [lambda: ping(pool), publisher.ping], metrics.registry)
     return app

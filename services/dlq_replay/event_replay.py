@@ -18,8 +18,10 @@ from services.dlq_replay.idempotency import IdempotencyInput, claim_key, store_r
 from services.dlq_replay.queueing import QueueResult, queue_deliveries
 from services.dlq_replay.schemas import EventReplayRequest
 from shared.adapters.kafka.publisher import Message
-from shared.core.errors import InvalidRequest, NotFound
+from shared.core.errors import Conflict, InvalidRequest, NotFound
 from shared.core.ids import new_id
+from shared.core.retention import delivery_id_window
+from shared.retention import horizon
 
 
 @dataclass
@@ -34,11 +36,27 @@ class EventReplayResult:
 
 async def _target_ids(conn: asyncpg.Connection, event_id: str,
                       endpoint_ids: tuple[str, ...] | None) -> list[str]:
-    """Deliveries of the event to consider: all of them, or those to ``endpoint_ids``."""
+    """Deliveries of the event to consider: all of them, or those to ``endpoint_ids``.
+
+    An event past retention cannot be replayed: purged, it is a 404 that says so; still
+    stored but below the retention horizon (its day is being dropped), a 409.
+    """
     if await conn.fetchval("SELECT 1 FROM events WHERE id = $1", event_id) is None:
+        purged = await horizon.past_retention(conn, "event", event_id)
+        if purged is not None:
+            raise NotFound(f"{purged}; its dead letters can no longer be replayed",
+                           param="event_id")
+        raise NotFound(f"no event {event_id}", param="event_id")
+    floor = await horizon.history_floor_ids(conn)
+    if floor is not None and event_id < floor[0]:
+        raise Conflict(f"event {event_id} is past retention and is being purged; it can no "
+                       "longer be replayed", param="event_id")
+    window = delivery_id_window(event_id)
+    if window is None:
         raise NotFound(f"no event {event_id}", param="event_id")
     rows = await conn.fetch(
-        "SELECT id, endpoint_id FROM deliveries WHERE event_id = $1 ORDER BY id", event_id)
+        "SELECT id, endpoint_id FROM deliveries WHERE event_id = $1 AND id >= $2 AND id < $3"
+        " ORDER BY id", event_id, *window)
     if endpoint_ids is None:
         return [r["id"] for r in rows]
     known = {r["endpoint_id"] for r in rows}

@@ -22,6 +22,7 @@ from shared.adapters.kafka.publisher import Message
 from shared.adapters.kafka.topics import DELIVERIES
 from shared.adapters.pg.outbox import insert_outbox
 from shared.core.delivery_message import DeliveryMessage, encode_delivery_message
+from shared.retention import horizon
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,12 @@ WHERE id = ANY($1::text[]) AND status = ANY($2::text[])
 RETURNING id, event_id, endpoint_id, account_id, ordering_key, sequence, generation
 """
 
+# Deliveries below the retention horizon (or whose event is): their day is being dropped, so
+# they are treated as gone and never requeued (a requeued one would keep its day forever).
+_PAST_RETENTION_SQL = """
+SELECT id FROM deliveries WHERE id = ANY($1::text[]) AND (id < $2 OR event_id < $3)
+"""
+
 _COUNT_SQL = """
 UPDATE dead_letters SET replay_count = replay_count + 1
 WHERE delivery_id = ANY($1::text[])
@@ -101,11 +108,18 @@ async def queue_deliveries(conn: asyncpg.Connection, delivery_ids: Sequence[str]
                            include_succeeded: bool) -> QueueResult:
     """Requeue every replayable delivery among ``delivery_ids``; report each one's outcome.
 
+    Deliveries past the retention horizon count as unknown (absent from the outcomes); the
+    horizon is share-locked, so a purge cannot start dropping their day meanwhile.
     Must run inside the caller's transaction (which also writes the audit row). The outbox rows
     it inserts are published by the caller after commit (``OutboxFlusher.submit``), or by the
     relay. May raise asyncpg errors (deadlocks included: retry the whole transaction).
     """
+    floor = await horizon.history_floor_ids(conn)
     states = await lock_states(conn, delivery_ids)
+    if floor is not None:
+        expired = {r["id"] for r in await conn.fetch(_PAST_RETENTION_SQL, list(delivery_ids),
+                                                     floor[1], floor[0])}
+        states = [s for s in states if s.delivery_id not in expired]
     planned = {s.delivery_id: classify(s, include_succeeded) for s in states}
     wanted = [d for d, outcome in planned.items() if outcome == "queued"]
     result = QueueResult()

@@ -12,8 +12,9 @@ import orjson
 
 from services.dlq_replay.lists import Page, Where, page_of
 from shared.core.cursor import decode_cursor, encode_cursor
-from shared.core.errors import NotFound
+from shared.core.retention import delivery_id_window
 from shared.core.timefmt import format_ts
+from shared.retention import horizon
 
 _DL_CURSOR = "dead_letters"
 
@@ -27,6 +28,7 @@ class DeadLetterQuery:
     type: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    event_id: str | None = None
 
 
 def dead_letter_json(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -49,6 +51,7 @@ async def list_dead_letters(pool: asyncpg.Pool, query: DeadLetterQuery, *, limit
     where.eq("dl.endpoint_id", query.endpoint_id)
     where.eq("dl.account_id", query.account_id)
     where.eq("dl.type", query.type)
+    where.eq("dl.event_id", query.event_id)
     if query.since is not None:
         where.add("dl.dead_at >= {}", query.since)
     if query.until is not None:
@@ -58,7 +61,7 @@ async def list_dead_letters(pool: asyncpg.Pool, query: DeadLetterQuery, *, limit
         where.add("dl.seq < {}", key[0])
     rows = await pool.fetch(
         "SELECT dl.*, d.status AS delivery_status FROM dead_letters dl"
-        f" JOIN deliveries d ON d.id = dl.delivery_id {where.sql()}"
+        f" LEFT JOIN deliveries d ON d.id = dl.delivery_id {where.sql()}"
         f" ORDER BY dl.seq DESC LIMIT {limit + 1}",
         *where.args,
     )
@@ -100,12 +103,15 @@ async def event_view(pool: asyncpg.Pool, event_id: str) -> dict[str, Any]:
     """The event, its deliveries (id order) and each delivery's attempts; NotFound if unknown."""
     async with pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
         event = await conn.fetchrow("SELECT * FROM events WHERE id = $1", event_id)
-        if event is None:
-            raise NotFound(f"no event {event_id}", param="event_id")
+        window = delivery_id_window(event_id)
+        if event is None or window is None:
+            raise await horizon.not_found(conn, "event", event_id, f"no event {event_id}",
+                                          param="event_id")
         deliveries = await conn.fetch(
             "SELECT d.*, dl.reason AS dead_reason, dl.dead_at, dl.replay_count"
             " FROM deliveries d LEFT JOIN dead_letters dl ON dl.delivery_id = d.id"
-            " WHERE d.event_id = $1 ORDER BY d.id", event_id)
+            " WHERE d.event_id = $1 AND d.id >= $2 AND d.id < $3 ORDER BY d.id",
+            event_id, *window)
         attempts = await conn.fetch(
             "SELECT * FROM attempts WHERE delivery_id = ANY($1::text[])"
             " ORDER BY delivery_id, attempt", [d["id"] for d in deliveries])

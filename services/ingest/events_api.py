@@ -41,18 +41,20 @@ from services.ingest.event_validation import (
     TYPE_RE,
     EventInput,
     batch_body_limit,
-    validate_batch,
-    validate_event,
+    parse_batch,
+    parse_event,
 )
 from services.ingest.group_commit import EventWriter, GroupCommitter
 from services.ingest.idempotency import Accepted, IdempotencyPurger, Outcome
 from shared.core.cursor import decode_cursor, encode_cursor
 from shared.core.errors import ApiError, InvalidRequest, NotFound
+from shared.core.event_body import data_fragment
 from shared.core.idempotency import check_idempotency_key
 from shared.core.ids import is_valid_id
 from shared.core.timefmt import format_ts
-from shared.http.body import check_json_content_type, parse_json_object, read_body_bytes
+from shared.http.body import check_json_content_type, read_body_bytes
 from shared.http.query import check_query, query_limit, query_str, query_ts
+from shared.retention import horizon
 
 COMMITTER: web.AppKey[GroupCommitter[EventInput, Outcome]] = web.AppKey(
     "events_committer", GroupCommitter)
@@ -77,11 +79,13 @@ def _page(items: list[Any], next_cursor: str | None) -> web.Response:
 
 
 def render_event(row: asyncpg.Record) -> dict[str, Any]:
-    """The public event object, with ``data`` taken from the stored webhook body."""
+    """The public event object, with ``data`` the exact bytes of the stored webhook body's
+    ``data`` (never parsed: what the merchant receives, and no stored document can make a
+    read fail)."""
     return {
         "id": row["id"], "account_id": row["account_id"], "type": row["type"],
         "ordering_key": row["ordering_key"], "created_at": format_ts(row["created_at"]),
-        "delivery_count": row["delivery_count"], "data": orjson.loads(row["body"])["data"],
+        "delivery_count": row["delivery_count"], "data": data_fragment(bytes(row["body"])),
     }
 
 
@@ -117,8 +121,8 @@ class _Handlers:
         key = request.headers.get("Idempotency-Key")
         if key is not None:
             key = check_idempotency_key(key, "Idempotency-Key")
-        obj = parse_json_object(await read_body_bytes(request, self._max_payload))
-        event = validate_event(obj, max_data_bytes=self._max_payload, idempotency_key=key)
+        event = parse_event(await read_body_bytes(request, self._max_payload),
+                            max_data_bytes=self._max_payload, idempotency_key=key)
         [outcome] = await self._committer.submit([event])
         if isinstance(outcome, ApiError):
             raise outcome
@@ -129,8 +133,7 @@ class _Handlers:
         if "Idempotency-Key" in request.headers:
             raise InvalidRequest("the batch route takes no Idempotency-Key header; give each "
                                  "event its own idempotency_key", param="Idempotency-Key")
-        obj = parse_json_object(await read_body_bytes(request, self._batch_limit))
-        items = validate_batch(obj, self._max_payload)
+        items = parse_batch(await read_body_bytes(request, self._batch_limit), self._max_payload)
         outcomes = iter(await self._committer.submit(
             [i for i in items if isinstance(i, EventInput)]))
         parts: list[bytes] = []
@@ -147,7 +150,7 @@ class _Handlers:
         async with self._pool.acquire() as conn:
             row = await repo.fetch_event(conn, event_id)
             if row is None:
-                raise NotFound(f"no event {event_id!r}")
+                raise await horizon.not_found(conn, "event", event_id, f"no event {event_id!r}")
             deliveries = await repo.fetch_event_deliveries(conn, event_id)
         return _json({**render_event(row), "deliveries": [render_delivery(d) for d in deliveries]})
 
@@ -184,7 +187,8 @@ class _Handlers:
             after = int(key[1])
         async with self._pool.acquire() as conn:
             if not await repo.delivery_exists(conn, delivery_id):
-                raise NotFound(f"no delivery {delivery_id!r}")
+                raise await horizon.not_found(conn, "delivery", delivery_id,
+                                              f"no delivery {delivery_id!r}")
             rows = await repo.list_attempts(conn, delivery_id, after, limit + 1)
         next_cursor = (encode_cursor("attempts", [delivery_id, rows[limit - 1]["attempt"]])
                        if len(rows) > limit else None)

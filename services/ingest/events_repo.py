@@ -22,6 +22,7 @@ from services.ingest.endpoint_cache import EndpointRoute
 from services.ingest.event_validation import EventInput, webhook_body
 from shared.core.ids import new_id
 from shared.core.matching import matches
+from shared.core.retention import delivery_id_window, event_id_ceiling, event_id_floor
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
@@ -199,10 +200,15 @@ async def fetch_event(conn: Conn, event_id: str) -> asyncpg.Record | None:
 
 
 async def fetch_event_deliveries(conn: Conn, event_id: str) -> list[asyncpg.Record]:
-    """Every delivery of an event, oldest first."""
+    """Every delivery of an event, oldest first. The id window (deliveries are made with
+    their event) lets Postgres search only the partitions of the event's day."""
+    window = delivery_id_window(event_id)
+    if window is None:
+        return []
     return list(await conn.fetch(
         "SELECT id, endpoint_id, status, attempt_count, last_attempt_at, next_attempt_at,"
-        " last_status_code FROM deliveries WHERE event_id = $1 ORDER BY id", event_id))
+        " last_status_code FROM deliveries WHERE event_id = $1 AND id >= $2 AND id < $3"
+        " ORDER BY id", event_id, *window))
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,13 +227,17 @@ async def list_events(conn: Conn, where: EventFilter, limit: int) -> list[asyncp
 
     Only the filters given become SQL conditions, so each combination gets a plan that uses
     ``events_account_idx`` or ``events_account_type_idx`` (the primary key without an
-    account).
+    account). ``since``/``until`` also bound the id (ids carry the creation time), so only
+    the partitions of those days are searched.
     """
     conditions = ["TRUE"]
     args: list[object] = []
+    low = None if where.since is None else event_id_floor(where.since)
+    high = None if where.until is None else event_id_ceiling(where.until)
     for column, op, value in (("account_id", "=", where.account_id), ("type", "=", where.type),
                               ("created_at", ">=", where.since),
-                              ("created_at", "<", where.until), ("id", "<", where.before_id)):
+                              ("created_at", "<", where.until), ("id", "<", where.before_id),
+                              ("id", ">=", low), ("id", "<", high)):
         if value is not None:
             args.append(value)
             conditions.append(f"{column} {op} ${len(args)}")

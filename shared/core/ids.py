@@ -81,3 +81,15 @@ def is_valid_id(value: str, prefix: str) -> bool:
         and all(c in _DECODE for c in body)
         and _DECODE[body[0]] <= 7
     )
+
+
+def id_unix_ms(value: str) -> int | None:
+    """The creation time (Unix milliseconds) encoded in an id's ULID; None when ``value`` is
+    not ``<prefix>_`` + 26 Crockford base32 characters."""
+    _, sep, body = value.partition("_")
+    if sep != "_" or len(body) != _ID_LEN or any(c not in _DECODE for c in body[:10]):
+        return None
+    ms = 0
+    for c in body[:10]:
+        ms = (ms << 5) | _DECODE[c]
+    return ms

@@ -1,0 +1,140 @@
+"""One maintenance round: create partitions ahead, drop expired days, purge old rows.
+
+:func:`run_round` needs a dedicated connection (not pooled, not in a transaction): it runs
+``DETACH PARTITION ... CONCURRENTLY``. The caller makes sure only one round runs at a time
+across every process (``loop.RetentionLoop`` holds an advisory lock). It may raise asyncpg
+and OS errors; whatever it finished before stays done, and the next round resumes (an
+interrupted detach is finalized, a detached table left behind is dropped).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from shared.core.retention import (
+    RetentionPolicy,
+    Unit,
+    audit_cutoff,
+    day_start,
+    dead_letter_cutoff,
+    parse_partition_day,
+    plan,
+)
+from shared.retention import horizon, partitions
+
+log = logging.getLogger(__name__)
+
+ROW_BATCH = 5000  # dead letters / audit rows deleted per statement (short transactions)
+# Drop order inside a unit: what refers to something goes first.
+_DROP_ORDER = ("attempts", "deliveries", "events")
+
+
+@dataclass
+class RoundReport:
+    """What one round did. ``blocked``: unit label -> open deliveries that kept it."""
+
+    created: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    blocked: dict[str, int] = field(default_factory=dict)
+    dead_letters_deleted: int = 0
+    audit_rows_deleted: int = 0
+    drop_seconds: float = 0.0
+
+
+async def run_round(conn: asyncpg.Connection, policy: RetentionPolicy,
+                    now: datetime) -> RoundReport:
+    """Carry out :func:`shared.core.retention.plan` for ``now``.
+
+    A unit past retention is dropped only when no delivery it would remove is pending or
+    retrying; the horizon moves first, so no replay can reopen one meanwhile. A blocked unit
+    is kept (and reported) and tried again next round; newer units are still dropped.
+    """
+    report = RoundReport()
+    await _finish_interrupted(conn, policy, now)
+    cutover = await partitions.legacy_cutover(conn)
+    steps = plan(policy, now, await partitions.attached_partitions(conn), cutover)
+    for table, prefix, day in steps.create:
+        if await partitions.create_partition(conn, table, prefix, day):
+            report.created.append(f"{table}:{day.isoformat()}")
+    for unit in steps.expired:
+        await horizon.advance(conn, "events", unit.upper)
+        still_open = await partitions.open_deliveries(conn, unit)
+        if still_open:
+            report.blocked[unit.label] = still_open
+            log.warning("retention: %s is past retention but keeps %d open deliveries",
+                        unit.label, still_open,
+                        extra={"unit": unit.label, "open_deliveries": still_open})
+            continue
+        started = time.perf_counter()
+        await _drop_unit(conn, unit)
+        report.drop_seconds += time.perf_counter() - started
+        report.dropped.append(unit.label)
+        log.info("retention: dropped %s", unit.label, extra={"unit": unit.label})
+    report.dead_letters_deleted = await _purge_dead_letters(conn, policy, now)
+    report.audit_rows_deleted = await _purge_audit(conn, policy, now)
+    return report
+
+
+async def _drop_unit(conn: asyncpg.Connection, unit: Unit) -> None:
+    for table in _DROP_ORDER:
+        if table in unit.tables:
+            await partitions.detach_and_drop(conn, table, unit.partition_of(table))
+
+
+async def _finish_interrupted(conn: asyncpg.Connection, policy: RetentionPolicy,
+                              now: datetime) -> None:
+    """Complete what an earlier round left half done: detaches still pending are finalized
+    and dropped; expired history tables detached but not dropped are dropped."""
+    for parent, name in await partitions.detach_pending(conn):
+        await partitions.detach_and_drop(conn, parent, name, finalize=True)
+    cutoff = plan(policy, now, [], None).history_cutoff
+    cutover = await partitions.legacy_cutover(conn)
+    for name in await partitions.detached_leftovers(conn):
+        parsed = parse_partition_day(name)
+        if parsed is None:  # a legacy table
+            expired = cutover is not None and cutover <= cutoff
+        else:
+            expired = day_start(parsed[1] + timedelta(days=1)) <= cutoff
+        if expired:
+            await partitions.drop_table(conn, name)
+
+
+async def _purge_dead_letters(conn: asyncpg.Connection, policy: RetentionPolicy,
+                              now: datetime) -> int:
+    """Delete dead letters that died before their retention, in short batches."""
+    cutoff = dead_letter_cutoff(policy, now)
+    if cutoff is None:
+        return 0
+    await horizon.advance(conn, "dead_letters", cutoff)
+    deleted = 0
+    while True:
+        status = await conn.execute(
+            "DELETE FROM dead_letters WHERE delivery_id IN (SELECT delivery_id FROM dead_letters"
+            " WHERE dead_at < $1 ORDER BY dead_at LIMIT $2)", cutoff, ROW_BATCH)
+        count = int(status.split()[-1])
+        deleted += count
+        if count < ROW_BATCH:
+            return deleted
+
+
+async def _purge_audit(conn: asyncpg.Connection, policy: RetentionPolicy, now: datetime) -> int:
+    """Delete audit rows older than their retention (default: never), oldest first, in short
+    batches (ids grow with time, so the oldest ids are the old rows)."""
+    cutoff = audit_cutoff(policy, now)
+    if cutoff is None:
+        return 0
+    await horizon.advance(conn, "audit_log", cutoff)
+    deleted = 0
+    while True:
+        status = await conn.execute(
+            "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log ORDER BY id LIMIT $2)"
+            " AND at < $1", cutoff, ROW_BATCH)
+        count = int(status.split()[-1])
+        deleted += count
+        if count < ROW_BATCH:
+            return deleted
