@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 from aiohttp import web
 
 from services.dlq_replay.audit import list_audit
@@ -9,6 +10,7 @@ from services.dlq_replay.context import CTX
 from services.dlq_replay.jobs import get_job
 from services.dlq_replay.reads import DeadLetterQuery, event_view, list_dead_letters
 from shared.core.errors import NotFound
+from shared.core.event_body import embed_json_text
 from shared.core.ids import is_valid_id
 from shared.http.query import check_query, query_limit, query_str, query_ts
 
@@ -25,11 +27,12 @@ def path_id(request: web.Request, name: str, prefix: str, noun: str) -> str:
 
 async def get_dead_letters(request: web.Request) -> web.Response:
     """``GET /admin/v1/dead-letters``: newest first, cursor pagination."""
-    check_query(request, ("endpoint_id", "account_id", "type", "since", "until", *PAGING))
+    check_query(request, ("endpoint_id", "account_id", "type", "event_id", "since", "until",
+                          *PAGING))
     query = DeadLetterQuery(
         endpoint_id=query_str(request, "endpoint_id", 64),
         account_id=query_str(request, "account_id", 64),
-        type=query_str(request, "type", 128),
+        type=query_str(request, "type", 128), event_id=query_str(request, "event_id", 64),
         since=query_ts(request, "since"), until=query_ts(request, "until"))
     page = await list_dead_letters(request.app[CTX].pool, query, limit=query_limit(request),
                                    cursor=query_str(request, "cursor", 512))
@@ -40,7 +43,9 @@ async def get_event(request: web.Request) -> web.Response:
     """``GET /admin/v1/events/{event_id}``: the event, deliveries and their attempts."""
     check_query(request, ())
     event_id = path_id(request, "event_id", "evt", "event")
-    return web.json_response(await event_view(request.app[CTX].pool, event_id))
+    view = await event_view(request.app[CTX].pool, event_id)
+    return web.Response(body=orjson.dumps(view, default=embed_json_text),
+                        content_type="application/json")
 
 
 async def get_replay(request: web.Request) -> web.Response:

@@ -6,25 +6,21 @@ to the flusher only after commit.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-import asyncpg
 import orjson
 from aiohttp import web
 
+from services.dlq_replay.actions import run_bulk_start, run_cancel, run_event_replay
 from services.dlq_replay.api_read import path_id
 from services.dlq_replay.context import CTX
-from services.dlq_replay.event_replay import EventReplayResult, replay_event
-from services.dlq_replay.idempotency import IdempotencyInput, claim_key, store_response
-from services.dlq_replay.jobs import cancel_job, create_bulk_job
+from services.dlq_replay.idempotency import IdempotencyInput
 from services.dlq_replay.schemas import (
     parse_bulk_replay,
     parse_event_replay,
     parse_idempotency_key,
     request_hash,
 )
-from services.dlq_replay.txn import in_transaction
 from shared.core.errors import InvalidRequest
 from shared.http.auth import principal_of
 from shared.http.body import (
@@ -35,11 +31,8 @@ from shared.http.body import (
     reject_unknown,
 )
 from shared.http.query import check_query
-from shared.logging import fields
 
 MAX_BODY_BYTES = 256 * 1024
-
-log = logging.getLogger(__name__)
 
 
 def _json(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> web.Response:
@@ -58,22 +51,10 @@ async def post_event_replay(request: web.Request) -> web.Response:
     parsed = parse_event_replay(body)
     idem = None if key is None else IdempotencyInput(
         key, request_hash(event_id, body), ctx.settings.idempotency_window_s)
-
-    async def work(conn: asyncpg.Connection) -> EventReplayResult:
-        return await replay_event(conn, operator=operator, event_id=event_id, request=parsed,
-                                  idempotency=idem)
-
-    result = await in_transaction(ctx.pool, work)
-    if result.replayed:
-        ctx.metrics.replay_requests.labels("event", "idempotent_replayed").inc()
-        return _json(result.body, 202, {"Idempotent-Replayed": "true"})
-    ctx.flusher.submit(result.outbox_ids, result.messages)
-    ctx.metrics.replay_requests.labels("event", "ok").inc()
-    for item in result.body["deliveries"]:
-        ctx.metrics.replay_outcomes.labels("event", item["outcome"]).inc()
-    log.info("event replayed", extra=fields(
-        event_id=event_id, replay_id=result.body["replay_id"], operator=operator))
-    return _json(result.body, 202)
+    result = await run_event_replay(ctx, actor=operator, event_id=event_id, request=parsed,
+                                    idempotency=idem)
+    headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+    return _json(result.body, 202, headers)
 
 
 async def post_bulk_replay(request: web.Request) -> web.Response:
@@ -86,28 +67,8 @@ async def post_bulk_replay(request: web.Request) -> web.Response:
     parsed = parse_bulk_replay(body)
     idem = None if key is None else IdempotencyInput(
         key, request_hash("bulk", body), ctx.settings.idempotency_window_s)
-
-    async def work(conn: asyncpg.Connection) -> tuple[dict[str, Any], bool]:
-        if idem is not None:
-            stored = await claim_key(conn, operator=operator, key=idem.key,
-                                     request_hash=idem.request_hash, window_s=idem.window_s)
-            if stored is not None:
-                return stored.body, True
-        job = await create_bulk_job(conn, operator=operator, request=parsed)
-        if idem is not None:
-            await store_response(conn, operator=operator, key=idem.key, replay_id=job["id"],
-                                 response=job)
-        return job, False
-
-    job, replayed = await in_transaction(ctx.pool, work)
-    if replayed:
-        ctx.metrics.replay_requests.labels("bulk", "idempotent_replayed").inc()
-        return _json(job, 202, {"Idempotent-Replayed": "true"})
-    ctx.worker.wake()
-    ctx.metrics.replay_requests.labels("bulk", "ok").inc()
-    log.info("bulk replay started", extra=fields(
-        replay_id=job["id"], operator=operator))
-    return _json(job, 202)
+    job, replayed = await run_bulk_start(ctx, actor=operator, request=parsed, idempotency=idem)
+    return _json(job, 202, {"Idempotent-Replayed": "true"} if replayed else None)
 
 
 async def _optional_reason(request: web.Request) -> str | None:
@@ -132,15 +93,7 @@ async def post_cancel(request: web.Request) -> web.Response:
     job_id = path_id(request, "id", "rpl", "replay")
     operator = principal_of(request)
     reason = await _optional_reason(request)
-
-    async def work(conn: asyncpg.Connection) -> tuple[dict[str, Any], bool]:
-        return await cancel_job(conn, operator=operator, job_id=job_id, reason=reason)
-
-    job, changed = await in_transaction(ctx.pool, work)
-    if changed:
-        ctx.metrics.replay_requests.labels("cancel", "ok").inc()
-        log.info("bulk replay cancelled", extra=fields(
-            replay_id=job_id, operator=operator))
+    job = await run_cancel(ctx, actor=operator, job_id=job_id, reason=reason)
     return _json(job, 200)
 
 

@@ -1,0 +1,68 @@
+"""``POST /admin/v1/portal-sessions``: an operator makes a one-time merchant portal link.
+
+Body ``{"account_id": "...", "expires_in_s": 3600}`` (``expires_in_s`` 60..86400, default
+3600) -> 201 ``{"url", "account_id", "expires_at"}``. The link works once; the portal session
+it opens ends at ``expires_at``. The URL's origin is ``POSTWIRE_ADMIN_PUBLIC_URL`` when set
+(the address merchants reach the admin service at, e.g. behind a proxy), else the request's.
+Audited as ``portal.session.create`` with the account id as target (never the token).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import orjson
+from aiohttp import web
+
+from services.dlq_replay.audit import write_audit
+from services.dlq_replay.console.sessions import create_portal_link
+from services.dlq_replay.context import CTX
+from services.dlq_replay.txn import in_transaction
+from shared.core.errors import InvalidRequest
+from shared.core.timefmt import format_ts
+from shared.endpoints.validation import validate_account_id
+from shared.http.auth import principal_of
+from shared.http.body import read_json_object, reject_unknown
+from shared.http.query import check_query
+
+DEFAULT_EXPIRES_IN_S = 3600
+MIN_EXPIRES_IN_S, MAX_EXPIRES_IN_S = 60, 86400
+
+
+def parse_portal_session(body: dict[str, Any]) -> tuple[str, int]:
+    """``(account_id, expires_in_s)`` of a request body; InvalidRequest naming the field."""
+    reject_unknown(body, ("account_id", "expires_in_s"))
+    if "account_id" not in body:
+        raise InvalidRequest("account_id is required", param="account_id")
+    account_id = validate_account_id(body["account_id"])
+    expires = body.get("expires_in_s", DEFAULT_EXPIRES_IN_S)
+    if isinstance(expires, bool) or not isinstance(expires, int) \
+            or not MIN_EXPIRES_IN_S <= expires <= MAX_EXPIRES_IN_S:
+        raise InvalidRequest(f"expires_in_s must be an integer from {MIN_EXPIRES_IN_S} to "
+                             f"{MAX_EXPIRES_IN_S}", param="expires_in_s")
+    return account_id, expires
+
+
+async def post_portal_session(request: web.Request) -> web.Response:
+    """Create the link (audited) and answer 201."""
+    check_query(request, ())
+    ctx = request.app[CTX]
+    operator = principal_of(request)
+    account_id, expires_in_s = parse_portal_session(await read_json_object(request, 4096))
+
+    async def work(conn: asyncpg.Connection) -> tuple[str, str]:
+        token, expires_at = await create_portal_link(conn, account_id=account_id,
+                                                     operator=operator,
+                                                     expires_in_s=expires_in_s)
+        at = format_ts(expires_at) or ""
+        await write_audit(conn, operator=operator, action="portal.session.create",
+                          target=account_id, reason=None,
+                          details={"expires_in_s": expires_in_s, "expires_at": at})
+        return token, at
+
+    token, expires_at = await in_transaction(ctx.pool, work)
+    origin = ctx.settings.public_url or f"{request.scheme}://{request.host}"
+    body = {"url": f"{origin.rstrip('/')}/portal/start?token={token}", "account_id": account_id,
+            "expires_at": expires_at}
+    return web.Response(status=201, body=orjson.dumps(body), content_type="application/json")
