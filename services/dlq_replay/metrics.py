@@ -43,3 +43,31 @@ class AdminMetrics:
         self.outbox_backlog = Gauge(
             "postwire_outbox_backlog", "Outbox messages waiting to be published to Kafka",
             registry=self.registry)
+        # the ledger of the rolling window (services/dlq_replay/ledger.py), all processes
+        self.ledger_window = Gauge(
+            "postwire_ledger_window_seconds",
+            "Length of the rolling acceptance window the ledger gauges describe",
+            registry=self.registry)
+        self.ledger_events_accepted = Gauge(
+            "postwire_ledger_events_accepted", "Events accepted in the ledger window",
+            registry=self.registry)
+        self.ledger_deliveries_created = Gauge(
+            "postwire_ledger_deliveries_created",
+            "Deliveries the window's events were accepted with (sum of delivery_count)",
+            registry=self.registry)
+        self.ledger_deliveries = Gauge(
+            "postwire_ledger_deliveries",
+            "Deliveries of the window's events by status (pending, retrying, succeeded, dead,"
+            " cancelled)", ["status"], registry=self.registry)
+        self.ledger_unbalanced = Gauge(
+            "postwire_ledger_unbalanced_deliveries",
+            "Deliveries the window's ledger cannot account for (created minus succeeded, dead,"
+            " cancelled and open, plus dead ones without a dead letter); must be 0",
+            registry=self.registry)
+        self.ledger_oldest_open_age = Gauge(
+            "postwire_ledger_oldest_open_delivery_age_seconds",
+            "Age of the oldest pending or retrying delivery (all time; 0 when none is open)",
+            registry=self.registry)
+        self.ledger_refreshed = Gauge(
+            "postwire_ledger_refreshed_timestamp_seconds",
+            "Unix time of the last successful ledger refresh", registry=self.registry)

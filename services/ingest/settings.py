@@ -24,6 +24,8 @@ class IngestSettings:
     api_keys: tuple[str, ...]
     batch_max_events: int          # a group commit closes at this many events...
     batch_max_wait_ms: int         # ...or this long after its first event arrived
+    reconcile_max_ids: int = 20_000_000  # ids one reconciliation upload may hold
+    reconcile_concurrency: int = 2       # reconciliations one process runs at once
     denied_target_ports: frozenset[int] = frozenset()  # endpoint URLs may not use these
 
 
@@ -36,5 +38,8 @@ def load_ingest_settings(env: Mapping[str, str]) -> IngestSettings:
         api_keys=parse_api_keys(env),
         batch_max_events=env_int(env, "POSTWIRE_INGEST_BATCH_MAX_EVENTS", 500, 1, 5000),
         batch_max_wait_ms=env_int(env, "POSTWIRE_INGEST_BATCH_MAX_WAIT_MS", 2, 0, 1000),
+        reconcile_max_ids=env_int(env, "POSTWIRE_RECONCILE_MAX_IDS", 20_000_000, 1,
+                                  1_000_000_000),
+        reconcile_concurrency=env_int(env, "POSTWIRE_RECONCILE_CONCURRENCY", 2, 1, 64),
         denied_target_ports=load_denied_target_ports(env),
     )

@@ -28,17 +28,21 @@ def _bearer(request: web.Request) -> str | None:
     return token.strip()
 
 
-def bearer_auth(principals: Iterable[tuple[str, str]]) -> Middleware:
+def bearer_auth(principals: Iterable[tuple[str, str]],
+                self_authenticated: tuple[str, ...] = ()) -> Middleware:
     """Middleware accepting ``(principal_name, token)`` pairs; sets ``request[REQUEST_PRINCIPAL]``.
 
     Every candidate token is compared (hmac.compare_digest), so timing does not reveal which
-    prefix matched or how many tokens exist.
+    prefix matched or how many tokens exist. Paths starting with one of ``self_authenticated``
+    are passed through untouched: their handlers check a credential of their own (the
+    merchant feed's tokens) and must refuse on their own.
     """
     table = [(name, token.encode()) for name, token in principals]
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in OPEN_PATHS:
+        if request.path in OPEN_PATHS or (
+                self_authenticated and request.path.startswith(self_authenticated)):
             return await handler(request)
         presented = _bearer(request)
         if presented is None:

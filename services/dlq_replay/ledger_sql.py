@@ -1,0 +1,89 @@
+"""SQL of the ledger (:mod:`shared.core.ledger`): one statement, so one snapshot.
+
+Events and their deliveries are committed by one ingest statement, and the ledger reads both in
+one statement too, so an ingest commit can never fall between the two counts: a window that
+does not balance is a real discrepancy, not a race.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from shared.core.ledger import Ledger, OldestOpen, id_bounds
+
+
+def _window(table: str, low: str, high: str) -> str:
+    """Rows of ``table`` in the window: ids in [low, high) (parameters), then created_at in
+    [$5, $6), each condition dropped when its parameter is NULL."""
+    return (f"({low}::text IS NULL OR {table}.id >= {low})"
+            f" AND ({high}::text IS NULL OR {table}.id < {high})"
+            f" AND ($5::timestamptz IS NULL OR {table}.created_at >= $5)"
+            f" AND ($6::timestamptz IS NULL OR {table}.created_at < $6)")
+
+
+_LEDGER_SQL = f"""
+WITH ev AS (
+    SELECT count(*) AS events, coalesce(sum(e.delivery_count), 0) AS created
+      FROM events e
+     WHERE {_window("e", "$3", "$4")}
+), dl AS (
+    SELECT count(*) FILTER (WHERE d.status = 'pending') AS pending,
+           count(*) FILTER (WHERE d.status = 'retrying') AS retrying,
+           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE d.status = 'dead') AS dead,
+           count(*) FILTER (WHERE d.status = 'cancelled') AS cancelled,
+           count(*) FILTER (WHERE d.status = 'dead' AND NOT EXISTS (
+               SELECT 1 FROM dead_letters x WHERE x.delivery_id = d.id)) AS dead_unrecorded
+      FROM deliveries d
+     WHERE {_window("d", "$1", "$2")}
+), oldest AS (
+    SELECT d.id, d.event_id, d.endpoint_id, d.status, d.created_at
+      FROM deliveries d
+     WHERE d.status IN ('pending', 'retrying') AND {_window("d", "$1", "$2")}
+     ORDER BY d.created_at, d.id LIMIT 1
+)
+SELECT ev.*, dl.*, o.id AS oldest_id, o.event_id AS oldest_event_id,
+       o.endpoint_id AS oldest_endpoint_id, o.status AS oldest_status,
+       o.created_at AS oldest_created_at, now() AS as_of
+  FROM ev, dl LEFT JOIN oldest o ON true
+"""
+
+_OLDEST_OPEN_SQL = """
+SELECT id, event_id, endpoint_id, status, created_at, now() AS as_of FROM deliveries
+ WHERE status IN ('pending', 'retrying') ORDER BY created_at, id LIMIT 1
+"""
+
+
+def _oldest(row: asyncpg.Record, prefix: str, as_of: datetime) -> OldestOpen | None:
+    if row[f"{prefix}id"] is None:
+        return None
+    created: datetime = row[f"{prefix}created_at"]
+    return OldestOpen(row[f"{prefix}id"], row[f"{prefix}event_id"],
+                      row[f"{prefix}endpoint_id"], row[f"{prefix}status"], created,
+                      max(0.0, (as_of - created).total_seconds()))
+
+
+async def read_ledger(conn: asyncpg.Pool | asyncpg.Connection, since: datetime | None,
+                      until: datetime | None) -> Ledger:
+    """The ledger of ``[since, until)`` (either end open when None). Raises asyncpg errors."""
+    dlv_low, dlv_high = id_bounds("dlv", since, until)
+    evt_low, evt_high = id_bounds("evt", since, until)
+    row = await conn.fetchrow(_LEDGER_SQL, dlv_low, dlv_high, evt_low, evt_high, since, until)
+    if row is None:  # cannot happen: aggregates return one row
+        raise RuntimeError("the ledger query returned no row")
+    as_of: datetime = row["as_of"]
+    return Ledger(
+        since=since, until=until, as_of=as_of, events_accepted=int(row["events"]),
+        deliveries_created=int(row["created"]),
+        by_status={s: int(row[s]) for s in ("pending", "retrying", "succeeded", "dead",
+                                            "cancelled")},
+        dead_without_dead_letter=int(row["dead_unrecorded"]),
+        oldest_open=_oldest(row, "oldest_", as_of))
+
+
+async def oldest_open(conn: asyncpg.Pool | asyncpg.Connection) -> OldestOpen | None:
+    """The oldest open delivery of all time (found through the open-deliveries indexes)."""
+    row = await conn.fetchrow(_OLDEST_OPEN_SQL)
+    return None if row is None else _oldest(row, "", row["as_of"])
