@@ -108,7 +108,7 @@ async def test_log_has_no_traceback_no_credential_and_bounded_growth(
         (b"Authorization", f"Bearer {TEST_API_KEY}\x00".encode())])
     await exchange(port, keyed)
     before = ingest.log_path.stat().st_size
-    for batch in range(10):
+    for _round in range(10):
         await asyncio.gather(*(exchange(port, nul) for _ in range(100)))
     grown = ingest.log_path.stat().st_size - before
     assert grown < 4096, f"1,000 malformed requests grew the log by {grown} bytes"

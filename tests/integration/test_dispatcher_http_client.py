@@ -75,7 +75,11 @@ async def test_body_is_read_up_to_the_limit_only(rx: Receiver) -> None:
     assert out.status_code == 200 and len(out.body) == 64 * 1024
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "0x7f.1", "[::1]"])
+@pytest.mark.parametrize("host", [
+    "127.0.0.1", "localhost", "0x7f.1", "[::1]", "LOCALHOST.", "127.1",
+    "\uff11\uff12\uff17.\uff10.\uff10.\uff11",  # full-width digits
+    "127\u30020\u30020\u30021",  # ideographic full stops
+])
 async def test_private_targets_are_blocked_at_connect_time(rx: Receiver, host: str) -> None:
     guarded = WebhookClient(timeout_s=2.0, allow_private=False)
     try:
@@ -86,8 +90,23 @@ async def test_private_targets_are_blocked_at_connect_time(rx: Receiver, host: s
     assert rx.requests == []
 
 
+async def test_denied_port_is_blocked_even_with_private_targets_allowed(rx: Receiver) -> None:
+    lenient = WebhookClient(timeout_s=2.0, allow_private=True, denied_ports=frozenset({rx.port}))
+    try:
+        out = await lenient.post(rx.url("/denied"), b"{}", {})
+        assert out.failure is FailureKind.SSRF_BLOCKED and f"port {rx.port}" in (out.error or "")
+        other = await lenient.post(f"http://127.0.0.1:{free_port()}/", b"{}", {})
+        assert other.failure is FailureKind.CONNECTION  # other ports are tried as usual
+    finally:
+        await lenient.close()
+    assert rx.requests == []
+
+
 def test_literal_host_check() -> None:
     assert literal_host_block("http://10.0.0.1/") is not None
     assert literal_host_block("http://2130706433/") is not None
     assert literal_host_block("http://93.184.215.14/") is None
     assert literal_host_block("http://example.com/") is None
+    assert literal_host_block("http://\uff11\uff12\uff17.\uff10.\uff10.\uff11:19500/x") is not None
+    assert literal_host_block("http://127\u30020\u30020\u30021:19500/x") is not None
+    assert literal_host_block("http://example.com:6379/", frozenset({6379})) is not None
