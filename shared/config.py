@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from shared.config_kafka import KafkaSecurity, load_kafka_security
+from shared.core.api_keys import ApiKey, parse_api_key_entries
 from shared.core.errors import ConfigError
 from shared.core.retry import parse_schedule
 
@@ -172,14 +173,15 @@ def load_kafka_topic_settings(env: Mapping[str, str]) -> KafkaTopicSettings:
     )
 
 
+def parse_scoped_api_keys(env: Mapping[str, str]) -> tuple[ApiKey, ...]:
+    """``POSTWIRE_API_KEYS``: comma-separated entries ``KEY`` or ``ACCOUNT+ACCOUNT:KEY``, at
+    least one (see :mod:`shared.core.api_keys`)."""
+    return parse_api_key_entries(_get(env, "POSTWIRE_API_KEYS", None))
+
+
 def parse_api_keys(env: Mapping[str, str]) -> tuple[str, ...]:
-    """``POSTWIRE_API_KEYS``: comma-separated ingest keys, at least one."""
-    raw = _get(env, "POSTWIRE_API_KEYS", None)
-    keys = tuple(k.strip() for k in raw.split(",") if k.strip())
-    if not keys or not all(_TOKEN_RE.match(k) for k in keys):
-        raise ConfigError("POSTWIRE_API_KEYS is not valid: expected comma-separated keys of "
-                          "8..512 printable characters")
-    return keys
+    """The secrets of ``POSTWIRE_API_KEYS`` (account scopes stripped), at least one."""
+    return tuple(key.secret for key in parse_scoped_api_keys(env))
 
 
 def parse_admin_tokens(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from services.ingest.context import IngestContext
 from services.ingest.endpoint_cache import ENDPOINT_CACHE, EndpointCache
+from services.ingest.key_scope import require_account
 from shared.adapters.dns import Resolver, resolve_host
 from shared.core.cursor import decode_cursor, encode_cursor
 from shared.endpoints import operations as ops
@@ -78,6 +79,7 @@ class _Handlers:
     async def create(self, request: web.Request) -> web.Response:
         check_query(request, ())
         spec = validate_create(await read_json_object(request, MAX_BODY_BYTES))
+        require_account(request, spec.account_id)
         await self._check_url(request, spec.url)
         async with self.ctx.pool.acquire() as conn, conn.transaction():
             created = await ops.create_endpoint(conn, spec)

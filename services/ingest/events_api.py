@@ -46,6 +46,7 @@ from services.ingest.event_validation import (
 )
 from services.ingest.group_commit import EventWriter, GroupCommitter
 from services.ingest.idempotency import Accepted, IdempotencyPurger, Outcome
+from services.ingest.key_scope import account_error, require_account
 from shared.core.cursor import decode_cursor, encode_cursor
 from shared.core.errors import ApiError, InvalidRequest, NotFound
 from shared.core.event_body import data_fragment
@@ -109,6 +110,14 @@ def render_attempt(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
+def scoped_item(request: web.Request, index: int,
+                item: EventInput | ApiError) -> EventInput | ApiError:
+    """A batch item, or its 403 when the request's key may not act for its account."""
+    if isinstance(item, ApiError):
+        return item
+    return account_error(request, item.account_id, f"events[{index}].account_id") or item
+
+
 class _Handlers:
     def __init__(self, ctx: IngestContext, committer: GroupCommitter[EventInput, Outcome]):
         self._pool = ctx.pool
@@ -123,6 +132,7 @@ class _Handlers:
             key = check_idempotency_key(key, "Idempotency-Key")
         event = parse_event(await read_body_bytes(request, self._max_payload),
                             max_data_bytes=self._max_payload, idempotency_key=key)
+        require_account(request, event.account_id)
         [outcome] = await self._committer.submit([event])
         if isinstance(outcome, ApiError):
             raise outcome
@@ -134,6 +144,7 @@ class _Handlers:
             raise InvalidRequest("the batch route takes no Idempotency-Key header; give each "
                                  "event its own idempotency_key", param="Idempotency-Key")
         items = parse_batch(await read_body_bytes(request, self._batch_limit), self._max_payload)
+        items = [scoped_item(request, n, item) for n, item in enumerate(items)]
         outcomes = iter(await self._committer.submit(
             [i for i in items if isinstance(i, EventInput)]))
         parts: list[bytes] = []

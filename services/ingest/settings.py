@@ -10,9 +10,11 @@ from shared.config import (
     env_int,
     load_common,
     parse_api_keys,
+    parse_scoped_api_keys,
     refuse_shared_credentials,
 )
 from shared.config_http import load_denied_target_ports
+from shared.core.api_keys import ApiKey
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class IngestSettings:
     reconcile_max_ids: int = 20_000_000  # ids one reconciliation upload may hold
     reconcile_concurrency: int = 2       # reconciliations one process runs at once
     denied_target_ports: frozenset[int] = frozenset()  # endpoint URLs may not use these
+    api_key_scopes: tuple[ApiKey, ...] = ()  # every key with its accounts (api_keys' order)
 
 
 def load_ingest_settings(env: Mapping[str, str]) -> IngestSettings:
@@ -36,6 +39,7 @@ def load_ingest_settings(env: Mapping[str, str]) -> IngestSettings:
         common=load_common(env),
         port=env_int(env, "POSTWIRE_INGEST_PORT", 8080, 1, 65535),
         api_keys=parse_api_keys(env),
+        api_key_scopes=parse_scoped_api_keys(env),
         batch_max_events=env_int(env, "POSTWIRE_INGEST_BATCH_MAX_EVENTS", 500, 1, 5000),
         batch_max_wait_ms=env_int(env, "POSTWIRE_INGEST_BATCH_MAX_WAIT_MS", 2, 0, 1000),
         reconcile_max_ids=env_int(env, "POSTWIRE_RECONCILE_MAX_IDS", 20_000_000, 1,
