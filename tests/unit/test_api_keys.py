@@ -14,7 +14,7 @@ def test_plain_and_scoped_entries() -> None:
     assert [k.label for k in keys] == ["key-1", "key-2", "key-3"]
     plain, scoped, starred = keys
     assert plain.accounts is None and plain.allows("anyone")
-    assert scoped.secret == "scoped-key-1" and scoped.accounts == {"acct_1", "acct-2"}
+    assert scoped.secret == "scoped-key-1" and scoped.accounts == frozenset({"acct_1", "acct-2"})
     assert scoped.allows("acct-2") and not scoped.allows("acct_3")
     assert starred.secret == "key:with:colons" and starred.accounts is None
     assert "scoped-key-1" not in repr(scoped)

@@ -79,12 +79,12 @@ def test_unloadable_tls_files_are_refused_with_the_variable(tmp_path: Path) -> N
     not_pem.write_text("this is not a certificate\n")
     security = load_kafka_security({"POSTWIRE_KAFKA_SECURITY_PROTOCOL": "SSL",
                                     "POSTWIRE_KAFKA_SSL_CA_FILE": str(not_pem)})
-    with pytest.raises(ConfigError, match="^POSTWIRE_KAFKA_SSL_CA_FILE="):
+    with pytest.raises(ConfigError, match=r"^POSTWIRE_KAFKA_SSL_CA_FILE="):
         client_options(security)
     key_pair = load_kafka_security({"POSTWIRE_KAFKA_SECURITY_PROTOCOL": "SSL",
                                     "POSTWIRE_KAFKA_SSL_CERT_FILE": str(not_pem),
                                     "POSTWIRE_KAFKA_SSL_KEY_FILE": str(not_pem)})
-    with pytest.raises(ConfigError, match="^POSTWIRE_KAFKA_SSL_CERT_FILE="):
+    with pytest.raises(ConfigError, match=r"^POSTWIRE_KAFKA_SSL_CERT_FILE="):
         client_options(key_pair)
 
 
@@ -93,7 +93,7 @@ def test_topic_settings_need_no_database_and_bound_the_replication_factor() -> N
                                         "POSTWIRE_KAFKA_REPLICATION_FACTOR": "3",
                                         "POSTWIRE_KAFKA_PARTITIONS": "32"})
     assert (topics.partitions, topics.replication_factor) == (32, 3)
-    with pytest.raises(ConfigError, match="^POSTWIRE_KAFKA_REPLICATION_FACTOR='0' is not valid"):
+    with pytest.raises(ConfigError, match=r"^POSTWIRE_KAFKA_REPLICATION_FACTOR='0' is not valid"):
         load_kafka_topic_settings({"POSTWIRE_KAFKA_BOOTSTRAP": "k:9092",
                                    "POSTWIRE_KAFKA_REPLICATION_FACTOR": "0"})
 
