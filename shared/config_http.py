@@ -25,6 +25,7 @@ Extensions (not in the contract), all optional, read by every service:
 
 from __future__ import annotations
 
+import ipaddress
 import resource
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -72,6 +73,12 @@ def load_http_settings(env: Mapping[str, str], listen_host: str) -> HttpServerSe
     if env.get("POSTWIRE_METRICS_PORT", "").strip():
         metrics_port = env_int(env, "POSTWIRE_METRICS_PORT", None, 1, 65535)
     metrics_host = env_str(env, "POSTWIRE_METRICS_HOST", listen_host)
+    if metrics_host != "localhost":
+        try:
+            ipaddress.ip_address(metrics_host)
+        except ValueError as exc:
+            raise ConfigError(f"POSTWIRE_METRICS_HOST={metrics_host!r} is not valid: expected "
+                              "an IP address") from exc
     return HttpServerSettings(
         idle_timeout_s=env_float(env, "POSTWIRE_HTTP_IDLE_TIMEOUT_S", 60.0, 0.1, 3600.0),
         header_timeout_s=env_float(env, "POSTWIRE_HTTP_HEADER_TIMEOUT_S", 10.0, 0.1, 600.0),

@@ -2,11 +2,15 @@
 
 Log with ``log.info("delivery succeeded", extra=fields(event_id=..., delivery_id=...,
 endpoint_id=...))``: the ids become top-level keys, so operators can grep or ship them.
+
+Credentials never reach the log, even inside a third-party message or a traceback: every line
+is passed through :func:`redact`, which masks ``Bearer <token>`` and ``whsec_`` secrets.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +18,16 @@ from typing import Any
 import orjson
 
 _CONTEXT_KEYS = ("event_id", "delivery_id", "endpoint_id", "account_id", "replay_id", "operator")
+_SECRETS = re.compile(r"(?i)(bearer(?:\s|\\[trn])+)[^\s\\\"',;]+|whsec_[A-Za-z0-9+/=_-]+")
+
+
+def redact(text: str) -> str:
+    """``text`` with bearer tokens (``Bearer abc`` -> ``Bearer [redacted]``) and endpoint
+    secrets (``whsec_...`` -> ``whsec_[redacted]``) masked."""
+    return _SECRETS.sub(
+        lambda m: f"{m.group(1)}[redacted]" if m.group(1) else "whsec_[redacted]", text)
+
+
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
@@ -46,7 +60,7 @@ class JsonFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(out, default=str).decode()
+        return redact(orjson.dumps(out, default=str).decode())
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
