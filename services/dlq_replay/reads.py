@@ -8,10 +8,10 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-import orjson
 
 from services.dlq_replay.lists import Page, Where, page_of
 from shared.core.cursor import decode_cursor, encode_cursor
+from shared.core.event_body import JsonText, stored_data_text
 from shared.core.retention import delivery_id_window
 from shared.core.timefmt import format_ts
 from shared.retention import horizon
@@ -92,11 +92,10 @@ def delivery_json(row: Mapping[str, Any], attempts: list[dict[str, Any]]) -> dic
     }
 
 
-def _event_data(body: bytes) -> Any:
-    try:
-        return orjson.loads(body).get("data")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
+def _event_data(body: bytes) -> JsonText | None:
+    """``data`` exactly as stored (never parsed: exact, and no stored document can make this
+    read fail); render the view with ``orjson.dumps(view, default=embed_json_text)``."""
+    return stored_data_text(body)
 
 
 async def event_view(pool: asyncpg.Pool, event_id: str) -> dict[str, Any]:

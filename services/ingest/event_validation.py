@@ -6,9 +6,23 @@ characters without control characters (``null`` means absent). Unknown fields ar
 Batch items may also carry ``idempotency_key``. Errors are :class:`InvalidRequest` whose
 ``param`` is the field's path, e.g. ``type`` or ``events[3].type``.
 
-Numbers inside ``data`` are parsed as JSON numbers by orjson (64-bit integers, doubles); the
-webhook body is ``data`` re-rendered compactly, so whitespace is not preserved and integers
-beyond 64 bits lose precision, as in JavaScript.
+Exact payloads: ``data`` is kept as the producer's own JSON text, byte for byte (whitespace,
+number spellings such as ``1E5`` or ``-0.0``, integers of any size, escapes such as
+``\u00e9``), and the webhook body embeds exactly those bytes. Bodies are read with
+:mod:`shared.core.json_text`, so nothing is rounded on the way. ``data`` is refused (400
+naming the field) when it:
+
+- nests deeper than :data:`MAX_DATA_DEPTH` levels (``data`` itself is level 1; every
+  object or array inside adds one);
+- names a member twice in one object (receivers disagree on which value wins);
+- holds a lone UTF-16 surrogate escape such as ``"\ud800"`` (not a character; many
+  receivers refuse or replace it). A valid pair (``"\ud83d\ude00"``) is kept as sent.
+
+``"\u0000"`` (an escaped NUL) is valid JSON and is kept and delivered as sent: the body is
+stored as bytes, never as ``text`` or ``jsonb``. A raw control character (NUL included)
+inside a string, ``NaN``/``Infinity``, or bytes that are not UTF-8 make the request body
+not JSON (400 for the whole request). In a batch, the refusals above are per item: the
+valid items are still accepted.
 """
 
 from __future__ import annotations
@@ -20,12 +34,15 @@ from typing import Any
 import orjson
 
 from shared.core.errors import ApiError, InvalidRequest, PayloadTooLarge
+from shared.core.event_body import render_body
 from shared.core.idempotency import check_idempotency_key, request_hash
+from shared.core.json_text import TOO_DEEP, JsonCursor, JsonSyntaxError, nesting_depth
 
 ACCOUNT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 TYPE_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 MAX_ORDERING_KEY = 256
 MAX_BATCH_EVENTS = 500
+MAX_DATA_DEPTH = 32  # body depth 33: within the default limits of common receivers' parsers
 BATCH_ITEM_ENVELOPE_BYTES = 1024  # an item's fields besides data: account_id, type, keys
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 EVENT_FIELDS = frozenset({"account_id", "type", "data", "ordering_key"})
@@ -36,7 +53,8 @@ BATCH_ITEM_FIELDS = EVENT_FIELDS | {"idempotency_key"}
 class EventInput:
     """A validated event waiting for its group commit.
 
-    ``data_json`` is ``data`` rendered compactly (the bytes the webhook body embeds);
+    ``data_json`` is ``data`` exactly as the producer sent it (the bytes the webhook body
+    embeds);
     ``request_hash`` is set exactly when ``idempotency_key`` is.
     """
 
@@ -57,9 +75,85 @@ def batch_body_limit(max_payload_bytes: int) -> int:
     return MAX_BATCH_EVENTS * (max_payload_bytes + BATCH_ITEM_ENVELOPE_BYTES)
 
 
-def _string(obj: dict[str, Any], name: str, pattern: re.Pattern[str], what: str,
+@dataclass(frozen=True, slots=True)
+class _Problem:
+    """A member whose value is valid JSON but must not be used as it is (see
+    :mod:`shared.core.json_text`): what is wrong with it."""
+
+    text: str
+
+
+Fields = dict[str, Any]  # member name -> parsed value, or _Problem
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """One event object as read from the body: its members and ``data``'s source bytes."""
+
+    fields: Fields
+    data_source: bytes | None
+
+
+def _printable(name: str) -> str:
+    """``name`` as it can be shown in an error (a lone surrogate is escaped)."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _not_json(exc: JsonSyntaxError) -> InvalidRequest:
+    return InvalidRequest(f"request body is not valid JSON: {exc}")
+
+
+def _compact(raw: bytes) -> Any:
+    """The body's value when the body is byte for byte orjson's own rendering of it (compact
+    producers: then every number in it was read exactly and no object names a member twice),
+    else None. The fast path; every other body is read by :class:`JsonCursor`."""
+    try:
+        value = orjson.loads(raw)
+        return value if orjson.dumps(value) == raw else None
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        return None
+
+
+def _from_compact(obj: dict[str, Any]) -> _Read:
+    data = obj.get("data")
+    return _Read(obj, orjson.dumps(data) if isinstance(data, dict) else None)
+
+
+def _document(raw: bytes) -> JsonCursor:
+    """A cursor on the request body, which must be a UTF-8 JSON object (400 otherwise)."""
+    if not raw.strip():
+        raise InvalidRequest("request body is empty; a JSON object is required")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"request body is not valid UTF-8 (byte {exc.start})") from None
+    cursor = JsonCursor(text)
+    if cursor.peek() != "{":
+        try:
+            cursor.value()
+            cursor.finish()
+        except JsonSyntaxError as exc:
+            raise _not_json(exc) from None
+        raise InvalidRequest("request body must be a JSON object")
+    return cursor
+
+
+def _read_object(cursor: JsonCursor) -> _Read:
+    """The event object at the cursor (consumed). A member given twice: the last one wins,
+    as in every common JSON parser."""
+    fields: Fields = {}
+    data_source = None
+    for name in cursor.members():
+        scanned = cursor.value()
+        fields[name] = scanned.value if scanned.problem is None else _Problem(scanned.problem)
+        if name == "data":
+            data_source = cursor.text[scanned.start:scanned.end].encode("utf-8")
+    return _Read(fields, data_source)
+
+
+def _string(fields: Fields, name: str, pattern: re.Pattern[str], what: str,
             prefix: str) -> str:
-    value = obj.get(name)
+    value = fields.get(name)
     if value is None:
         raise InvalidRequest(f"{prefix}{name} is required", param=f"{prefix}{name}")
     if not isinstance(value, str) or not pattern.fullmatch(value):
@@ -67,8 +161,8 @@ def _string(obj: dict[str, Any], name: str, pattern: re.Pattern[str], what: str,
     return value
 
 
-def _ordering_key(obj: dict[str, Any], prefix: str) -> str | None:
-    value = obj.get("ordering_key")
+def _ordering_key(fields: Fields, prefix: str) -> str | None:
+    value = fields.get("ordering_key")
     if value is None:
         return None
     if (not isinstance(value, str) or not 1 <= len(value) <= MAX_ORDERING_KEY
@@ -79,72 +173,134 @@ def _ordering_key(obj: dict[str, Any], prefix: str) -> str | None:
     return value
 
 
-def _reject_unknown(obj: dict[str, Any], allowed: frozenset[str], prefix: str) -> None:
-    for key in obj:
+def _data(read: _Read, prefix: str, max_data_bytes: int) -> tuple[bytes, dict[str, Any]]:
+    """``data``'s exact source bytes and parsed value; 400 / 413 naming the field."""
+    param = f"{prefix}data"
+    value = read.fields.get("data")
+    if isinstance(value, _Problem):
+        text = (f"is nested deeper than the limit of {MAX_DATA_DEPTH} levels"
+                if value.text == TOO_DEEP else value.text)
+        raise InvalidRequest(f"{param} {text}", param=param)
+    source = read.data_source
+    if not isinstance(value, dict) or source is None:
+        raise InvalidRequest(f"{param} is required and must be a JSON object", param=param)
+    if len(source) > max_data_bytes:
+        raise PayloadTooLarge(f"{param} is {len(source)} bytes; the limit is {max_data_bytes}",
+                              param=param)
+    depth = (nesting_depth(source)
+             if source.count(b"{") + source.count(b"[") > MAX_DATA_DEPTH else 0)
+    if depth > MAX_DATA_DEPTH:
+        raise InvalidRequest(f"{param} is nested {depth} levels deep; the limit is "
+                             f"{MAX_DATA_DEPTH}", param=param)
+    return source, value
+
+
+def _reject_unknown(fields: Fields, allowed: frozenset[str], prefix: str) -> None:
+    for key in fields:
         if key not in allowed:
-            raise InvalidRequest(f"unknown field {prefix}{key!r}", param=f"{prefix}{key}")
+            raise InvalidRequest(f"unknown field {prefix}{key!r}",
+                                 param=f"{prefix}{_printable(key)}")
 
 
-def validate_event(obj: dict[str, Any], *, max_data_bytes: int,
-                   idempotency_key: str | None = None, prefix: str = "",
-                   allowed: frozenset[str] = EVENT_FIELDS) -> EventInput:
-    """Check one event object; raises InvalidRequest (400) or PayloadTooLarge (413).
-
-    ``idempotency_key`` is the already-checked header value (single POST); batch items pass
-    ``allowed=BATCH_ITEM_FIELDS`` and carry their own ``idempotency_key`` field instead.
-    """
-    _reject_unknown(obj, allowed, prefix)
-    account_id = _string(obj, "account_id", ACCOUNT_ID_RE, "1..64 of [A-Za-z0-9_-]", prefix)
-    event_type = _string(obj, "type", TYPE_RE, "1..128 of [A-Za-z0-9_.-]", prefix)
-    data = obj.get("data")
-    if not isinstance(data, dict):
-        raise InvalidRequest(f"{prefix}data is required and must be a JSON object",
-                             param=f"{prefix}data")
-    ordering_key = _ordering_key(obj, prefix)
-    if "idempotency_key" in allowed and obj.get("idempotency_key") is not None:
-        idempotency_key = check_idempotency_key(obj["idempotency_key"],
+def _event(read: _Read, *, max_data_bytes: int, idempotency_key: str | None, prefix: str,
+           allowed: frozenset[str]) -> EventInput:
+    """Check one event's fields; raises InvalidRequest (400) or PayloadTooLarge (413)."""
+    fields = read.fields
+    _reject_unknown(fields, allowed, prefix)
+    account_id = _string(fields, "account_id", ACCOUNT_ID_RE, "1..64 of [A-Za-z0-9_-]", prefix)
+    event_type = _string(fields, "type", TYPE_RE, "1..128 of [A-Za-z0-9_.-]", prefix)
+    data_json, data = _data(read, prefix, max_data_bytes)
+    ordering_key = _ordering_key(fields, prefix)
+    if "idempotency_key" in allowed and fields.get("idempotency_key") is not None:
+        idempotency_key = check_idempotency_key(fields["idempotency_key"],
                                                 f"{prefix}idempotency_key")
-    data_json = orjson.dumps(data)
-    if len(data_json) > max_data_bytes:
-        raise PayloadTooLarge(f"{prefix}data is {len(data_json)} bytes; the limit is "
-                              f"{max_data_bytes}", param=f"{prefix}data")
     digest = (request_hash(account_id, event_type, data, ordering_key)
               if idempotency_key is not None else None)
     return EventInput(account_id, event_type, data_json, ordering_key, idempotency_key, digest,
                       prefix)
 
 
-def validate_batch(obj: dict[str, Any], max_data_bytes: int) -> list[EventInput | ApiError]:
-    """Check a batch body ``{"events": [...]}``.
+def parse_event(raw: bytes, *, max_data_bytes: int,
+                idempotency_key: str | None = None) -> EventInput:
+    """Read and check a ``POST /v1/events`` body; raises InvalidRequest (400) or
+    PayloadTooLarge (413). ``idempotency_key`` is the already-checked header value."""
+    compact = _compact(raw)
+    if isinstance(compact, dict):
+        read = _from_compact(compact)
+    else:
+        cursor = _document(raw)
+        try:
+            read = _read_object(cursor)
+            cursor.finish()
+        except JsonSyntaxError as exc:
+            raise _not_json(exc) from None
+    return _event(read, max_data_bytes=max_data_bytes, idempotency_key=idempotency_key,
+                  prefix="", allowed=EVENT_FIELDS)
 
-    The envelope's errors raise InvalidRequest (the whole request is a 400); each item's error
-    is returned in its place, so the valid items can still be accepted.
+
+def _batch_item(read: _Read | Any, index: int, max_data_bytes: int) -> EventInput | ApiError:
+    """One item: an event, or the error that refuses it."""
+    if not isinstance(read, _Read):
+        return InvalidRequest(f"events[{index}] must be a JSON object", param=f"events[{index}]")
+    try:
+        return _event(read, max_data_bytes=max_data_bytes, idempotency_key=None,
+                      prefix=f"events[{index}].", allowed=BATCH_ITEM_FIELDS)
+    except ApiError as exc:
+        return exc
+
+
+def _read_batch(raw: bytes) -> Fields:
+    """The batch body's members, ``events`` (when an array) as a list of :class:`_Read` (or
+    whatever else each item is); InvalidRequest when the body is not a JSON object, or
+    ``events`` holds more than 500 items (reading stops there)."""
+    compact = _compact(raw)
+    if isinstance(compact, dict):
+        events = compact.get("events")
+        if isinstance(events, list):
+            compact["events"] = [_from_compact(item) if isinstance(item, dict) else item
+                                 for item in events[:MAX_BATCH_EVENTS + 1]]
+        return compact
+    cursor = _document(raw)
+    members: Fields = {}
+    try:
+        for name in cursor.members():
+            if name != "events" or cursor.peek() != "[":
+                scanned = cursor.value()
+                members[name] = scanned.value if scanned.problem is None else None
+                continue
+            items: list[Any] = []
+            members[name] = items
+            for index in cursor.elements():
+                if index == MAX_BATCH_EVENTS:
+                    items.append(None)
+                    return members
+                items.append(_read_object(cursor) if cursor.peek() == "{"
+                             else cursor.value().value)
+        cursor.finish()
+    except JsonSyntaxError as exc:
+        raise _not_json(exc) from None
+    return members
+
+
+def parse_batch(raw: bytes, max_data_bytes: int) -> list[EventInput | ApiError]:
+    """Read and check a batch body ``{"events": [...]}``.
+
+    A body that is not a JSON object with exactly the member ``events`` holding 1..500 items
+    raises InvalidRequest (the whole request is a 400); each item's error is returned in its
+    place, so the valid items can still be accepted.
     """
-    _reject_unknown(obj, frozenset({"events"}), "")
-    events = obj.get("events")
+    members = _read_batch(raw)
+    for name in members:
+        if name != "events":
+            raise InvalidRequest(f"unknown field {name!r}", param=_printable(name))
+    events = members.get("events")
     if not isinstance(events, list) or not 1 <= len(events) <= MAX_BATCH_EVENTS:
         raise InvalidRequest(f"events must be a list of 1..{MAX_BATCH_EVENTS} event objects",
                              param="events")
-    out: list[EventInput | ApiError] = []
-    for index, item in enumerate(events):
-        prefix = f"events[{index}]."
-        try:
-            if not isinstance(item, dict):
-                raise InvalidRequest(f"events[{index}] must be a JSON object",
-                                     param=f"events[{index}]")
-            out.append(validate_event(item, max_data_bytes=max_data_bytes, prefix=prefix,
-                                      allowed=BATCH_ITEM_FIELDS))
-        except ApiError as exc:
-            out.append(exc)
-    return out
+    return [_batch_item(item, index, max_data_bytes) for index, item in enumerate(events)]
 
 
 def webhook_body(event_id: str, timestamp: str, event: EventInput) -> bytes:
-    """The webhook body ``{"id","type","timestamp","account_id","data"}``, compact JSON.
-
-    Byte-identical to ``orjson.dumps`` of that dict: every string but ``data`` is restricted
-    to characters JSON never escapes, and ``data`` was rendered by orjson already.
-    """
-    head = (f'{{"id":"{event_id}","type":"{event.type}","timestamp":"{timestamp}",'
-            f'"account_id":"{event.account_id}","data":')
-    return head.encode() + event.data_json + b"}"
+    """The webhook body ``{"id","type","timestamp","account_id","data"}``: compact JSON
+    around ``data`` exactly as the producer sent it."""
+    return render_body(event_id, event.type, timestamp, event.account_id, event.data_json)

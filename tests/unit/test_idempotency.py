@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from typing import Any
 
 import orjson
 import pytest
 
-from services.ingest.event_validation import BATCH_ITEM_FIELDS, EventInput, validate_event
+from services.ingest.event_validation import EventInput, parse_batch, parse_event
 from services.ingest.idempotency import Accepted, resolve_outcomes
 from shared.core.errors import IdempotencyConflict, InvalidRequest, Unavailable
 from shared.core.idempotency import (
@@ -34,8 +36,7 @@ def test_other_keys_are_400(key: object) -> None:
 
 def _hash_of(raw: bytes) -> bytes | None:
     """The request hash of a raw JSON body, the way the single-event route computes it."""
-    return validate_event(orjson.loads(raw), max_data_bytes=1 << 20,
-                          idempotency_key="k").request_hash
+    return parse_event(raw, max_data_bytes=1 << 20, idempotency_key="k").request_hash
 
 
 BASE = b'{"account_id":"a","type":"t.x","data":{"n":1,"m":{"x":[1,2],"y":"z"}}}'
@@ -62,10 +63,53 @@ def test_any_change_of_content_is_a_different_request(different: bytes) -> None:
     assert _hash_of(different) != _hash_of(BASE)
 
 
+def _data_hash(data: bytes) -> bytes | None:
+    return _hash_of(b'{"account_id":"a","type":"t.x","data":' + data + b"}")
+
+
+@pytest.mark.parametrize(("one", "other"), [
+    (b'{"n":123456789012345678901234567890}', b'{"n":123456789012345678901234567891}'),
+    (b'{"n":18446744073709551616}', b'{"n":18446744073709551617}'),
+    (b'{"n":-9223372036854775809}', b'{"n":-9223372036854775810}'),
+    (b'{"n":0.1}', b'{"n":0.10000000000000000001}'),
+    (b'{"n":1e400}', b'{"n":1e401}'),
+    (b'{"n":1}', b'{"n":1.0}'),
+    (b'{"n":0.0}', b'{"n":-0.0}'),
+])
+def test_numbers_a_float_cannot_tell_apart_are_different_requests(one: bytes,
+                                                                   other: bytes) -> None:
+    assert _data_hash(one) != _data_hash(other)
+
+
+@pytest.mark.parametrize(("one", "other"), [
+    (b'{"n":1e2}', b'{"n":100.0}'),
+    (b'{"n":1.50}', b'{"n":1.5}'),
+    (b'{"n":123456789012345678901234567890}', b'{ "n" : 123456789012345678901234567890 }'),
+    (b'{"n":1.00000000000000000000001e30,"m":2}', b'{"m":2,"n":100000000000000000000001e7}'),
+    (b'{"s":"\\u00e9"}', '{"s":"\u00e9"}'.encode()),
+])
+def test_equal_values_spelled_differently_are_the_same_request(one: bytes, other: bytes) -> None:
+    assert _data_hash(one) == _data_hash(other)
+
+
+def test_the_hash_of_an_ordinary_payload_is_the_one_stored_before_exact_payloads() -> None:
+    """Keys stored by earlier versions (orjson canonical form, domain v1) still match."""
+    legacy = hashlib.sha256(b"postwire.event.v1\x00" + orjson.dumps(
+        {"account_id": "a", "type": "t.x", "data": orjson.loads(BASE)["data"],
+         "ordering_key": None}, option=orjson.OPT_SORT_KEYS)).digest()
+    assert _hash_of(BASE) == legacy
+    spaced = (b'{"account_id": "a", "type": "t.x",'
+              b' "data": {"f": 2.5E-3, "i": -12, "u": 18446744073709551615}}')
+    legacy_spaced = hashlib.sha256(b"postwire.event.v1\x00" + orjson.dumps(
+        {"account_id": "a", "type": "t.x", "data": orjson.loads(spaced)["data"],
+         "ordering_key": None}, option=orjson.OPT_SORT_KEYS)).digest()
+    assert _hash_of(spaced) == legacy_spaced
+
+
 def test_hash_does_not_depend_on_single_or_batch_transport() -> None:
     item = {**orjson.loads(BASE), "idempotency_key": "k"}
-    batch_event = validate_event(item, max_data_bytes=1 << 20, allowed=BATCH_ITEM_FIELDS,
-                                 prefix="events[0].")
+    [batch_event] = parse_batch(orjson.dumps({"events": [item]}), 1 << 20)
+    assert isinstance(batch_event, EventInput)
     assert batch_event.request_hash == _hash_of(BASE)
     assert batch_event.request_hash == request_hash("a", "t.x", item["data"], None)
 
@@ -84,8 +128,9 @@ def test_first_uses_maps_each_key_to_its_first_index() -> None:
 
 
 def _ev(key: str | None, data: dict[str, Any], prefix: str = "") -> EventInput:
-    return validate_event({"account_id": "a", "type": "t", "data": data}, max_data_bytes=1 << 20,
-                          idempotency_key=key, prefix=prefix)
+    event = parse_event(orjson.dumps({"account_id": "a", "type": "t", "data": data}),
+                        max_data_bytes=1 << 20, idempotency_key=key)
+    return dataclasses.replace(event, param_prefix=prefix)
 
 
 def test_resolve_outcomes_within_one_batch() -> None:
