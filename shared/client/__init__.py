@@ -1,0 +1,1 @@
+"""Python clients of the Postwire APIs (importable without the services)."""
