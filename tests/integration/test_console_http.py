@@ -157,7 +157,7 @@ async def test_login_sets_a_hardened_cookie_and_security_headers(browser: Browse
     assert "default-src 'none'" in csp and "script-src 'self'" in csp
     assert "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
     assert resp.headers["X-Frame-Options"] == "DENY"
-    assert resp.headers["Referrer-Policy"] == "no-referrer"
+    assert resp.headers["Referrer-Policy"] == "same-origin"
     assert "<script>" not in html  # the only script is the external, same-origin one
     for chart in ("Deliveries per second", "Success ratio", "Latency",
                   "Dead letters per hour", "Consumer lag"):

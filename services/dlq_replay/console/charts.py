@@ -23,6 +23,7 @@ class Series:
     name: str
     css: str
     segments: tuple[str, ...] = ()
+    dots: tuple[tuple[float, float], ...] = ()                # isolated points (x, y)
     bars: tuple[tuple[float, float, float, float], ...] = ()   # x, y, width, height
     latest: str = "-"
 
@@ -71,20 +72,26 @@ def _y(value: float, top: float) -> float:
     return PAD_TOP + span * (1 - min(value, top) / top)
 
 
-def _segments(values: Sequence[float | None], top: float) -> tuple[str, ...]:
-    segments: list[str] = []
-    current: list[str] = []
+def _runs(values: Sequence[float | None], top: float) -> list[list[tuple[float, float]]]:
+    """Consecutive present values as runs of (x, y) points; a missing value breaks a run."""
+    runs: list[list[tuple[float, float]]] = [[]]
     for index, value in enumerate(values):
         if value is None:
-            if current:
-                segments.append(" ".join(current))
-                current = []
+            if runs[-1]:
+                runs.append([])
             continue
-        current.append(f"{_x(index, len(values)):.1f},{_y(value, top):.1f}")
-    if current:
-        segments.append(" ".join(current))
-    # a lone point is drawn as a tiny segment so that it shows
-    return tuple(s if " " in s else f"{s} {s}" for s in segments)
+        runs[-1].append((_x(index, len(values)), _y(value, top)))
+    return [run for run in runs if run]
+
+
+def _line(values: Sequence[float | None],
+          top: float) -> tuple[tuple[str, ...], tuple[tuple[float, float], ...]]:
+    """Polyline point lists for runs of two or more points, dots for lone points."""
+    runs = _runs(values, top)
+    segments = tuple(" ".join(f"{x:.1f},{y:.1f}" for x, y in run) for run in runs
+                     if len(run) > 1)
+    dots = tuple(run[0] for run in runs if len(run) == 1)
+    return segments, dots
 
 
 def line_chart(title: str, unit: str, lines: Sequence[tuple[str, str, Sequence[float | None]]],
@@ -93,7 +100,7 @@ def line_chart(title: str, unit: str, lines: Sequence[tuple[str, str, Sequence[f
     present = [v for _, _, values in lines for v in values if v is not None]
     ceiling = top if top is not None else nice_ceiling(max(present, default=0.0))
     series = tuple(
-        Series(name, css, _segments(values, ceiling),
+        Series(name, css, *_line(values, ceiling),
                latest=format_value(next((v for v in reversed(values) if v is not None), None),
                                    unit))
         for name, css, values in lines)
