@@ -51,8 +51,12 @@ async def detached_leftovers(conn: asyncpg.Connection) -> list[str]:
 
 
 async def legacy_cutover(conn: asyncpg.Connection) -> datetime | None:
-    """Where the legacy partitions end (None before migration 0008 or without them)."""
-    value = await conn.fetchval("SELECT cutover_at FROM partition_cutover")
+    """Where the legacy partitions end; None when there are none (a database that had no
+    history when it was migrated, or whose legacy partitions have been dropped)."""
+    value = await conn.fetchval(
+        "SELECT cutover_at FROM partition_cutover WHERE EXISTS (SELECT 1 FROM pg_class"
+        " WHERE relname = ANY($1::text[]) AND relnamespace = current_schema()::regnamespace)",
+        [f"{t}_legacy" for t in _PARENTS])
     return value if isinstance(value, datetime) else None
 
 

@@ -40,7 +40,7 @@ def test_partition_names_round_trip() -> None:
 
 
 def test_plan_creates_missing_days_from_yesterday_to_ahead() -> None:
-    existing = _all([date(2026, 12, 4)]) + ["deliveries_p20261205"]
+    existing = [*_all([date(2026, 12, 4)]), "deliveries_p20261205"]
     steps = plan(POLICY, NOW, existing, None)
     assert steps.create == (
         ("events", "evt", date(2026, 12, 3)), ("deliveries", "dlv", date(2026, 12, 3)),
