@@ -83,3 +83,28 @@ async def closed_within(reader: asyncio.StreamReader, timeout_s: float) -> float
     except ConnectionError:
         pass
     return time.monotonic() - start
+
+
+def exchange_sync(port: int, raw: bytes, timeout_s: float = 10.0) -> RawResponse:
+    """Blocking :func:`exchange` (for Hypothesis tests): send ``raw``, read one response."""
+    import contextlib
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+        # the server may answer and close before reading everything we send
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(raw)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"connection closed before a response: {data[:200]!r}")
+            data += chunk
+        head = parse_response(data.partition(b"\r\n\r\n")[0] + b"\r\n\r\n")
+        length = int(head.headers.get("content-length", "0"))
+        while len(data.partition(b"\r\n\r\n")[2]) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return parse_response(data)

@@ -192,11 +192,20 @@ class HardenedRequestHandler(RequestHandler):
     async def _handle_request(self, request: BaseRequest, start_time: float | None,
                               request_handler: Any) -> tuple[web.StreamResponse, bool]:
         self._hardened.idle.pop(self, None)
+        expect = request.headers.get("Expect")
+        if expect is not None and expect.strip().lower() != "100-continue":
+            # aiohttp would answer a text/plain 417 echoing the header (or fail to encode it)
+            request_handler = self._refuse_expect
         try:
             return await super()._handle_request(request, start_time, request_handler)
         finally:
             if not self.closing:
                 self._hardened.idle[self] = None
+
+    async def _refuse_expect(self, _: BaseRequest) -> web.StreamResponse:
+        self._hardened.on_protocol_error("bad_expect")
+        return json_error(400, "invalid_request",
+                          "the Expect header is not supported (only 100-continue is)")
 
     def handle_error(self, request: BaseRequest, status: int = 500,
                      exc: BaseException | None = None,
@@ -214,11 +223,16 @@ class HardenedRequestHandler(RequestHandler):
             status, error_type = 503, "unavailable"
         else:
             status, error_type = 400, "invalid_request"
-        body = orjson.dumps({"error": {"type": error_type, "message": text, "param": None}})
-        response = BareResponse(status=status, body=body, content_type="application/json",
-                                headers={"Cache-Control": "no-store", "Connection": "close"})
-        response.force_close()
-        return response
+        return json_error(status, error_type, text)
+
+
+def json_error(status: int, error_type: str, message: str) -> web.Response:
+    """A contract error answered below the app: no banner, no caching, connection closed."""
+    body = orjson.dumps({"error": {"type": error_type, "message": message, "param": None}})
+    response = BareResponse(status=status, body=body, content_type="application/json",
+                            headers={"Cache-Control": "no-store", "Connection": "close"})
+    response.force_close()
+    return response
 
 
 class BareResponse(web.Response):

@@ -78,6 +78,8 @@ def malformed_requests() -> dict[str, bytes]:
             *auth, (b"X-Nul", MARKER + b"\x00" + MARKER)]),
         "API key then NUL in Authorization": request("GET", "/v1/events", [
             (b"Authorization", f"Bearer {TEST_API_KEY}".encode() + b"\x00" + MARKER)]),
+        "Expect other than 100-continue": request("GET", "/v1/events", [
+            *auth, (b"Expect", MARKER + b"\x80")]),
         "bad method": MARKER + b"\x01 / HTTP/1.1\r\nHost: x\r\n\r\n",
         "header without a colon": request("GET", "/v1/events", [(MARKER, b"")]).replace(
             MARKER + b": ", MARKER),
