@@ -4,6 +4,7 @@
 #   make lint     ruff check + mypy (strict)
 #   make test     install, lint, then every test layer; prints a one-line verdict
 #   make bench    run every bench/*.py script (each prints its own table)
+#   make browser  install Debian's chromium for the console's browser tests (skipped when present)
 
 PYTHON ?= python3
 VENV := .venv
@@ -11,7 +12,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_DIRS := tests/unit tests/integration tests/e2e tests/faults
 
-.PHONY: install run lint test bench clean
+.PHONY: install run lint test bench clean browser
 
 install: $(STAMP)
 
@@ -28,7 +29,18 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: install lint
+# The console and portal tests drive the system Chromium (Playwright, executable_path).
+# Idempotent: nothing happens when /usr/bin/chromium exists; otherwise apt-get as root.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" -ne 0 ]; then \
+			echo "make browser: /usr/bin/chromium is missing; run 'sudo apt-get install -y chromium'"; exit 1; \
+		fi; \
+		echo "make browser: installing chromium (apt-get)"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	fi
+
+test: install lint browser
 	@dirs=""; for d in $(TEST_DIRS); do if [ -d "$$d" ]; then dirs="$$dirs $$d"; fi; done; \
 	set +e; $(BIN)/pytest -q -rfE $$dirs; rc=$$?; set -e; \
 	if [ $$rc -eq 0 ]; then echo "make test: OK (lint clean, all tests passed)"; \
