@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
-from shared.cli import dev, operator, topics
+from shared.cli import dev, operator, reconcile, topics
 
 #: What ``register`` functions receive (argparse's own, private, class).
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.register(sub)  # dev up, dev infra
     register_migrate(sub)  # migrate
     operator.register(sub)  # dlq, events, replay, replays, audit
+    reconcile.register(sub)  # reconcile, ledger
     topics.register(sub)  # topics
     return parser
 
