@@ -10,7 +10,6 @@ stored document (however deep, however large its numbers) can make a read fail.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -41,12 +40,23 @@ def data_fragment(body: bytes) -> orjson.Fragment:
     return orjson.Fragment(stored_data(body))
 
 
-@dataclass(frozen=True, slots=True)
 class JsonText:
     """JSON source text kept as is: rendered into a response by :func:`embed_json_text`,
-    shown to a person as :attr:`text`."""
+    shown to a person as :attr:`text`. (Not a dataclass: orjson would render one itself.)"""
 
-    source: bytes
+    __slots__ = ("source",)
+
+    def __init__(self, source: bytes) -> None:
+        self.source = source
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JsonText) and other.source == self.source
+
+    def __hash__(self) -> int:
+        return hash(self.source)
+
+    def __repr__(self) -> str:
+        return f"JsonText({self.source!r})"
 
     @property
     def text(self) -> str:
