@@ -17,12 +17,13 @@ from typing import Any
 
 import asyncpg
 
+from shared.adapters.dns import Resolver
 from shared.core.errors import NotFound
 from shared.core.ids import is_valid_id, new_id
 from shared.core.signing import generate_secret
 from shared.core.timefmt import format_ts, utcnow
 from shared.endpoints import store
-from shared.endpoints.validation import EndpointSpec
+from shared.endpoints.validation import EndpointSpec, check_url_target
 
 
 def render_endpoint(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -97,6 +98,21 @@ async def patch_endpoint(conn: asyncpg.Connection, endpoint_id: str,
     row = await store.update_endpoint(conn, row, changes, utcnow())
     await store.notify_endpoints_changed(conn, row["account_id"])
     return row
+
+
+async def check_patch_target(pool: asyncpg.Pool, endpoint_id: str, changes: Mapping[str, Any], *,
+                             allow_private: bool, resolve: Resolver,
+                             account_id: str | None = None) -> None:
+    """Run the SSRF guard a patch needs, before its transaction: on a new ``url``, or on the
+    stored URL when the patch re-enables the endpoint (it may predate the guard or a stricter
+    setting, or its name may resolve privately now). Raises InvalidRequest (``url``) or
+    NotFound."""
+    if "url" in changes:
+        await check_url_target(changes["url"], allow_private=allow_private, resolve=resolve)
+    elif changes.get("enabled") is True:
+        async with pool.acquire() as conn:
+            current = await fetch_endpoint(conn, endpoint_id, account_id=account_id)
+        await check_url_target(current["url"], allow_private=allow_private, resolve=resolve)
 
 
 async def delete_endpoint(conn: asyncpg.Connection, endpoint_id: str, *,

@@ -316,3 +316,30 @@ async def test_event_payloads_and_responses_are_escaped(
     # query parameters echoed into forms are escaped too
     status, html, _ = await browser.get("/console/dead-letters?type=%22%3E%3Cscript%3E")
     assert status == 200 and '"><script>' not in html
+
+
+async def test_private_targets_are_refused_on_add_and_on_re_enable(
+        service_env: ServiceEnvFactory, pool: asyncpg.Pool) -> None:
+    account = _account()
+    stale = await insert_endpoint(pool, account_id=account, url=URL, enabled=False)
+    async with running_admin(service_env(ALLOW_PRIVATE_TARGETS="false")) as strict, \
+            aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        operator = Browser(http, str(strict.client.make_url("")).rstrip("/"))
+        await operator.login()
+        csrf = await operator.csrf_of("/console/endpoints")
+        status, html, _ = await operator.post(f"/console/endpoints/{stale.id}/enabled",
+                                              {"csrf_token": csrf, "enabled": "true"})
+        assert status == 400 and "url refused" in html
+        assert not await pool.fetchval("SELECT enabled FROM endpoints WHERE id = $1", stale.id)
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as mhttp:
+            merchant = Browser(mhttp, operator.base)
+            await _portal(strict, merchant, account)
+            csrf = await merchant.csrf_of("/portal")
+            status, html, _ = await merchant.post("/portal/endpoints", {
+                "csrf_token": csrf, "url": "http://10.1.2.3:8080/hook"})
+            assert status == 400 and "url refused" in html
+            status, _, _ = await merchant.post(f"/portal/endpoints/{stale.id}/enabled",
+                                               {"csrf_token": csrf, "enabled": "true"})
+            assert status == 400
+    assert await pool.fetchval("SELECT count(*) FROM endpoints WHERE account_id = $1",
+                               account) == 1

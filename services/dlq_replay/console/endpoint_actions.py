@@ -67,11 +67,11 @@ async def create_endpoint(ctx: AdminContext, *, actor: str,
 
 async def update_endpoint(ctx: AdminContext, *, actor: str, endpoint_id: str,
                           changes: dict[str, Any], account_id: str | None) -> asyncpg.Record:
-    """Apply validated changes (``validate_patch``); URL changes pass the SSRF check first."""
-    if "url" in changes:
-        await check_url_target(changes["url"],
-                               allow_private=ctx.settings.common.allow_private_targets,
-                               resolve=resolve_host)
+    """Apply validated changes (``validate_patch``); a new URL, or the stored one when the
+    change re-enables, passes the SSRF guard first."""
+    await ops.check_patch_target(ctx.pool, endpoint_id, changes,
+                                 allow_private=ctx.settings.common.allow_private_targets,
+                                 resolve=resolve_host, account_id=account_id)
 
     async def work(conn: asyncpg.Connection) -> tuple[asyncpg.Record, dict[str, Any]]:
         row = await ops.patch_endpoint(conn, endpoint_id, changes, account_id=account_id)
@@ -83,7 +83,11 @@ async def update_endpoint(ctx: AdminContext, *, actor: str, endpoint_id: str,
 
 async def set_enabled(ctx: AdminContext, *, actor: str, endpoint_id: str, enabled: bool,
                       account_id: str | None, reason: str | None = None) -> asyncpg.Record:
-    """Enable (circuit reset, reason cleared) or disable (reason ``manual``) an endpoint."""
+    """Enable (circuit reset, reason cleared; the stored URL must pass today's SSRF guard) or
+    disable (reason ``manual``) an endpoint."""
+    await ops.check_patch_target(ctx.pool, endpoint_id, {"enabled": enabled},
+                                 allow_private=ctx.settings.common.allow_private_targets,
+                                 resolve=resolve_host, account_id=account_id)
 
     async def work(conn: asyncpg.Connection) -> tuple[asyncpg.Record, dict[str, Any]]:
         row = await ops.patch_endpoint(conn, endpoint_id, {"enabled": enabled},
