@@ -168,7 +168,7 @@ def past_retention_message(noun: str, object_id: str, created_at: datetime,
 # An event's deliveries are made by the transaction that stores the event, their ids drawn
 # right after the event's; this window is far wider than that, for clock steps and slow commits.
 ID_SLACK_MS = 60_000
-DELIVERY_WINDOW_MS = 86_400_000
+DELIVERY_WINDOW_MS = 3_600_000
 
 
 def delivery_id_window(event_id: str) -> tuple[str, str] | None:

@@ -99,7 +99,7 @@ def test_delivery_window_contains_deliveries_made_with_the_event() -> None:
     assert window[0] <= delivery_id < window[1]
     ms = id_unix_ms(event_id)
     assert ms is not None
-    assert window[1] == lowest_id_at("dlv", ms + 86_400_000)
+    assert window[1] == lowest_id_at("dlv", ms + 3_600_000)
     assert delivery_id_window("evt_not-a-ulid") is None
 
 
