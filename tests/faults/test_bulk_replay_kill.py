@@ -23,6 +23,7 @@ from services.dlq_replay.testkit import (
     insert_endpoint,
 )
 from tests.conftest import TEST_ADMIN_TOKEN, RunService, ServiceEnvFactory
+from tests.support.ledger import assert_ledger_balances
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -130,6 +131,7 @@ async def test_killed_bulk_replay_resumes_and_sends_each_delivery_once(
             "completed", TOTAL, TOTAL, 0)
 
         await _assert_each_sent_once(pool, receiver, account, made)
+        await assert_ledger_balances(pool)
     finally:
         await pool.close()
         await receiver.stop()

@@ -26,6 +26,7 @@ from tests.dispatch_helpers import (
     seeder,
 )
 from tests.receiver import Receiver, Reply
+from tests.support.ledger import assert_ledger_balances
 
 __all__ = ["dispatchers_per_test", "seeder"]
 
@@ -50,7 +51,8 @@ async def ledger_check(seeder: Seeder, rx: Receiver, events: Sequence[Event],
     receivers of these tests answer 2xx in the end, so every delivery must have succeeded
     (none may die of the fault), reached its endpoint, and every repeat be byte-identical.
 
-    Returns how many requests each event id got (for duplicate statistics).
+    Then the platform's ledger must balance (tests.support.ledger). Returns how many
+    requests each event id got (for duplicate statistics).
     """
     ids = [d for e in events for d in e.delivery_ids.values()]
     final = await seeder.wait_status(ids, {"succeeded", "dead"}, timeout_s)
@@ -69,6 +71,7 @@ async def ledger_check(seeder: Seeder, rx: Receiver, events: Sequence[Event],
             counts[event.id] += len(bodies)
             assert bodies, f"{delivery_id} succeeded but never reached {endpoint_id}"
             assert all(b == event.body for b in bodies), "a repeat must be byte-identical"
+    await assert_ledger_balances(seeder.pool)
     return counts
 
 

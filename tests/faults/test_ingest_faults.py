@@ -16,6 +16,7 @@ from shared.adapters.kafka.topics import DELIVERIES, topic_name
 from tests.conftest import TEST_API_KEY, RunService, ServiceEnvFactory
 from tests.dispatch_helpers import poll
 from tests.integration.test_outbox import read_deliveries
+from tests.support.ledger import assert_ledger_balances
 
 AUTH = {"Authorization": f"Bearer {TEST_API_KEY}"}
 EVENTS = 30
@@ -30,7 +31,7 @@ async def test_relay_publishes_what_a_killed_ingest_left_while_the_broker_was_do
     account = "acct_relay_fault"
     async with aiohttp.ClientSession(first.base_url, headers=AUTH) as http:
         async with http.post("/v1/endpoints", json={
-                "account_id": account, "url": "http://127.0.0.1:9/hooks"}) as resp:
+                "account_id": account, "url": "http://127.0.0.1:8999/hooks"}) as resp:
             assert resp.status == 201, await resp.text()
             endpoint_id = (await resp.json())["id"]
         accepted = []
@@ -69,5 +70,6 @@ async def test_relay_publishes_what_a_killed_ingest_left_while_the_broker_was_do
 
         # published rows leave the outbox (the module's own database: nothing else writes it)
         await poll(lambda: pool.fetchval("SELECT count(*) FROM outbox"), lambda n: n == 0, 30)
+        await assert_ledger_balances(pool)  # every accepted event has its deliveries
     finally:
         await pool.close()
