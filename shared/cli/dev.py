@@ -41,11 +41,16 @@ from deploy.embedded.services import (
     start_service,
 )
 from deploy.embedded.stack import EmbeddedStack
+from shared.cli import dev_env
+from shared.cli.dev_context import remove_urls, write_urls
 
 _Handler: TypeAlias = "Callable[[int, FrameType | None], Any] | int | signal.Handlers | None"
 DEFAULT_DIR = Path(".postwire/dev")
 DEFAULT_PG_PORT = 55432
 DEFAULT_BROKER_PORT = 59092
+#: The dev stack's retry schedule unless POSTWIRE_RETRY_SCHEDULE is set: five attempts over
+#: about 37 s (at most 45 s with +20% jitter), so a failing delivery is dead within a minute.
+DEV_RETRY_SCHEDULE = "0,2,5,10,20"
 _LABELS: dict[ServiceName, str] = {
     "ingest": "ingest API",
     "dispatcher": "dispatcher (health/metrics)",
@@ -80,6 +85,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         add("--broker-port", type=int, help=f"broker port (default {DEFAULT_BROKER_PORT})")
     infra.add_argument("--no-migrate", action="store_true", help="do not apply migrations")
     up.set_defaults(handler=cmd_up, no_migrate=False)
+    dev_env.register(actions)
     infra.set_defaults(handler=cmd_infra)
 
 
@@ -170,6 +176,7 @@ class _DevSession:
             self.running.append(start_service(name, env, self.stack.log_dir / f"{name}.log"))
         for service in self.running:
             service.wait_healthy(timeout_s=60.0)
+        write_urls(self.base, {service.name: service.base_url for service in self.running})
         _print_up_banner(self.stack, self.running, self.base)
 
     def supervise(self) -> int:
@@ -190,6 +197,7 @@ class _DevSession:
     def shutdown(self) -> None:
         """Services first (SIGTERM, drain), then the broker, then Postgres. Blocks; never raises
         for a child that is already gone."""
+        remove_urls(self.base)
         for service in reversed(self.running):
             service.stop()
         if self.stack is not None:
@@ -245,6 +253,7 @@ def _service_env(
         }
     )
     env.setdefault("POSTWIRE_ALLOW_PRIVATE_TARGETS", "true")
+    env.setdefault("POSTWIRE_RETRY_SCHEDULE", DEV_RETRY_SCHEDULE)
     env.update({PORT_VARS[name]: str(port) for name, port in ports.items()})
     return env
 
@@ -273,6 +282,9 @@ def _print_up_banner(stack: EmbeddedStack, running: list[ServiceProcess], base: 
         _say(f"\n  API key      {env['POSTWIRE_API_KEYS']}")
         _say(f"  admin token  {admin}   (operator {ADMIN_OPERATOR!r})")
         _say(f"  (both kept in {base / 'credentials.json'})")
+        _say(f"  retry schedule {env.get('POSTWIRE_RETRY_SCHEDULE')} s (POSTWIRE_RETRY_SCHEDULE)")
+        _say('  in another terminal: eval "$(.venv/bin/postwire dev env)" sets POSTWIRE_API_KEY,'
+             " POSTWIRE_INGEST_URL, POSTWIRE_ADMIN_URL and POSTWIRE_ADMIN_TOKEN")
     ingest, admin_api = by_name.get("ingest"), by_name.get("dlq_replay")
     if ingest is not None:
         _say(_curl_examples(ingest.base_url, env["POSTWIRE_API_KEYS"]))

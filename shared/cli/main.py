@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
 from shared.cli import dev, operator, reconcile, topics
+from shared.core.version import POSTWIRE_VERSION
 
 #: What ``register`` functions receive (argparse's own, private, class).
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -30,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="postwire",
         description="Postwire: self-hosted webhook delivery. Local stack, migrations, operations.",
     )
+    parser.add_argument("--version", action="version", version=f"postwire {POSTWIRE_VERSION}")
+    operator.add_connection_options(parser)  # also accepted before the subcommand
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     dev.register(sub)  # dev up, dev infra
     register_migrate(sub)  # migrate

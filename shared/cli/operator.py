@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared.cli.admin_client import DEFAULT_URL, EXIT_USAGE, AdminClient, CliError
+from shared.cli.dev_context import load_dev_context
 from shared.cli.tables import progress_line, render_fields, render_table
 
 EXIT_INTERRUPTED = 130
@@ -25,27 +26,52 @@ EXIT_CODES_HELP = ("exit status: 0 ok, 1 request refused, 2 usage, 3 not found, 
                    "4 authentication failed, 5 admin service unreachable, 130 interrupted")
 
 
+def add_connection_options(parser: argparse.ArgumentParser) -> None:
+    """``--url``, ``--token`` and ``--json``. They are added both to the top-level parser and
+    to every operator command, with suppressed defaults, so they work before or after the
+    subcommand; :func:`_resolve` fills in what was not given."""
+    parser.add_argument("--url", default=argparse.SUPPRESS,
+                        help="admin API base URL (default: $POSTWIRE_ADMIN_URL, else the "
+                        f"running dev stack's, else {DEFAULT_URL})")
+    parser.add_argument("--token", default=argparse.SUPPRESS,
+                        help="admin bearer token (default: $POSTWIRE_ADMIN_TOKEN, else the "
+                        "running dev stack's)")
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print raw JSON for scripts")
+
+
 def _common() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--url", default=os.environ.get("POSTWIRE_ADMIN_URL", DEFAULT_URL),
-                        help="admin API base URL (default: $POSTWIRE_ADMIN_URL or %(default)s)")
-    parent.add_argument("--token", default=None,
-                        help="admin bearer token (default: $POSTWIRE_ADMIN_TOKEN)")
-    parent.add_argument("--json", action="store_true", help="print raw JSON for scripts")
+    add_connection_options(parent)
     return parent
+
+
+def _resolve(args: argparse.Namespace) -> tuple[str, str]:
+    """(url, token): options first, then ``POSTWIRE_ADMIN_URL`` / ``POSTWIRE_ADMIN_TOKEN``,
+    then what a ``postwire dev up`` under the current directory wrote, then the default URL.
+    Sets ``args.url``, ``args.token`` and ``args.json`` (False when not given)."""
+    args.json = getattr(args, "json", False)
+    dev = load_dev_context()
+    url = (getattr(args, "url", None) or os.environ.get("POSTWIRE_ADMIN_URL", "").strip()
+           or (dev.admin_url if dev else None) or DEFAULT_URL)
+    token = (getattr(args, "token", None) or os.environ.get("POSTWIRE_ADMIN_TOKEN", "").strip()
+             or (dev.admin_token if dev else None) or "")
+    args.url, args.token = url, token
+    return url, token
 
 
 def _run(command: Command) -> Callable[[argparse.Namespace], int]:
     """Wrap a command: build the client, turn CliError and Ctrl-C into an exit status."""
 
     def handler(args: argparse.Namespace) -> int:
-        token = args.token or os.environ.get("POSTWIRE_ADMIN_TOKEN", "").strip()
+        url, token = _resolve(args)
         if not token:
-            print("postwire: no admin token: pass --token or set POSTWIRE_ADMIN_TOKEN "
-                  "(an operator token from POSTWIRE_ADMIN_TOKENS)", file=sys.stderr)
+            print("postwire: no admin token: pass --token, set POSTWIRE_ADMIN_TOKEN "
+                  "(an operator token from POSTWIRE_ADMIN_TOKENS), or run this inside a "
+                  "checkout where `make run` is running", file=sys.stderr)
             return EXIT_USAGE
         try:
-            return command(args, AdminClient(args.url, token))
+            return command(args, AdminClient(url, token))
         except CliError as exc:
             print(f"postwire: {exc.message}", file=sys.stderr)
             return exc.exit_code
