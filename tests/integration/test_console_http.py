@@ -343,3 +343,21 @@ async def test_private_targets_are_refused_on_add_and_on_re_enable(
             assert status == 400
     assert await pool.fetchval("SELECT count(*) FROM endpoints WHERE account_id = $1",
                                account) == 1
+
+
+async def test_sign_in_is_audited_and_failed_attempts_are_throttled(
+        service_env: ServiceEnvFactory) -> None:
+    async with running_admin(service_env()) as fresh, \
+            aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        operator = Browser(http, str(fresh.client.make_url("")).rstrip("/"))
+        await operator.login()
+        status, audit, _ = await fresh.call("GET", "/admin/v1/audit-log?action=console.sign_in")
+        assert status == 200 and audit["data"][0]["operator"] == "admin"
+        csrf = await operator.csrf_of("/console/login")
+        for _ in range(10):
+            status, _, _ = await operator.post("/console/login",
+                                               {"csrf_token": csrf, "token": "guess-123456"})
+            assert status == 401
+        status, html, _ = await operator.post("/console/login",
+                                              {"csrf_token": csrf, "token": TEST_ADMIN_TOKEN})
+        assert status == 429 and "too many failed sign-ins" in html

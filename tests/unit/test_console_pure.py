@@ -21,6 +21,7 @@ from services.dlq_replay.console.guard import web_kind
 from services.dlq_replay.console.lag import LagSample
 from services.dlq_replay.console.overview import MINUTES, lag_buckets
 from services.dlq_replay.console.portal_api import parse_portal_session
+from services.dlq_replay.console.signin_throttle import LoginThrottle
 from shared.core.errors import InvalidRequest
 
 
@@ -121,3 +122,18 @@ def test_lag_buckets_keep_the_highest_sample_per_minute() -> None:
     assert len(values) == MINUTES
     assert values[:4] == [9.0, None, None, 0.0]
     assert all(v is None for v in values[4:])
+
+
+def test_login_throttle_counts_failures_per_client_in_a_window() -> None:
+    throttle = LoginThrottle(max_failures=3, window_s=60.0)
+    for t in (0.0, 1.0, 2.0):
+        assert throttle.retry_after_s("a", t) == 0
+        throttle.failed("a", t)
+    assert throttle.retry_after_s("a", 3.0) == pytest.approx(57.0)
+    assert throttle.retry_after_s("b", 3.0) == 0  # another client is not affected
+    assert throttle.retry_after_s("a", 60.5) == 0  # the first failure aged out
+    throttle.failed("a", 61.0)
+    throttle.failed("a", 61.2)
+    assert throttle.retry_after_s("a", 61.5) == pytest.approx(0.5)  # 2.0 ages out at 62
+    throttle.succeeded("a")
+    assert throttle.retry_after_s("a", 61.5) == 0

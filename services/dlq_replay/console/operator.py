@@ -7,7 +7,6 @@ log. Actions (POST, CSRF-checked by the guard) call :mod:`services.dlq_replay.ac
 
 from __future__ import annotations
 
-import hmac
 from collections import defaultdict
 from typing import Any
 from urllib.parse import urlencode
@@ -19,16 +18,10 @@ from services.dlq_replay.audit import list_audit
 from services.dlq_replay.console import forms, queries
 from services.dlq_replay.console.endpoint_actions import set_enabled
 from services.dlq_replay.console.guard import (
-    COOKIE,
-    CSRF_FIELD,
-    clear_session_cookie,
-    see_other,
     session_of,
-    set_session_cookie,
 )
 from services.dlq_replay.console.overview import build_overview
 from services.dlq_replay.console.render import render_page
-from services.dlq_replay.console.sessions import create_session, end_session, new_token
 from services.dlq_replay.console.state import CONSOLE
 from services.dlq_replay.context import CTX
 from services.dlq_replay.reads import DeadLetterQuery, event_view, list_dead_letters
@@ -37,11 +30,9 @@ from services.dlq_replay.schemas import (
     EventReplayRequest,
     parse_filter,
 )
-from shared.core.errors import Forbidden, InvalidRequest, NotFound
+from shared.core.errors import InvalidRequest, NotFound
 from shared.core.ids import is_valid_id
 from shared.core.timefmt import format_ts
-
-LOGIN_CSRF_COOKIE = "postwire_login_csrf"
 
 
 def _page(request: web.Request, template: str, **context: Any) -> web.Response:
@@ -55,61 +46,6 @@ def _older(form: dict[str, str], cursor: str | None) -> str | None:
     if cursor is None:
         return None
     return "?" + urlencode({**{k: v for k, v in form.items() if v}, "cursor": cursor})
-
-
-# --- sign in and out -------------------------------------------------------------------------
-
-async def login_form(request: web.Request) -> web.Response:
-    """``GET /console/login``: the token form, with a login CSRF cookie (double submit)."""
-    token = new_token()
-    response = render_page("login.html", kind="console", session=None, path=request.path,
-                           csrf=token, error=None)
-    response.set_cookie(LOGIN_CSRF_COOKIE, token, path="/console/login", httponly=True,
-                        samesite="Strict", max_age=3600)
-    return response
-
-
-def _operator_for(tokens: tuple[tuple[str, str], ...], presented: str) -> str | None:
-    matched = None
-    for name, token in tokens:  # every token compared: timing reveals nothing
-        if hmac.compare_digest(presented.encode(), token.encode()) and matched is None:
-            matched = name
-    return matched
-
-
-async def login(request: web.Request) -> web.StreamResponse:
-    """``POST /console/login``: an admin token becomes a session cookie."""
-    form = await request.post()
-    cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    sent = form.get(CSRF_FIELD)
-    if not cookie or not isinstance(sent, str) or not hmac.compare_digest(cookie.encode(),
-                                                                          sent.encode()):
-        raise Forbidden("the sign-in form expired; reload the page and try again")
-    token = form.get("token")
-    ctx = request.app[CTX]
-    operator = _operator_for(ctx.settings.admin_tokens, token if isinstance(token, str) else "")
-    if operator is None:
-        response = render_page("login.html", status=401, kind="console", session=None,
-                               path=request.path, csrf=cookie,
-                               error="That admin token is not valid.")
-        return response
-    lifetime = request.app[CONSOLE].session_lifetime_s
-    value, _ = await create_session(ctx.pool, kind="console", principal=operator,
-                                    lifetime_s=lifetime)
-    response = see_other("/console")
-    set_session_cookie(response, request, "console", value, lifetime)
-    response.del_cookie(LOGIN_CSRF_COOKIE, path="/console/login")
-    return response
-
-
-async def logout(request: web.Request) -> web.StreamResponse:
-    """``POST /console/logout``: the session ends on the server, the cookie is cleared."""
-    token = request.cookies.get(COOKIE["console"])
-    if token:
-        await end_session(request.app[CTX].pool, token)
-    response = see_other("/console/login")
-    clear_session_cookie(response, "console")
-    return response
 
 
 # --- pages -----------------------------------------------------------------------------------
@@ -278,9 +214,6 @@ async def audit(request: web.Request) -> web.Response:
 
 def setup_operator_routes(app: web.Application) -> None:
     r = app.router
-    r.add_get("/console/login", login_form)
-    r.add_post("/console/login", login)
-    r.add_post("/console/logout", logout)
     r.add_get("/console", overview)
     r.add_get("/console/endpoints", endpoints)
     r.add_post("/console/endpoints/{endpoint_id}/enabled", toggle_endpoint)

@@ -16,6 +16,7 @@ from services.dlq_replay.console.operator import setup_operator_routes
 from services.dlq_replay.console.portal import setup_portal_routes
 from services.dlq_replay.console.portal_api import post_portal_session
 from services.dlq_replay.console.sessions import purge_expired
+from services.dlq_replay.console.signin import setup_signin_routes
 from services.dlq_replay.console.state import CONSOLE, ConsoleState
 from services.dlq_replay.context import AdminContext
 
@@ -54,5 +55,6 @@ def setup_console(app: web.Application, ctx: AdminContext) -> None:
     app.router.add_post("/admin/v1/portal-sessions", post_portal_session)
     app.router.add_static("/console/static/", STATIC_DIR, show_index=False,
                           follow_symlinks=False, append_version=False)
+    setup_signin_routes(app)
     setup_operator_routes(app)
     setup_portal_routes(app)

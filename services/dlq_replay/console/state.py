@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from services.dlq_replay.console.lag import LagSampler
+from services.dlq_replay.console.signin_throttle import LoginThrottle
 
 
 @dataclass
 class ConsoleState:
-    """The lag sampler behind the overview chart and the console session lifetime."""
+    """The lag sampler behind the overview chart, the console session lifetime and the
+    failed sign-in throttle."""
 
     lag: LagSampler
     session_lifetime_s: int
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
 CONSOLE: web.AppKey[ConsoleState] = web.AppKey("console_state", ConsoleState)
