@@ -6,8 +6,6 @@ reader's depth, skipping and syntax rules; properties over generated documents (
 from __future__ import annotations
 
 import json
-from decimal import Decimal
-from typing import Any
 
 import orjson
 import pytest
@@ -24,6 +22,7 @@ from services.ingest.event_validation import (
 from shared.core.errors import ApiError, InvalidRequest
 from shared.core.event_body import stored_data
 from shared.core.json_text import JsonCursor, JsonSyntaxError, nesting_depth, skip_value
+from tests.json_documents import Doc, documents, exact, render_compact, render_document
 
 LIMIT = 1 << 20
 HEAD = b'{"account_id":"acct_1","type":"invoice.paid","data":'
@@ -31,11 +30,6 @@ HEAD = b'{"account_id":"acct_1","type":"invoice.paid","data":'
 
 def _body(data: bytes, head: bytes = HEAD) -> bytes:
     return head + data + b"}"
-
-
-def _exact(text: bytes | str) -> Any:
-    """Parse with exact numbers: integers as int, every other number as Decimal."""
-    return json.loads(text, parse_float=Decimal)
 
 
 def _refusal(raw: bytes) -> ApiError:
@@ -61,7 +55,7 @@ def test_data_is_kept_byte_for_byte_and_reads_back_to_the_same_value(data: bytes
     assert event.data_json == data
     body = webhook_body("evt_X", "2026-12-04T10:00:00.000Z", event)
     assert stored_data(body) == data
-    assert _exact(body)["data"] == _exact(data)
+    assert exact(body)["data"] == exact(data)
 
 
 def test_big_integer_from_the_issue_is_not_rounded() -> None:
@@ -188,53 +182,11 @@ def test_the_cursor_raises_on_text_that_is_not_json(text: str) -> None:
 
 # -------------------------------------------------------------------------------- properties
 
-def _spell_string(value: str, ascii_only: bool) -> str:
-    return json.dumps(value, ensure_ascii=ascii_only)
-
-
-def _spell_number(value: int | Decimal, style: int) -> str:
-    if isinstance(value, int):
-        return str(value)
-    text = str(value)  # Decimal's own spelling: 1E+5, 0E-7, -0.0, 1.50 ...
-    return text.lower() if style % 2 else text
-
-
-Doc = Any  # None | bool | int | Decimal | str | list[Doc] | dict[str, Doc]
-
-scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(),
-    st.integers(min_value=-(10 ** 40), max_value=10 ** 40),
-    st.decimals(allow_nan=False, allow_infinity=False, places=None),
-    st.floats(allow_nan=False, allow_infinity=False).map(lambda f: Decimal(repr(f))),
-    st.text(max_size=12))
-documents = st.recursive(
-    scalars,
-    lambda children: st.one_of(st.lists(children, max_size=4),
-                               st.dictionaries(st.text(max_size=6), children, max_size=4)),
-    max_leaves=20)
-
-
-def _render(doc: Doc, rnd: st.DataObject, depth: int = 0) -> str:
-    """``doc`` as a producer might spell it: random whitespace, escapes and number forms."""
-    ws = rnd.draw(st.sampled_from(["", " ", "\n  ", "\t"]))
-    if isinstance(doc, dict):
-        members = [f"{_spell_string(k, rnd.draw(st.booleans()))}{ws}:{ws}"
-                   f"{_render(v, rnd, depth + 1)}" for k, v in doc.items()]
-        return "{" + ws + f",{ws}".join(members) + ws + "}"
-    if isinstance(doc, list):
-        return "[" + ws + f",{ws}".join(_render(v, rnd, depth + 1) for v in doc) + ws + "]"
-    if isinstance(doc, str):
-        return _spell_string(doc, rnd.draw(st.booleans()))
-    if isinstance(doc, bool) or doc is None:
-        return json.dumps(doc)
-    return _spell_number(doc, rnd.draw(st.integers(0, 1)))
-
-
 @settings(max_examples=150, deadline=None)
 @given(st.dictionaries(st.text(max_size=6), documents, max_size=5), st.data())
 def test_any_document_is_kept_exactly_and_reads_back_to_its_value(data: dict[str, Doc],
                                                                    rnd: st.DataObject) -> None:
-    text = _render(data, rnd).encode()
+    text = render_document(data, rnd.draw).encode()
     spacing = rnd.draw(st.sampled_from([b"", b" ", b"\n"]))
     raw = (b'{"account_id":"acct_1",' + spacing + b'"type":"invoice.paid","data":' + spacing
            + text + spacing + b"}")
@@ -242,31 +194,16 @@ def test_any_document_is_kept_exactly_and_reads_back_to_its_value(data: dict[str
     assert event.data_json == text
     body = webhook_body("evt_X", "2026-12-04T10:00:00.000Z", event)
     assert stored_data(body) == text
-    assert _exact(body)["data"] == data  # exact integers; Decimal compares by value
+    assert exact(body)["data"] == data  # exact integers; Decimal compares by value
     # the same value spelled compactly is the same request; a changed integer is not
-    compact = parse_event(_body(_render_compact(data)), max_data_bytes=LIMIT,
+    compact = parse_event(_body(render_compact(data)), max_data_bytes=LIMIT,
                           idempotency_key="k")
     assert compact.request_hash == event.request_hash
-    changed = parse_event(_body(_render_compact({**data, "__n": 10 ** 30 + 1})),
+    changed = parse_event(_body(render_compact({**data, "__n": 10 ** 30 + 1})),
                           max_data_bytes=LIMIT, idempotency_key="k")
-    other = parse_event(_body(_render_compact({**data, "__n": 10 ** 30})),
+    other = parse_event(_body(render_compact({**data, "__n": 10 ** 30})),
                         max_data_bytes=LIMIT, idempotency_key="k")
     assert changed.request_hash != other.request_hash
-
-
-def _render_compact(doc: Doc) -> bytes:
-    """``doc`` without whitespace, non-ASCII characters unescaped, numbers as spelled."""
-    def text(value: Doc) -> str:
-        if isinstance(value, dict):
-            return "{" + ",".join(f"{json.dumps(k, ensure_ascii=False)}:{text(v)}"
-                                  for k, v in value.items()) + "}"
-        if isinstance(value, list):
-            return "[" + ",".join(map(text, value)) + "]"
-        if isinstance(value, Decimal):
-            return str(value)
-        return json.dumps(value, ensure_ascii=False)
-
-    return text(doc).encode()
 
 
 @settings(max_examples=60, deadline=None)
@@ -274,7 +211,7 @@ def _render_compact(doc: Doc) -> bytes:
                 max_size=6), st.data())
 def test_a_batch_reads_each_item_as_a_single_post_would(datas: list[dict[str, Doc]],
                                                        rnd: st.DataObject) -> None:
-    texts = [_render(d, rnd).encode() for d in datas]
+    texts = [render_document(d, rnd.draw).encode() for d in datas]
     items = parse_batch(b'{"events": [' + b", ".join(_body(t) for t in texts) + b"]}", LIMIT)
     assert [i.data_json for i in items if isinstance(i, EventInput)] == texts
 
@@ -289,7 +226,7 @@ def test_depth_and_skip_agree_with_a_reference(doc: Doc) -> None:
             return 1 + max(map(depth, value), default=0)
         return 0
 
-    text = _render_compact(doc).decode()
+    text = render_compact(doc).decode()
     assert nesting_depth(text.encode()) == depth(doc)
     if text[:1] in "[{\"":
         assert skip_value(text + ",0", 0) == len(text)
