@@ -229,7 +229,7 @@ async def _prepare_db(stack: EmbeddedStack) -> str:
 async def _create_endpoints(base_url: str, accounts: list[str]) -> None:
     async with aiohttp.ClientSession(headers=AUTH) as http:
         for account in accounts:
-            body = {"account_id": account, "url": "http://127.0.0.1:9/hook"}
+            body = {"account_id": account, "url": "http://127.0.0.1:8999/hook"}
             async with http.post(f"{base_url}/v1/endpoints", json=body) as resp:
                 assert resp.status == 201, await resp.text()
 
