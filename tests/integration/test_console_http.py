@@ -361,3 +361,31 @@ async def test_sign_in_is_audited_and_failed_attempts_are_throttled(
         status, html, _ = await operator.post("/console/login",
                                               {"csrf_token": csrf, "token": TEST_ADMIN_TOKEN})
         assert status == 429 and "too many failed sign-ins" in html
+
+
+async def test_lists_page_by_id_and_the_portal_filters_by_status(
+        admin: AdminApp, browser: Browser, pool: asyncpg.Pool) -> None:
+    account = _account()
+    made = [await insert_endpoint(pool, account_id=account, url=URL) for _ in range(53)]
+    await browser.login()
+    status, html, _ = await browser.get(f"/console/endpoints?account_id={account}")
+    assert status == 200 and html.count("data-endpoint=") == 50
+    older = re.search(r'id="older" href="|href="([^"]+)" id="older"', html)
+    assert older is not None and older.group(1)
+    status, html, _ = await browser.get("/console/endpoints" + older.group(1).replace("&amp;",
+                                                                                      "&"))
+    shown = set(re.findall(r'data-endpoint="([^"]+)"', html))
+    assert shown == {e.id for e in made[:3]} and 'id="older"' not in html
+    endpoint = made[0]
+    dead = await insert_dead_deliveries(pool, endpoint, 2)
+    await insert_dead_deliveries(pool, endpoint, 1, status="succeeded")
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        merchant = Browser(http, browser.base)
+        await _portal(admin, merchant, account)
+        status, html, _ = await merchant.get(f"/portal/endpoints/{endpoint.id}?status=dead")
+        listed = set(re.findall(r'href="/portal/deliveries/([^"]+)"', html))
+        assert status == 200 and listed == {d.delivery_id for d in dead}
+        status, html, _ = await merchant.get(f"/portal/endpoints/{endpoint.id}")
+        assert len(set(re.findall(r'href="/portal/deliveries/([^"]+)"', html))) == 3
+        status, html, _ = await merchant.get(f"/portal/endpoints/{endpoint.id}?status=lost")
+        assert status == 400 and "status must be one of" in html

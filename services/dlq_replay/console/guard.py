@@ -99,7 +99,7 @@ def _error_page(request: web.Request, kind: SessionKind, error: ApiError) -> web
     if request.path.startswith("/console/api/"):
         return error_response(error)
     session = request.get(WEB_SESSION)
-    return render_page("error.html", status=error.status, kind=kind, error=error,
+    return render_page("error.html", http_status=error.status, kind=kind, error=error,
                        session=session, path=request.path,
                        csrf=session.csrf_token if session is not None else "")
 

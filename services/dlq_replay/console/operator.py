@@ -41,11 +41,11 @@ def _page(request: web.Request, template: str, **context: Any) -> web.Response:
                        csrf=session.csrf_token, **context)
 
 
-def _older(form: dict[str, str], cursor: str | None) -> str | None:
+def _older(form: dict[str, str], cursor: str | None, key: str = "cursor") -> str | None:
     """The link to the next (older) page, keeping the filters."""
     if cursor is None:
         return None
-    return "?" + urlencode({**{k: v for k, v in form.items() if v}, "cursor": cursor})
+    return "?" + urlencode({**{k: v for k, v in form.items() if v}, key: cursor})
 
 
 # --- pages -----------------------------------------------------------------------------------
@@ -59,8 +59,11 @@ async def overview(request: web.Request) -> web.Response:
 async def endpoints(request: web.Request) -> web.Response:
     """``GET /console/endpoints``: endpoints with their health, optionally of one account."""
     account_id = forms.text(request.query, "account_id", 64)
-    rows = await queries.endpoints_with_health(request.app[CTX].pool, account_id=account_id)
-    return _page(request, "endpoints.html", endpoints=rows, account_id=account_id or "")
+    rows, more = queries.cut_page(await queries.endpoints_with_health(
+        request.app[CTX].pool, account_id=account_id,
+        before=forms.text(request.query, "before", 64), limit=queries.PAGE_ROWS + 1))
+    return _page(request, "endpoints.html", endpoints=rows, account_id=account_id or "",
+                 older=_older({"account_id": account_id or ""}, more, "before"))
 
 
 async def toggle_endpoint(request: web.Request) -> web.StreamResponse:
@@ -88,9 +91,12 @@ async def events(request: web.Request) -> web.StreamResponse:
                                  until=forms.timestamp(q, "until"))
     searched = any(v is not None for v in (search.account_id, search.type, search.since,
                                            search.until))
-    rows = await queries.search_events(request.app[CTX].pool, search) if searched else []
-    return _page(request, "events.html", events=rows, searched=searched,
-                 form={k: q.get(k, "") for k in ("account_id", "type", "since", "until")})
+    rows, more = queries.cut_page(await queries.search_events(
+        request.app[CTX].pool, search, before=forms.text(q, "before", 64),
+        limit=queries.PAGE_ROWS + 1)) if searched else ([], None)
+    form = {k: q.get(k, "") for k in ("account_id", "type", "since", "until")}
+    return _page(request, "events.html", events=rows, searched=searched, form=form,
+                 older=_older(form, more, "before"))
 
 
 async def event(request: web.Request) -> web.Response:

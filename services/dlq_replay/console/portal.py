@@ -11,6 +11,7 @@ id answers 404, exactly like an id that does not exist. Actions are audited as
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -23,7 +24,7 @@ from services.dlq_replay.console.sessions import create_session, redeem_portal_l
 from services.dlq_replay.context import CTX
 from services.dlq_replay.schemas import EventReplayRequest
 from services.dlq_replay.txn import in_transaction
-from shared.core.errors import AuthenticationFailed, Conflict, NotFound
+from shared.core.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound
 from shared.core.ids import is_valid_id
 from shared.endpoints import operations as ops
 from shared.endpoints.validation import (
@@ -34,6 +35,7 @@ from shared.endpoints.validation import (
 )
 
 FAILED_STATUSES = frozenset({"dead"})
+DELIVERY_STATUSES = ("pending", "retrying", "succeeded", "dead", "cancelled")
 
 
 def _page(request: web.Request, template: str, **context: Any) -> web.Response:
@@ -109,10 +111,18 @@ async def endpoint(request: web.Request) -> web.Response:
                                                endpoint_id=endpoint_id, limit=1)
     if not rows:
         raise ops.not_found(endpoint_id)
-    deliveries = await queries.endpoint_deliveries(pool, account_id=_account(request),
-                                                   endpoint_id=endpoint_id)
+    status = forms.text(request.query, "status", 16)
+    if status is not None and status not in DELIVERY_STATUSES:
+        raise InvalidRequest(f"status must be one of {', '.join(DELIVERY_STATUSES)}",
+                             param="status")
+    deliveries, more = queries.cut_page(await queries.endpoint_deliveries(
+        pool, account_id=_account(request), endpoint_id=endpoint_id, status=status,
+        before=forms.text(request.query, "before", 64), limit=queries.PAGE_ROWS + 1))
+    older = None if more is None else "?" + urlencode(
+        {**({"status": status} if status else {}), "before": more})
     return _page(request, "portal_endpoint.html", endpoint=rows[0], deliveries=deliveries,
-                 grace_default=DEFAULT_GRACE_PERIOD_S, grace_max=MAX_GRACE_PERIOD_S)
+                 grace_default=DEFAULT_GRACE_PERIOD_S, grace_max=MAX_GRACE_PERIOD_S,
+                 status_filter=status or "", statuses=DELIVERY_STATUSES, older=older)
 
 
 async def update_endpoint(request: web.Request) -> web.StreamResponse:

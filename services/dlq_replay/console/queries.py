@@ -33,9 +33,18 @@ SELECT e.id, e.account_id, e.url, e.event_types, e.description, e.enabled, e.dis
           AND d.status IN ('pending', 'retrying')) AS waiting
 FROM endpoints e LEFT JOIN endpoint_health h ON h.endpoint_id = e.id
 WHERE e.deleted_at IS NULL AND ($1::text IS NULL OR e.account_id = $1)
-  AND ($2::text IS NULL OR e.id = $2)
+  AND ($2::text IS NULL OR e.id = $2) AND ($4::text IS NULL OR e.id < $4)
 ORDER BY e.id DESC LIMIT $3
 """
+
+
+def cut_page(rows: list[dict[str, Any]], limit: int = PAGE_ROWS) -> tuple[list[dict[str, Any]],
+                                                                          str | None]:
+    """Rows fetched with ``limit + 1`` cut to ``limit``, and the id to continue below (None on
+    the last page)."""
+    if len(rows) > limit:
+        return rows[:limit], str(rows[limit - 1]["id"])
+    return rows, None
 
 
 def endpoint_health_json(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -50,10 +59,10 @@ def endpoint_health_json(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def endpoints_with_health(pool: asyncpg.Pool, *, account_id: str | None = None,
-                                endpoint_id: str | None = None,
+                                endpoint_id: str | None = None, before: str | None = None,
                                 limit: int = PAGE_ROWS) -> list[dict[str, Any]]:
-    """Live endpoints, newest first, optionally of one account or one id."""
-    rows = await pool.fetch(_ENDPOINTS_SQL, account_id, endpoint_id, limit)
+    """Live endpoints, newest first (ids below ``before``), optionally of one account or id."""
+    rows = await pool.fetch(_ENDPOINTS_SQL, account_id, endpoint_id, limit, before)
     return [endpoint_health_json(r) for r in rows]
 
 
@@ -71,11 +80,14 @@ def _ms(value: datetime) -> int:
     return int(value.timestamp() * 1000)
 
 
-async def search_events(pool: asyncpg.Pool, search: EventSearch,
+async def search_events(pool: asyncpg.Pool, search: EventSearch, before: str | None = None,
                         limit: int = PAGE_ROWS) -> list[dict[str, Any]]:
-    """Matching events, newest first (id range for the time bounds: index scans only)."""
+    """Matching events, newest first, ids below ``before`` (id range for the time bounds:
+    index scans only)."""
     since = lowest_id_at("evt", _ms(search.since)) if search.since else None
     until = lowest_id_at("evt", _ms(search.until)) if search.until else None
+    if before is not None and (until is None or before < until):
+        until = before
     rows = await pool.fetch(
         "SELECT id, account_id, type, ordering_key, created_at, delivery_count FROM events"
         " WHERE ($1::text IS NULL OR account_id = $1) AND ($2::text IS NULL OR type = $2)"
@@ -114,12 +126,15 @@ def _delivery_row_json(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def endpoint_deliveries(pool: asyncpg.Pool, *, account_id: str, endpoint_id: str,
+                              status: str | None = None, before: str | None = None,
                               limit: int = PAGE_ROWS) -> list[dict[str, Any]]:
-    """The latest deliveries to one of ``account_id``'s endpoints, newest first."""
+    """Deliveries to one of ``account_id``'s endpoints, newest first: ids below ``before``,
+    optionally only those in ``status``."""
     rows = await pool.fetch(
         "SELECT d.*, ev.type FROM deliveries d JOIN events ev ON ev.id = d.event_id"
-        " WHERE d.endpoint_id = $1 AND d.account_id = $2 ORDER BY d.id DESC LIMIT $3",
-        endpoint_id, account_id, limit)
+        " WHERE d.endpoint_id = $1 AND d.account_id = $2 AND ($4::text IS NULL OR d.id < $4)"
+        " AND ($5::text IS NULL OR d.status = $5) ORDER BY d.id DESC LIMIT $3",
+        endpoint_id, account_id, limit, before, status)
     return [_delivery_row_json(r) for r in rows]
 
 

@@ -49,10 +49,11 @@ def pretty_json(value: Any) -> str:
 _ENV.filters["pretty_json"] = pretty_json
 
 
-def render_page(template: str, status: int = 200, **context: Any) -> web.Response:
+def render_page(template: str, *, http_status: int = 200, **context: Any) -> web.Response:
     """The rendered template as an HTML response (the guard adds the security headers)."""
     html = _ENV.get_template(template).render(**context)
-    return web.Response(status=status, text=html, content_type="text/html", charset="utf-8")
+    return web.Response(status=http_status, text=html, content_type="text/html",
+                        charset="utf-8")
 
 
 def add_security_headers(response: web.StreamResponse) -> None:

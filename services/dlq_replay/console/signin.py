@@ -40,7 +40,7 @@ LOGIN_CSRF_COOKIE = "postwire_login_csrf"
 
 def _form(request: web.Request, csrf: str, status: int = 200,
           error: str | None = None) -> web.Response:
-    return render_page("login.html", status=status, kind="console", session=None,
+    return render_page("login.html", http_status=status, kind="console", session=None,
                        path=request.path, csrf=csrf, error=error)
 
 
