@@ -104,6 +104,10 @@ async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
         except RequestPayloadError as exc:
             raise InvalidRequest("the request body is malformed (broken chunked encoding or "
                                  "a body shorter than its Content-Length)") from exc
+        except TimeoutError as exc:  # the HTTP layer's body deadline
+            raise InvalidRequest("the upload did not arrive in time (POSTWIRE_HTTP_BODY_"
+                                 "TIMEOUT_S); split it into smaller windows", param="body"
+                                 ) from exc
         if not chunk:
             return
         yield chunk
