@@ -226,15 +226,19 @@ async def answer(request: web.Request, conn: asyncpg.Connection,
             async for row in sql.stream(conn, sql.FAILED_SQL):
                 await out.line(render_issue("failed", row))
         await out.line(render_summary(summary, params))
+    except ConnectionResetError:
+        log.info("the client left before the reconciliation's answer ended")
+        return response
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        if isinstance(exc, ConnectionResetError) or request.transport is None:
-            raise
         log.warning("reconciliation failed while answering: %r", exc)
         await out.line({"kind": "error", "error": {
             "type": "unavailable", "message": "the reconciliation failed midway; retry",
             "param": None}})
-    await out.flush()
-    await response.write_eof()
+    try:
+        await out.flush()
+        await response.write_eof()
+    except ConnectionResetError:
+        log.info("the client left before the reconciliation's answer ended")
     return response
 
 

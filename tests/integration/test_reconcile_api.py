@@ -240,3 +240,13 @@ async def test_bad_requests_are_contract_errors(api: Ingest, data: DataSet) -> N
     async with api.client.post("/v1/reconcile", data=b'"a"\n', params={"account_id": "x"},
                                headers={"Content-Type": NDJSON}) as response:
         assert response.status == 401
+
+
+async def test_an_upload_over_the_id_limit_is_refused(service_env: ServiceEnvFactory) -> None:
+    async with running_ingest(service_env(RECONCILE_MAX_IDS="5")) as small:
+        status, items = await reconcile(small, b"".join(b'"k%d"\n' % i for i in range(6)),
+                                        account_id="acct_x")
+        assert_error(status, items[0], 413, "payload_too_large")
+        status, items = await reconcile(small, b"".join(b'"k%d"\n' % i for i in range(5)),
+                                        account_id="acct_x")
+        assert status == 200 and items[-1]["ids_missing"] == 5
