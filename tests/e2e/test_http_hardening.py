@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from deploy.embedded.ports import free_port
-from deploy.embedded.services import ServiceProcess, start_service
+from deploy.embedded.services import ServiceName, ServiceProcess, start_service
 from tests.conftest import TEST_ADMIN_TOKEN, TEST_API_KEY, ServiceEnvFactory
 from tests.raw_http import RawResponse, exchange, request
 
@@ -164,3 +164,22 @@ async def test_metrics_can_move_to_their_own_port(
                 assert resp.status == 404
     finally:
         await asyncio.to_thread(service.stop)
+
+
+@pytest.mark.parametrize(("service", "variable", "value"), [
+    ("ingest", "HTTP_IDLE_TIMEOUT_S", "0"), ("ingest", "METRICS_PORT", "70000"),
+    ("dispatcher", "DENIED_TARGET_PORTS", "22-"), ("dlq_replay", "HTTP_BODY_TIMEOUT_S", "-1"),
+])
+async def test_a_bad_hardening_setting_exits_2_naming_it(
+        service_env: ServiceEnvFactory, tmp_path_factory: pytest.TempPathFactory,
+        service: ServiceName, variable: str, value: str) -> None:
+    log_path = tmp_path_factory.mktemp("bad-setting") / f"{service}.log"
+    process = start_service(service, service_env(**{variable: value}), log_path)
+    try:
+        returncode = await asyncio.to_thread(process.popen.wait, 60)
+    finally:
+        process.kill()
+    lines = [line for line in log_path.read_text().splitlines()
+             if line.strip() and not line.startswith("--- ")]
+    assert returncode == 2
+    assert len(lines) == 1 and f"POSTWIRE_{variable}" in lines[0], lines
