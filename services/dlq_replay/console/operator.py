@@ -20,7 +20,6 @@ from services.dlq_replay.console.endpoint_actions import set_enabled
 from services.dlq_replay.console.guard import (
     session_of,
 )
-from services.dlq_replay.console.overview import build_overview
 from services.dlq_replay.console.render import render_page
 from services.dlq_replay.console.state import CONSOLE
 from services.dlq_replay.context import CTX
@@ -52,7 +51,8 @@ def _older(form: dict[str, str], cursor: str | None, key: str = "cursor") -> str
 
 async def overview(request: web.Request) -> web.Response:
     """``GET /console``: headline numbers and charts."""
-    data = await build_overview(request.app[CTX].pool, list(request.app[CONSOLE].lag.samples))
+    state = request.app[CONSOLE]
+    data = await state.overview.get(request.app[CTX].pool, list(state.lag.samples))
     return _page(request, "overview.html", overview=data)
 
 

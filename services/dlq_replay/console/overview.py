@@ -1,12 +1,15 @@
 """The console overview: delivery rate, success ratio, latency, dead letters and consumer lag,
 from Postgres (attempts, dead letters) and the lag sampler, as charts.
 
-Attempts of the last hour are read through the primary key (``att_`` ids sort by time) in
-one-minute buckets; dead letters of the last 24 hours in one-hour buckets.
+Attempts of the last hour are read through ``attempts_started_idx`` in one-minute buckets,
+dead letters of the last 24 hours through ``dead_letters_dead_at_idx`` in one-hour buckets.
+:class:`OverviewCache` keeps the result for a few seconds, so operators reloading the page do
+not repeat the aggregation.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +19,6 @@ import asyncpg
 
 from services.dlq_replay.console.charts import Chart, bar_chart, format_value, line_chart
 from services.dlq_replay.console.lag import LagSample
-from shared.core.ids import lowest_id_at
 
 MINUTES = 60
 HOURS = 24
@@ -27,7 +29,7 @@ SELECT floor(extract(epoch FROM started_at) / 60)::bigint AS minute,
        count(*) FILTER (WHERE status_code BETWEEN 200 AND 299) AS succeeded,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50,
        percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99
-FROM attempts WHERE id >= $1 GROUP BY 1
+FROM attempts WHERE started_at >= to_timestamp($1) GROUP BY 1
 """
 
 _DEAD_SQL = """
@@ -78,7 +80,7 @@ async def build_overview(pool: asyncpg.Pool, lag_samples: Sequence[LagSample],
     now = time.time() if now is None else now
     last_minute = int(now // 60)
     first_minute = last_minute - MINUTES + 1
-    rows = await pool.fetch(_ATTEMPTS_SQL, lowest_id_at("att", first_minute * 60_000))
+    rows = await pool.fetch(_ATTEMPTS_SQL, float(first_minute * 60))
     cols = _minute_buckets(rows, first_minute)
     first_hour = int(now // 3600) - HOURS + 1
     dead_rows = await pool.fetch(_DEAD_SQL, float(first_hour * 3600))
@@ -111,3 +113,22 @@ async def build_overview(pool: asyncpg.Pool, lag_samples: Sequence[LagSample],
         line_chart("Consumer lag", "", [("messages behind", "s-lag", lag)], "-60 min", "now"),
     ]
     return Overview(headline, charts)
+
+
+class OverviewCache:
+    """The last overview built by this process, reused for ``ttl_s`` seconds."""
+
+    def __init__(self, ttl_s: float = 5.0) -> None:
+        self._ttl_s = ttl_s
+        self._built_at = float("-inf")
+        self._value: Overview | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self, pool: asyncpg.Pool, lag_samples: Sequence[LagSample]) -> Overview:
+        """A fresh-enough overview; concurrent callers share one build."""
+        async with self._lock:
+            now = time.monotonic()
+            if self._value is None or now - self._built_at >= self._ttl_s:
+                self._value = await build_overview(pool, lag_samples)
+                self._built_at = time.monotonic()
+            return self._value
