@@ -27,7 +27,9 @@ valid items are still accepted.
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,20 +105,36 @@ def _not_json(exc: JsonSyntaxError) -> InvalidRequest:
     return InvalidRequest(f"request body is not valid JSON: {exc}")
 
 
-def _compact(raw: bytes) -> Any:
-    """The body's value when the body is byte for byte orjson's own rendering of it (compact
-    producers: then every number in it was read exactly and no object names a member twice),
-    else None. The fast path; every other body is read by :class:`JsonCursor`."""
+Render = Callable[[Any], bytes]
+
+
+def _python_json(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+_RENDERERS: tuple[Render, ...] = (orjson.dumps, _python_json)
+
+
+def _as_rendered(raw: bytes) -> tuple[Any, Render] | None:
+    """The body's value, and the renderer that writes it back byte for byte, when the body is
+    exactly what orjson (compact producers, JavaScript's ``JSON.stringify``) or Python's
+    ``json.dumps`` with default settings make of that value; else None. Then every number in
+    it was read exactly (its spelling is the shortest one of the value read) and no object
+    names a member twice, so each value's source is its rendering. The fast path; every other
+    body is read by :class:`JsonCursor`."""
     try:
         value = orjson.loads(raw)
-        return value if orjson.dumps(value) == raw else None
-    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
-        return None
+        for render in _RENDERERS:
+            if render(value) == raw:
+                return value, render
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError, RecursionError):
+        pass
+    return None
 
 
-def _from_compact(obj: dict[str, Any]) -> _Read:
+def _from_rendered(obj: dict[str, Any], render: Render) -> _Read:
     data = obj.get("data")
-    return _Read(obj, orjson.dumps(data) if isinstance(data, dict) else None)
+    return _Read(obj, render(data) if isinstance(data, dict) else None)
 
 
 def _document(raw: bytes) -> JsonCursor:
@@ -224,9 +242,9 @@ def parse_event(raw: bytes, *, max_data_bytes: int,
                 idempotency_key: str | None = None) -> EventInput:
     """Read and check a ``POST /v1/events`` body; raises InvalidRequest (400) or
     PayloadTooLarge (413). ``idempotency_key`` is the already-checked header value."""
-    compact = _compact(raw)
-    if isinstance(compact, dict):
-        read = _from_compact(compact)
+    rendered = _as_rendered(raw)
+    if rendered is not None and isinstance(rendered[0], dict):
+        read = _from_rendered(*rendered)
     else:
         cursor = _document(raw)
         try:
@@ -253,13 +271,14 @@ def _read_batch(raw: bytes) -> Fields:
     """The batch body's members, ``events`` (when an array) as a list of :class:`_Read` (or
     whatever else each item is); InvalidRequest when the body is not a JSON object, or
     ``events`` holds more than 500 items (reading stops there)."""
-    compact = _compact(raw)
-    if isinstance(compact, dict):
-        events = compact.get("events")
+    rendered = _as_rendered(raw)
+    if rendered is not None and isinstance(rendered[0], dict):
+        body: Fields = rendered[0]
+        events = body.get("events")
         if isinstance(events, list):
-            compact["events"] = [_from_compact(item) if isinstance(item, dict) else item
-                                 for item in events[:MAX_BATCH_EVENTS + 1]]
-        return compact
+            body["events"] = [_from_rendered(item, rendered[1]) if isinstance(item, dict)
+                              else item for item in events[:MAX_BATCH_EVENTS + 1]]
+        return body
     cursor = _document(raw)
     members: Fields = {}
     try:

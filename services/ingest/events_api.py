@@ -17,8 +17,10 @@ Choices the contract leaves open:
   commit together in one transaction (a database failure answers the whole request 503). A
   replayed item is not marked (there is no per-item header). The ``Idempotency-Key`` header is
   refused on the batch route: use each item's ``idempotency_key``. The batch body is limited
-  to :func:`batch_body_limit` (500 events of the largest size), and each item's ``data``,
-  rendered compactly, to ``POSTWIRE_MAX_PAYLOAD_BYTES`` (413 for that item).
+  to :func:`batch_body_limit` (500 events of the largest size), and each item's ``data``
+  (its bytes as sent) to ``POSTWIRE_MAX_PAYLOAD_BYTES`` (413 for that item).
+- ``data`` is stored, delivered and shown exactly as the producer sent it
+  (:mod:`services.ingest.event_validation` has the rules and refusals).
 - ``GET /v1/events``: every filter is optional; ``since`` is inclusive and ``until`` exclusive,
   both on ``created_at``. Cursors are keyset positions (the last id, or attempt number).
 - A malformed id is a 404, like an unknown one.

@@ -15,7 +15,8 @@ Values are exact:
   exact decimal value in its shortest form (``0.1``, ``-0.0``, ``1e5``), otherwise a
   ``Decimal`` of the literal (``0.10000000000000000001``, ``1e400``, ``5e-400``), so no
   number is silently rounded;
-- ``NaN``, ``Infinity`` and ``-Infinity`` are not JSON (a syntax error).
+- ``NaN``, ``Infinity`` and ``-Infinity`` are not JSON (a syntax error), nor (here) is an
+  integer of more than 4,300 digits (Python's limit on converting digits to ``int``).
 
 Problems (the text is valid RFC 8259 JSON, but the value must not be accepted as it is):
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 import json
 import json.scanner
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -190,8 +192,10 @@ class JsonCursor:
             raise JsonSyntaxError("expected a JSON value", exc.value) from None
         except json.JSONDecodeError as exc:
             raise JsonSyntaxError(exc.msg, exc.pos) from None
-        except ValueError as exc:  # NaN / Infinity
-            raise JsonSyntaxError(str(exc), start) from None
+        except ValueError as exc:  # NaN / Infinity, or an integer past Python's digit limit
+            reason = (f"an integer has more than {sys.get_int_max_str_digits()} digits"
+                      if "digits" in str(exc) else str(exc))
+            raise JsonSyntaxError(reason, start) from None
         except RecursionError:
             self.pos = skip_value(text, start)
             return Scanned(None, start, self.pos, TOO_DEEP)

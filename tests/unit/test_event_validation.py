@@ -27,10 +27,15 @@ def _spaced(obj: Any) -> bytes:
     return json.dumps(obj, indent=1, ensure_ascii=False).encode()
 
 
-@pytest.fixture(params=[orjson.dumps, _spaced], ids=["compact", "spaced"])
+def _python_default(obj: Any) -> bytes:
+    return json.dumps(obj).encode()
+
+
+@pytest.fixture(params=[orjson.dumps, _python_default, _spaced],
+                ids=["compact", "python-default", "spaced"])
 def render(request: pytest.FixtureRequest) -> Render:
-    """Bodies as a compact producer writes them (the fast path) and with whitespace (the
-    general reader): every rule must hold for both."""
+    """Bodies as a compact producer and Python's json.dumps write them (the fast path) and with
+    other whitespace (the general reader): every rule must hold for each."""
     fn: Render = request.param
     return fn
 

@@ -92,6 +92,13 @@ def test_text_that_is_not_json_is_400_for_the_whole_body(raw: bytes) -> None:
     assert isinstance(error, InvalidRequest) and error.param is None
 
 
+def test_an_integer_of_4300_digits_is_kept_and_a_longer_one_is_400() -> None:
+    longest = b'{"n":' + b"9" * 4300 + b"}"
+    assert parse_event(_body(longest), max_data_bytes=LIMIT).data_json == longest
+    error = _refusal(_body(b'{"n":' + b"9" * 4301 + b"}"))
+    assert error.param is None and "more than 4300 digits" in error.message
+
+
 def _nested(depth: int) -> bytes:
     """``data`` nested ``depth`` levels: objects and arrays alternating, ``{"a":[{"a":...}]}``."""
     opens = "".join('{"a":' if n % 2 == 0 else "[" for n in range(depth))
