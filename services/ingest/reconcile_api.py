@@ -22,7 +22,9 @@ parameters, a malformed line, too many ids) are ordinary contract errors: 400, 4
 Memory is bounded on this side: the body is read a chunk at a time and copied into Postgres
 in COPY chunks of :data:`COPY_CHUNK_BYTES`; the comparison is SQL over temporary tables; the
 answer is read through server-side cursors and written as it comes. At most
-``POSTWIRE_RECONCILE_CONCURRENCY`` reconciliations run at once per process (429 beyond).
+``POSTWIRE_RECONCILE_CONCURRENCY`` reconciliations run at once per process (429 beyond). The
+upload's body deadline is ``POSTWIRE_RECONCILE_UPLOAD_TIMEOUT_S`` (3600 s) instead of the HTTP
+layer's ``POSTWIRE_HTTP_BODY_TIMEOUT_S``: millions of ids take longer than one event.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from shared.core.reconcile import (
     normalise_id,
 )
 from shared.core.timefmt import format_ts
+from shared.http.limits import BODY_DEADLINE
 from shared.http.query import check_query, query_ts
 from shared.logging import fields
 
@@ -105,9 +108,9 @@ async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
             raise InvalidRequest("the request body is malformed (broken chunked encoding or "
                                  "a body shorter than its Content-Length)") from exc
         except TimeoutError as exc:  # the HTTP layer's body deadline
-            raise InvalidRequest("the upload did not arrive in time (POSTWIRE_HTTP_BODY_"
-                                 "TIMEOUT_S); split it into smaller windows", param="body"
-                                 ) from exc
+            raise InvalidRequest("the upload did not arrive in time (POSTWIRE_RECONCILE_"
+                                 "UPLOAD_TIMEOUT_S); split it into smaller windows",
+                                 param="body") from exc
         if not chunk:
             return
         yield chunk
@@ -249,6 +252,7 @@ class ReconcileHandler:
         self._dsn = ctx.settings.common.database_url
         self._max_ids = ctx.settings.reconcile_max_ids
         self._slots = asyncio.Semaphore(ctx.settings.reconcile_concurrency)
+        self._upload_timeout_s = ctx.settings.reconcile_upload_timeout_s
 
     async def post(self, request: web.Request) -> web.StreamResponse:
         check_query(request, ("account_id", "id_type", "from", "to"))
@@ -260,6 +264,9 @@ class ReconcileHandler:
         if self._slots.locked():
             raise RateLimited("too many reconciliations are running; retry in a minute")
         async with self._slots:
+            deadline = request.get(BODY_DEADLINE)
+            if deadline is not None:  # ids stream for as long as they take to match
+                deadline.arm(self._upload_timeout_s)
             started = time.monotonic()
             conn = await sql.open_session(self._dsn)
             try:

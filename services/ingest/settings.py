@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from shared.config import (
     CommonSettings,
+    env_float,
     env_int,
     load_common,
     parse_api_keys,
@@ -28,6 +29,7 @@ class IngestSettings:
     batch_max_wait_ms: int         # ...or this long after its first event arrived
     reconcile_max_ids: int = 20_000_000  # ids one reconciliation upload may hold
     reconcile_concurrency: int = 2       # reconciliations one process runs at once
+    reconcile_upload_timeout_s: float = 3600.0  # a reconciliation's ids must arrive within
     denied_target_ports: frozenset[int] = frozenset()  # endpoint URLs may not use these
     api_key_scopes: tuple[ApiKey, ...] = ()  # every key with its accounts (api_keys' order)
 
@@ -45,5 +47,7 @@ def load_ingest_settings(env: Mapping[str, str]) -> IngestSettings:
         reconcile_max_ids=env_int(env, "POSTWIRE_RECONCILE_MAX_IDS", 20_000_000, 1,
                                   1_000_000_000),
         reconcile_concurrency=env_int(env, "POSTWIRE_RECONCILE_CONCURRENCY", 2, 1, 64),
+        reconcile_upload_timeout_s=env_float(env, "POSTWIRE_RECONCILE_UPLOAD_TIMEOUT_S", 3600.0,
+                                             1.0, 86400.0),
         denied_target_ports=load_denied_target_ports(env),
     )

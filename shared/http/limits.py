@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 from aiohttp.typedefs import Middleware
 
 from shared.core.errors import RateLimited
@@ -74,28 +74,54 @@ BODY_RESERVATION: web.RequestKey[BodyReservation] = web.RequestKey(
     "postwire_body_reservation", BodyReservation)
 
 
+class BodyDeadline:
+    """The armed deadline of one request's body. A route that legitimately streams long
+    uploads (producer reconciliation) may :meth:`arm` it again with a longer timeout."""
+
+    def __init__(self, content: StreamReader) -> None:
+        self._content = content
+        self._timer: asyncio.TimerHandle | None = None
+
+    def arm(self, timeout_s: float) -> None:
+        """(Re)start the deadline: the rest of the body must arrive within ``timeout_s``."""
+        self.cancel()
+        content = self._content
+
+        def expire() -> None:
+            if not content.is_eof():
+                content.set_exception(BodyDeadlineExceeded(
+                    f"the request body did not arrive within {timeout_s:g} s"))
+
+        self._timer = asyncio.get_running_loop().call_later(timeout_s, expire)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+BODY_DEADLINE: web.RequestKey[BodyDeadline] = web.RequestKey(
+    "postwire_body_deadline", BodyDeadline)
+
+
 def body_limits_middleware(budget: BodyBudget, body_timeout_s: float) -> Middleware:
-    """Arms the body deadline and gives the request a reservation in ``budget``."""
+    """Arms the body deadline (``request[BODY_DEADLINE]`` while a body is expected) and gives
+    the request a reservation in ``budget``."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         reservation = BodyReservation(budget)
         request[BODY_RESERVATION] = reservation
-        timer: asyncio.TimerHandle | None = None
+        deadline: BodyDeadline | None = None
         if request.body_exists and not request.content.is_eof():
-            content = request.content
-
-            def expire() -> None:
-                if not content.is_eof():
-                    content.set_exception(BodyDeadlineExceeded(
-                        f"the request body did not arrive within {body_timeout_s:g} s"))
-
-            timer = asyncio.get_running_loop().call_later(body_timeout_s, expire)
+            deadline = BodyDeadline(request.content)
+            deadline.arm(body_timeout_s)
+            request[BODY_DEADLINE] = deadline
         try:
             return await handler(request)
         finally:
-            if timer is not None:
-                timer.cancel()
+            if deadline is not None:
+                deadline.cancel()
             reservation.release()
 
     return middleware

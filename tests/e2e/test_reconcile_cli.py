@@ -31,7 +31,7 @@ API_KEY = "test-key"
 async def services(service_env: ServiceEnvFactory, tmp_path_factory: pytest.TempPathFactory,
                    ) -> AsyncIterator[tuple[ServiceProcess, ServiceProcess]]:
     logs = tmp_path_factory.mktemp("reconcile")
-    env = service_env(LEDGER_REFRESH_S="0.2")
+    env = service_env(LEDGER_REFRESH_S="0.2", HTTP_BODY_TIMEOUT_S="1")
     ingest = start_service("ingest", env, logs / "ingest.log")
     admin = start_service("dlq_replay", env, logs / "dlq_replay.log")
     try:
@@ -174,3 +174,25 @@ async def test_ledger_route_cli_and_gauges(services: tuple[ServiceProcess, Servi
     assert await _eventually_unbalanced(admin) == 2
     assert gauges["postwire_ledger_oldest_open_delivery_age_seconds"] > 0
     assert 'postwire_ledger_deliveries{status="pending"}' in gauges
+
+
+async def _trickle(url: str, path: str, content_type: str, parts: list[bytes]) -> int:
+    async def body() -> AsyncIterator[bytes]:
+        for part in parts:
+            yield part
+            await asyncio.sleep(0.6)
+    async with aiohttp.ClientSession() as http, http.post(
+            url + path, data=body(), headers={"Authorization": f"Bearer {API_KEY}",
+                                              "Content-Type": content_type}) as response:
+        await response.read()
+        return response.status
+
+
+async def test_a_reconciliation_upload_outlives_the_http_body_deadline(
+        services: tuple[ServiceProcess, ServiceProcess]) -> None:
+    ingest, _ = services  # POSTWIRE_HTTP_BODY_TIMEOUT_S=1 in this module
+    slow = [b'"k-1"\n', b'"k-2"\n', b'"k-3"\n', b'"k-4"\n']
+    assert await _trickle(ingest.base_url, "/v1/reconcile?account_id=acct_slow",
+                          "application/x-ndjson", slow) == 200
+    event = [b'{"account_id": "acct_slow", ', b'"type": "t.x", ', b'"data": {}}', b""]
+    assert await _trickle(ingest.base_url, "/v1/events", "application/json", event) == 400
