@@ -389,3 +389,39 @@ async def test_lists_page_by_id_and_the_portal_filters_by_status(
         assert len(set(re.findall(r'href="/portal/deliveries/([^"]+)"', html))) == 3
         status, html, _ = await merchant.get(f"/portal/endpoints/{endpoint.id}?status=lost")
         assert status == 400 and "status must be one of" in html
+
+
+async def test_console_replays_run_the_api_code_under_the_operators_name(
+        admin: AdminApp, browser: Browser, pool: asyncpg.Pool) -> None:
+    account = _account()
+    endpoint = await insert_endpoint(pool, account_id=account, url=URL)
+    made = await insert_dead_deliveries(pool, endpoint, 23)
+    await browser.login()
+    csrf = await browser.csrf_of(f"/console/dead-letters?account_id={account}")
+    picked = [("csrf_token", csrf), ("reason", "picked three")] + [
+        ("delivery_id", d.delivery_id) for d in made[:3]]
+    status, html, _ = await browser.post("/console/dead-letters/replay", picked)
+    assert status == 200 and html.count('class="outcome">queued<') == 3
+    rows = await pool.fetch("SELECT id, status FROM deliveries WHERE endpoint_id = $1",
+                            endpoint.id)
+    assert sorted(r["status"] for r in rows) == ["dead"] * 20 + ["pending"] * 3
+    status, audit, _ = await admin.call("GET", "/admin/v1/audit-log?action=replay.event&limit=100")
+    mine = [a for a in audit["data"] if a["target"] in {d.event_id for d in made}]
+    assert len(mine) == 3 and {(a["operator"], a["reason"]) for a in mine} == {
+        ("admin", "picked three")}
+    # the other 20 through a bulk replay (1/s) started and cancelled from the console
+    status, _, _ = await browser.post("/console/replays", {
+        "csrf_token": csrf, "reason": "the rest", "account_id": account, "max_per_second": "1"})
+    assert status == 303
+    job = await pool.fetchrow("SELECT id, matched, created_by FROM replay_jobs"
+                              " WHERE kind = 'bulk' AND filter->>'account_id' = $1", account)
+    assert (job["matched"], job["created_by"]) == (20, "admin")
+    status, _, _ = await browser.post(f"/console/replays/{job['id']}/cancel",
+                                      {"csrf_token": csrf, "reason": "changed my mind"})
+    assert status == 303
+    status, audit, _ = await admin.call("GET", f"/admin/v1/audit-log?target={job['id']}")
+    assert [(a["operator"], a["action"], a["reason"]) for a in audit["data"]] == [
+        ("admin", "replay.bulk.cancel", "changed my mind"),
+        ("admin", "replay.bulk.start", "the rest")]
+    status, progress, _ = await browser.get(f"/console/api/replays?id={job['id']}")
+    assert status == 200 and orjson.loads(progress)["data"][0]["id"] == job["id"]
