@@ -36,8 +36,12 @@ def stored_data(body: bytes) -> bytes:
 
 
 def data_fragment(body: bytes) -> orjson.Fragment:
-    """``data`` of a stored body, for embedding as is in an orjson-rendered response."""
-    return orjson.Fragment(stored_data(body))
+    """``data`` of a stored body, for embedding as is in an orjson-rendered response; ``null``
+    for bytes that are not a body of ours (a read never fails because of one row)."""
+    try:
+        return orjson.Fragment(stored_data(body))
+    except ValueError:
+        return orjson.Fragment(b"null")
 
 
 class JsonText:

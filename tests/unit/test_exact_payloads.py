@@ -20,7 +20,14 @@ from services.ingest.event_validation import (
     webhook_body,
 )
 from shared.core.errors import ApiError, InvalidRequest
-from shared.core.event_body import stored_data
+from shared.core.event_body import (
+    JsonText,
+    data_fragment,
+    embed_json_text,
+    render_body,
+    stored_data,
+    stored_data_text,
+)
 from shared.core.json_text import JsonCursor, JsonSyntaxError, nesting_depth, skip_value
 from tests.json_documents import Doc, documents, exact, render_compact, render_document
 
@@ -247,3 +254,16 @@ def test_compact_and_general_readers_agree_on_orjson_bodies() -> None:
     fast = parse_event(orjson.dumps(obj), max_data_bytes=LIMIT, idempotency_key="i")
     slow = parse_event(orjson.dumps(obj) + b"\n", max_data_bytes=LIMIT, idempotency_key="i")
     assert fast == slow
+
+
+def test_reads_embed_stored_data_unparsed_and_never_fail() -> None:
+    deep = b"[" * 5000 + b"]" * 5000
+    body = render_body("evt_X", "a.b", "2026-12-04T10:00:00.000Z", "acct_1", b'{"d":' + deep + b"}")
+    assert stored_data(body) == b'{"d":' + deep + b"}"
+    shown = orjson.dumps({"id": "evt_X", "data": data_fragment(body)})
+    assert shown == b'{"id":"evt_X","data":{"d":' + deep + b"}}"
+    text = stored_data_text(body)
+    assert isinstance(text, JsonText) and text.text.startswith('{"d":[[[')
+    assert orjson.dumps({"data": text}, default=embed_json_text) == b'{"data":{"d":' + deep + b"}}"
+    assert orjson.dumps({"data": data_fragment(b"not a body")}) == b'{"data":null}'
+    assert stored_data_text(b"not a body") is None
