@@ -27,7 +27,8 @@ _TRANSIENT = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceErr
 
 
 async def run_locked_round(dsn: str, policy: RetentionPolicy,
-                           metrics: RetentionMetrics | None = None) -> RoundReport | None:
+                           metrics: RetentionMetrics | None = None, *,
+                           pause_s: float = 0.0) -> RoundReport | None:
     """One round under the cluster-wide advisory lock; None when another process holds it.
     Raises asyncpg and OS errors (the lock goes with the connection)."""
     conn = await asyncpg.connect(dsn)
@@ -37,7 +38,7 @@ async def run_locked_round(dsn: str, policy: RetentionPolicy,
                 metrics.rounds.labels("skipped").inc()
             return None
         started = time.perf_counter()
-        report = await run_round(conn, policy, utcnow())
+        report = await run_round(conn, policy, utcnow(), pause_s=pause_s)
         if metrics is not None:
             _observe(metrics, report, time.perf_counter() - started)
         return report
@@ -62,8 +63,9 @@ class RetentionLoop:
     (what it finished stays done; the next round, here or elsewhere, resumes)."""
 
     def __init__(self, dsn: str, policy: RetentionPolicy, metrics: RetentionMetrics, *,
-                 interval_s: float) -> None:
+                 interval_s: float, pause_s: float) -> None:
         self._dsn = dsn
+        self._pause_s = pause_s
         self._policy = policy
         self._metrics = metrics
         self._interval_s = interval_s
@@ -81,7 +83,8 @@ class RetentionLoop:
     async def _run(self) -> None:
         while True:
             try:
-                report = await run_locked_round(self._dsn, self._policy, self._metrics)
+                report = await run_locked_round(self._dsn, self._policy, self._metrics,
+                                                pause_s=self._pause_s)
                 if report is not None and (report.created or report.dropped or report.blocked):
                     log.info("retention round: created %d partitions, dropped %s, blocked %s",
                              len(report.created), report.dropped or "nothing",

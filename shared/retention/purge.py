@@ -9,6 +9,7 @@ interrupted detach is finalized, a detached table left behind is dropped).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -46,9 +47,13 @@ class RoundReport:
     drop_seconds: float = 0.0
 
 
-async def run_round(conn: asyncpg.Connection, policy: RetentionPolicy,
-                    now: datetime) -> RoundReport:
+async def run_round(conn: asyncpg.Connection, policy: RetentionPolicy, now: datetime, *,
+                    pause_s: float = 0.0) -> RoundReport:
     """Carry out :func:`shared.core.retention.plan` for ``now``.
+
+    ``pause_s`` is slept after each partition dropped: every detach makes each connection
+    re-plan its statements on the parent, so spacing the drops out spreads that cost thin
+    instead of taking a bite out of the traffic (see bench/retention.py).
 
     A unit past retention is dropped only when no delivery it would remove is pending or
     retrying; the horizon moves first, so no replay can reopen one meanwhile. A blocked unit
@@ -70,9 +75,7 @@ async def run_round(conn: asyncpg.Connection, policy: RetentionPolicy,
                         unit.label, still_open,
                         extra={"unit": unit.label, "open_deliveries": still_open})
             continue
-        started = time.perf_counter()
-        await _drop_unit(conn, unit)
-        report.drop_seconds += time.perf_counter() - started
+        report.drop_seconds += await _drop_unit(conn, unit, pause_s)
         report.dropped.append(unit.label)
         log.info("retention: dropped %s", unit.label, extra={"unit": unit.label})
     report.dead_letters_deleted = await _purge_dead_letters(conn, policy, now)
@@ -80,10 +83,17 @@ async def run_round(conn: asyncpg.Connection, policy: RetentionPolicy,
     return report
 
 
-async def _drop_unit(conn: asyncpg.Connection, unit: Unit) -> None:
+async def _drop_unit(conn: asyncpg.Connection, unit: Unit, pause_s: float) -> float:
+    """Drop the unit's partitions; returns the seconds spent detaching and dropping."""
+    spent = 0.0
     for table in _DROP_ORDER:
         if table in unit.tables:
+            started = time.perf_counter()
             await partitions.detach_and_drop(conn, table, unit.partition_of(table))
+            spent += time.perf_counter() - started
+            if pause_s > 0:
+                await asyncio.sleep(pause_s)
+    return spent
 
 
 async def _finish_interrupted(conn: asyncpg.Connection, policy: RetentionPolicy,

@@ -41,3 +41,8 @@ def load_retention_policy(env: Mapping[str, str]) -> RetentionPolicy:
 def load_retention_interval_s(env: Mapping[str, str]) -> float:
     """``POSTWIRE_RETENTION_INTERVAL_S`` (600): how often a process tries a maintenance round."""
     return env_float(env, "POSTWIRE_RETENTION_INTERVAL_S", 600.0, 0.05, 86400.0)
+
+
+def load_drop_pause_s(env: Mapping[str, str]) -> float:
+    """``POSTWIRE_RETENTION_DROP_PAUSE_S`` (1): pause after each partition a purge drops."""
+    return env_float(env, "POSTWIRE_RETENTION_DROP_PAUSE_S", 1.0, 0.0, 600.0)
