@@ -62,15 +62,14 @@ _V6_RANGES: tuple[tuple[ipaddress.IPv6Network, str], ...] = tuple(
     )
 )
 
-# Ports a webhook may not target by default: the Fetch standard's "bad ports" (mail, shell,
-# file sharing, ...) plus the usual datastores and control planes (Docker, etcd, Kubernetes,
-# MySQL, Postgres, CouchDB, Redis, Kafka, Elasticsearch, memcached, MongoDB).
+# Ports a webhook may not target by default: services an HTTP POST could be aimed at to abuse
+# (remote shells, mail, file sharing, directories, chat, VoIP) and the usual datastores and
+# control planes (Docker, etcd, Kubernetes API and kubelet, MySQL, Postgres, CouchDB, Redis,
+# Cassandra, Kafka, Elasticsearch, memcached, MongoDB).
 DEFAULT_DENIED_TARGET_PORTS = (
-    "1,7,9,11,13,15,17,19,20,21,22,23,25,37,42,43,53,69,77,79,87,95,101-104,109-111,113,115,"
-    "117,119,123,135,137,139,143,161,179,389,427,465,512-515,526,530-532,540,548,554,556,563,"
-    "587,601,636,989,990,993,995,1719,1720,1723,2049,3659,4045,4190,5060,5061,6000,6566,"
-    "6665-6669,6697,10080,"
-    "2375,2376,2379,2380,3306,5432,5984,6379,6443,9092,9200,9300,11211,27017"
+    "21,22,23,25,53,110,111,119,135,137,139,143,389,445,465,512-515,563,587,636,993,995,2049,"
+    "5060,5061,6665-6669,6697,"
+    "2375,2376,2379,2380,3306,5432,5984,6379,6443,9042,9092,9200,9300,10250,11211,27017"
 )
 
 _V4_PART_RE = re.compile(r"0[xX][0-9a-fA-F]*|[0-9]+")
