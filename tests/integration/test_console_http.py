@@ -425,3 +425,17 @@ async def test_console_replays_run_the_api_code_under_the_operators_name(
         ("admin", "replay.bulk.start", "the rest")]
     status, progress, _ = await browser.get(f"/console/api/replays?id={job['id']}")
     assert status == 200 and orjson.loads(progress)["data"][0]["id"] == job["id"]
+
+
+async def test_dead_letter_filters_carry_over_to_a_bulk_replay(browser: Browser) -> None:
+    await browser.login()
+    status, html, _ = await browser.get("/console/dead-letters?account_id=acme&type=invoice.paid"
+                                        "&event_id=evt_x")
+    assert status == 200
+    link = re.search(r'href="([^"]+)" id="bulk-link"', html)
+    assert link is not None
+    target = link.group(1).replace("&amp;", "&")
+    assert target == "/console/replays?account_id=acme&type=invoice.paid"  # no event id
+    status, html, _ = await browser.get(target)
+    assert 'name="account_id" id="bulk-account" value="acme"' in html
+    assert 'name="type" value="invoice.paid"' in html

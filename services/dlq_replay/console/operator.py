@@ -33,6 +33,8 @@ from shared.core.errors import InvalidRequest, NotFound
 from shared.core.ids import is_valid_id
 from shared.core.timefmt import format_ts
 
+BULK_FILTERS = ("endpoint_id", "account_id", "type", "since", "until")
+
 
 def _page(request: web.Request, template: str, **context: Any) -> web.Response:
     session = session_of(request)
@@ -134,8 +136,10 @@ async def dead_letters(request: web.Request) -> web.Response:
                                    cursor=forms.text(q, "cursor", 512))
     keys = ("event_id", "endpoint_id", "account_id", "type", "since", "until")
     form = {k: q.get(k, "") for k in keys}
+    bulk = urlencode({k: form[k] for k in BULK_FILTERS if form[k]})
     return _page(request, "dead_letters.html", page=page.to_json(), form=form,
-                 older=_older(form, page.next_cursor))
+                 older=_older(form, page.next_cursor),
+                 bulk_link="/console/replays" + (f"?{bulk}" if bulk else ""))
 
 
 async def replay_selected(request: web.Request) -> web.Response:
@@ -167,7 +171,8 @@ async def replay_selected(request: web.Request) -> web.Response:
 async def replays(request: web.Request) -> web.Response:
     """``GET /console/replays``: bulk replays with live progress, and a form to start one."""
     jobs = await queries.bulk_jobs(request.app[CTX].pool)
-    return _page(request, "replays.html", jobs=jobs)
+    prefill = {k: request.query.get(k, "") for k in BULK_FILTERS}
+    return _page(request, "replays.html", jobs=jobs, prefill=prefill)
 
 
 async def start_replay(request: web.Request) -> web.StreamResponse:
