@@ -156,6 +156,7 @@ def main() -> None:
                "POSTWIRE_TOPIC_PREFIX": "bench.", "POSTWIRE_API_KEYS": API_KEY,
                "POSTWIRE_INGEST_PORT": str(free_port()),
                "POSTWIRE_HTTP_BODY_TIMEOUT_S": "3600"}
+        asyncio.run(apply_migrations(dsn))  # again: a checkout may have gained one meanwhile
         ingest: ServiceProcess = start_service("ingest", env, Path(tmp) / "ingest.log")
         try:
             ingest.wait_healthy(timeout_s=60)
