@@ -439,3 +439,22 @@ async def test_dead_letter_filters_carry_over_to_a_bulk_replay(browser: Browser)
     status, html, _ = await browser.get(target)
     assert 'name="account_id" id="bulk-account" value="acme"' in html
     assert 'name="type" value="invoice.paid"' in html
+
+
+async def test_an_unexpected_error_is_a_503_page_without_details() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from services.dlq_replay.console.guard import web_guard
+
+    async def broken(_: web.Request) -> web.Response:
+        raise RuntimeError("secret internals")
+
+    app = web.Application(middlewares=[web.middleware(web_guard)])
+    app.router.add_get("/console/login", broken)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        response = await client.get("/console/login")
+        html = await response.text()
+    assert response.status == 503 and "internal error" in html
+    assert "secret internals" not in html and "Traceback" not in html
+    assert "default-src 'none'" in response.headers["Content-Security-Policy"]

@@ -10,13 +10,15 @@ The admin service's API keeps bearer tokens; :func:`route_auth` sends the browse
 - every method but GET/HEAD must carry the session's CSRF token (form field ``csrf_token`` or
   header ``X-CSRF-Token``, compared in constant time), and a present ``Origin`` header must be
   this server's own; otherwise 403;
-- API errors become HTML pages (JSON in the contract's format under ``/console/api/``), and
-  every response carries the security headers of :mod:`render`.
+- API errors become HTML pages (JSON in the contract's format under ``/console/api/``), an
+  unexpected error a logged 503 page without details, and every response carries the
+  security headers of :mod:`render`.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -24,9 +26,17 @@ from aiohttp.typedefs import Middleware
 from services.dlq_replay.console.render import add_security_headers, render_page
 from services.dlq_replay.console.sessions import SessionKind, WebSession, load_session
 from services.dlq_replay.context import CTX
-from shared.core.errors import ApiError, AuthenticationFailed, Forbidden, NotFound
+from shared.core.errors import (
+    ApiError,
+    AuthenticationFailed,
+    Forbidden,
+    NotFound,
+    Unavailable,
+)
 from shared.http.errors import error_response
 from shared.http.types import Handler
+
+log = logging.getLogger(__name__)
 
 WEB_SESSION: web.RequestKey[WebSession] = web.RequestKey("postwire_web_session", WebSession)
 COOKIE = {"console": "postwire_console", "portal": "postwire_portal"}
@@ -136,6 +146,9 @@ async def web_guard(request: web.Request, handler: Handler) -> web.StreamRespons
             add_security_headers(exc)
             raise
         response = _error_page(request, kind, NotFound("no such page"))
+    except Exception:  # never a stack trace in a page: log it, answer 503
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        response = _error_page(request, kind, Unavailable("internal error; retry later"))
     add_security_headers(response)
     return response
 
