@@ -16,7 +16,10 @@ import asyncpg
 import orjson
 import pytest
 import pytest_asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
+from services.dlq_replay.console.guard import web_guard
 from services.dlq_replay.harness import AdminApp, running_admin
 from services.dlq_replay.testkit import SeededEndpoint, insert_dead_deliveries, insert_endpoint
 from shared.core.ids import new_id
@@ -442,11 +445,6 @@ async def test_dead_letter_filters_carry_over_to_a_bulk_replay(browser: Browser)
 
 
 async def test_an_unexpected_error_is_a_503_page_without_details() -> None:
-    from aiohttp import web
-    from aiohttp.test_utils import TestClient, TestServer
-
-    from services.dlq_replay.console.guard import web_guard
-
     async def broken(_: web.Request) -> web.Response:
         raise RuntimeError("secret internals")
 
