@@ -88,6 +88,10 @@ async def test_feed_returns_each_event_exactly_once_while_events_arrive(api: Ing
     sent = await producer
     assert len(seen) == len(set(seen)), "an event was returned twice"
     assert set(seen) == set(sent)
+    status, page = await feed_page(api, endpoint["id"], token, since="2999-01-01T00:00:00Z")
+    assert status == 200 and page["data"] == [] and not page["has_more"]
+    status, page = await feed_page(api, endpoint["id"], token, since="yesterday")
+    assert_error(status, page, 400, "invalid_request", "since")
     assert 0 < read_while_sending < len(sent), "the walk must overlap the arrivals"
     status, page = await feed_page(api, other["id"], feed_token(other["id"], other["secret"]))
     assert status == 200 and page["data"] == [] and not page["has_more"]
