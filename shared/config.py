@@ -1,6 +1,6 @@
 """Settings read once from the environment, validated at start.
 
-Every service reads the variables of API.md's configuration table through :func:`load_common`
+Every service reads the variables of README.md's configuration table through :func:`load_common`
 plus its own extras. A bad or missing value raises :class:`ConfigError` whose message is the one
 line the service prints before exiting.
 """
@@ -109,7 +109,7 @@ def _parse_prefix(raw: str) -> str:
 
 @dataclass(frozen=True)
 class CommonSettings:
-    """The variables every service reads (API.md, "Configuration")."""
+    """The variables every service reads (README.md, "Configuration")."""
 
     database_url: str
     kafka_bootstrap: str

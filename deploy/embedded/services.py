@@ -27,7 +27,7 @@ from deploy.embedded import procs
 ServiceName = Literal["ingest", "dispatcher", "dlq_replay"]
 SERVICE_NAMES: Final[tuple[ServiceName, ...]] = ("ingest", "dispatcher", "dlq_replay")
 
-#: Environment variable holding each service's listen port, and its default (API.md).
+#: Environment variable holding each service's listen port, and its default (README.md).
 PORT_VARS: Final[dict[ServiceName, str]] = {
     "ingest": "POSTWIRE_INGEST_PORT",
     "dispatcher": "POSTWIRE_DISPATCHER_PORT",

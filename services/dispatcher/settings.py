@@ -1,6 +1,6 @@
 """Dispatcher settings: the common variables plus delivery, backoff and loop tuning.
 
-Every variable is optional except the common required ones (API.md). Units are in the names.
+Every variable is optional except the common required ones (README.md). Units are in the names.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Endpoints half of the ingest API (API.md, "Endpoints"): merchant webhook destinations.
+"""The Endpoints half of the ingest API (docs/api.md, "Endpoints"): merchant webhook destinations.
 
 Routes (all behind the ingest API key)::
 

@@ -1,6 +1,6 @@
 """Validation of event bodies (single and batch) and rendering of the webhook body. Pure.
 
-Rules (API.md "Events"): ``account_id`` 1..64 of ``[A-Za-z0-9_-]``, ``type`` 1..128 of
+Rules (docs/api.md "Events"): ``account_id`` 1..64 of ``[A-Za-z0-9_-]``, ``type`` 1..128 of
 ``[A-Za-z0-9_.-]``, ``data`` a JSON object, ``ordering_key`` an optional string of 1..256
 characters without control characters (``null`` means absent). Unknown fields are refused.
 Batch items may also carry ``idempotency_key``. Errors are :class:`InvalidRequest` whose

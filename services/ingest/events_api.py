@@ -1,4 +1,4 @@
-"""The Events half of the ingest API (API.md, "Events"). All routes need the ingest API key.
+"""The Events half of the ingest API (docs/api.md, "Events"). All routes need the ingest API key.
 
 Routes::
 

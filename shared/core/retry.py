@@ -1,6 +1,6 @@
 """The retry schedule as data, and the delay before the next attempt.
 
-Contract (API.md): the schedule has one entry per attempt, ``len(schedule)`` attempts in all.
+Contract (docs/api.md): the schedule has one entry per attempt, ``len(schedule)`` attempts in all.
 ``schedule[0]`` is the delay before the first attempt (0 = at once); after attempt ``n``
 (1-based) fails, the next attempt waits ``schedule[n]`` with +-20% jitter, so attempt ``n + 1``
 is never earlier than ``0.8 * schedule[n]``. After attempt ``len(schedule)`` the schedule is

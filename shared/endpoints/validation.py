@@ -1,4 +1,4 @@
-"""Validation of the Endpoints API's request bodies (API.md, "Endpoints").
+"""Validation of the Endpoints API's request bodies (docs/api.md, "Endpoints").
 
 Every function raises :class:`InvalidRequest` whose ``param`` names the offending field (for an
 element of a list or map: ``event_types[2]``, ``metadata.team``). Nothing here touches the network
