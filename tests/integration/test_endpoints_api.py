@@ -1,4 +1,4 @@
-"""The Endpoints API over real HTTP against real Postgres and broker (API.md, "Endpoints")."""
+"""The Endpoints API over real HTTP against real Postgres and broker (docs/api.md, "Endpoints")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Events API over real HTTP against real Postgres and broker (API.md, "Events").
+"""The Events API over real HTTP against real Postgres and broker (docs/api.md, "Events").
 
 Routes, every error case, idempotency (including concurrent duplicates in one group commit and
 in two concurrent ones), listing, attempts, and a real database failure.

@@ -1,4 +1,4 @@
-"""Settings: every variable of API.md validated with one clear line naming it."""
+"""Settings: every variable of the configuration validated with one clear line naming it."""
 
 from __future__ import annotations
 
