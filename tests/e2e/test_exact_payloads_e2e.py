@@ -2,7 +2,7 @@
 exponents, ``-0``, escapes, unicode, nesting; hypothesis) spelled as a producer might, sent
 through real ingest and dispatcher processes to a receiver. What the receiver gets holds the
 producer's ``data`` bytes unchanged and parses to the same value (exact integers), on the
-first attempt and, byte-identical, on the retry.
+first attempt and, byte-identical, on the retry and on an operator's replay.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 from deploy.embedded.services import ServiceProcess, start_service
 from shared.core.event_body import stored_data
-from tests.conftest import TEST_API_KEY
-from tests.dispatch_helpers import FAST_ENV
+from tests.conftest import TEST_ADMIN_TOKEN, TEST_API_KEY
+from tests.dispatch_helpers import FAST_ENV, poll
 from tests.json_documents import Doc, exact, spelled_objects
 from tests.receiver import Received, Receiver, Reply
 
@@ -48,18 +48,26 @@ async def rx() -> AsyncIterator[Receiver]:
 
 
 @pytest_asyncio.fixture(scope="module")
-async def ingest(service_env: Any, tmp_path_factory: Any) -> AsyncIterator[ServiceProcess]:
-    env = service_env(**FAST_ENV)
+async def services(service_env: Any, tmp_path_factory: Any
+                   ) -> AsyncIterator[tuple[ServiceProcess, ServiceProcess]]:
+    """Ingest, dispatcher and admin processes; yields (ingest, admin)."""
+    # every first attempt fails on purpose: keep the endpoint's circuit closed
+    env = service_env(**FAST_ENV, CIRCUIT_FAILURE_THRESHOLD="1000")
     logs = tmp_path_factory.mktemp("exact-payloads")
-    ingest = start_service("ingest", env, logs / "ingest.log")
-    dispatcher = start_service("dispatcher", env, logs / "dispatcher.log")
+    started = [start_service(name, env, logs / f"{name}.log")
+               for name in ("ingest", "dispatcher", "dlq_replay")]
     try:
-        await ingest.wait_healthy_async(timeout_s=60)
-        await dispatcher.wait_healthy_async(timeout_s=60)
-        yield ingest
+        for service in started:
+            await service.wait_healthy_async(timeout_s=60)
+        yield started[0], started[2]
     finally:
-        dispatcher.stop()
-        ingest.stop()
+        for service in reversed(started):
+            service.stop()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def ingest(services: tuple[ServiceProcess, ServiceProcess]) -> ServiceProcess:
+    return services[0]
 
 
 def _fail_first_attempt() -> Any:
@@ -104,7 +112,7 @@ async def test_generated_documents_arrive_exactly_as_sent(ingest: ServiceProcess
         return ok >= set(sent)
 
     try:
-        await rx.wait_for(delivered, timeout_s=90)
+        await rx.wait_for(delivered, timeout_s=60)
     except TimeoutError:
         ok = {r.webhook_id for r in rx.requests_for("/exact") if r.status == 200}
         missing = sorted(set(sent) - ok)
@@ -120,3 +128,38 @@ async def test_generated_documents_arrive_exactly_as_sent(ingest: ServiceProcess
         body = attempts[0].body
         assert stored_data(body) == text, (event_id, text)
         assert exact(body)["data"] == doc, (event_id, text)
+
+
+EXACT = (b'{ "n": 123456789012345678901234567890, "z": -0.0, "e": 1E+400,'
+         b' "u": "\\u00e9\\ud83d\\ude00", "nul": "\\u0000" }')
+
+
+async def test_a_replayed_dead_letter_sends_the_same_exact_bytes(
+        services: tuple[ServiceProcess, ServiceProcess], rx: Receiver) -> None:
+    ingest, admin = services
+    dead = {"on": True}
+    rx.respond_with("/replayed", lambda _: Reply(400 if dead["on"] else 200))
+    async with aiohttp.ClientSession(headers=AUTH) as http:
+        async with http.post(f"{ingest.base_url}/v1/endpoints", json={
+                "account_id": "acct_replay", "url": rx.url("/replayed")}) as response:
+            assert response.status == 201, await response.text()
+        body = b'{"account_id":"acct_replay","type":"exact.replay","data":' + EXACT + b"}"
+        async with http.post(f"{ingest.base_url}/v1/events", data=body) as response:
+            assert response.status == 202, await response.text()
+            event_id = (await response.json())["id"]
+
+        async def status() -> str:
+            async with http.get(f"{ingest.base_url}/v1/events/{event_id}") as response:
+                return str((await response.json())["deliveries"][0]["status"])
+
+        await poll(status, lambda s: s == "dead", 60)
+        dead["on"] = False
+        async with http.post(f"{admin.base_url}/admin/v1/events/{event_id}/replay",
+                             json={"reason": "exact payload e2e"},
+                             headers={"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"}) as response:
+            assert response.status == 202, await response.text()
+        await poll(status, lambda s: s == "succeeded", 60)
+    first, replayed = rx.requests_for("/replayed")
+    assert first.body == replayed.body and first.webhook_id == replayed.webhook_id == event_id
+    assert stored_data(replayed.body) == EXACT
+    assert exact(replayed.body)["data"]["n"] == 123456789012345678901234567890
