@@ -28,7 +28,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiohttp import web
@@ -41,6 +41,8 @@ from shared.config_http import HttpServerSettings
 log = logging.getLogger("postwire.http")
 
 LOG_INTERVAL_S = 10.0
+REFUSAL_GRACE_S = 0.25
+"""How long a connection refused over the limit stays open for its 503 to be read."""
 ProtocolErrorHook = Callable[[str], None]
 """Called with a short reason (``line_too_long``, ``bad_request``, ...) per refused request."""
 
@@ -148,11 +150,15 @@ class HardenedRequestHandler(RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self._hardened.admit(self):
-            assert isinstance(transport, asyncio.Transport)
-            transport.write(_OVER_CAPACITY)
-            transport.close()
+            transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
             self._hardened.release(self)
-            self._force_close = True
+            self._force_close = True  # whatever the client sends is read and dropped
+            transport.write(_OVER_CAPACITY)
+            if transport.can_write_eof():
+                transport.write_eof()
+            # closing at once, with the client's request unread, would reset the connection
+            # before the 503 could be read; a short grace lets it arrive
+            self._loop.call_later(REFUSAL_GRACE_S, transport.close)
             return
         self._admitted = True
         super().connection_made(transport)

@@ -193,3 +193,37 @@ async def test_idle_connection_flood_under_ulimit_1024_leaves_requests_working(
         for writer in writers:
             writer.close()
         await asyncio.to_thread(service.stop)
+
+
+async def test_over_the_limit_with_nothing_idle_is_refused_503(
+        service_env: ServiceEnvFactory, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """16 connections all busy uploading: the 17th gets the contract's 503 and is closed;
+    once they finish, new connections are served again."""
+    env = service_env(HTTP_MAX_CONNECTIONS="16", HTTP_BODY_TIMEOUT_S="30")
+    service = start_service("ingest", env, tmp_path_factory.mktemp("full") / "ingest.log")
+    busy: list[asyncio.StreamWriter] = []
+    try:
+        await service.wait_healthy_async(timeout_s=60.0)
+        port = port_of(service)
+        for _ in range(16):
+            busy.append(await _hold_body(port, 10_000, 10))
+        await asyncio.sleep(0.3)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(request("GET", "/healthz"))
+            response = await read_response(reader)
+        finally:
+            writer.close()
+        assert response.status == 503, response
+        assert orjson.loads(response.body)["error"]["type"] == "unavailable"
+        for holder in busy:
+            holder.close()
+        await asyncio.sleep(0.5)
+        async with aiohttp.ClientSession() as http, http.get(f"{service.base_url}/metrics") as resp:
+            assert resp.status == 200
+            assert 'http_protocol_errors_total{reason="over_capacity"} 1.0' in await resp.text()
+        assert "Traceback" not in service.log_path.read_text(errors="replace")
+    finally:
+        for holder in busy:
+            holder.close()
+        await asyncio.to_thread(service.stop)
