@@ -129,8 +129,9 @@ async def _event_with(pool: asyncpg.Pool, endpoint: SeededEndpoint, data: dict[s
 
 
 async def test_console_needs_a_session_and_an_admin_token(browser: Browser) -> None:
-    status, _, resp = await browser.get("/console")
-    assert status == 303 and resp.headers["Location"] == "/console/login"
+    status, _, resp = await browser.get("/console/events?type=a")
+    assert status == 303 and resp.headers["Location"] == (
+        "/console/login?next=/console/events?type%3Da")  # next = /console/events?type=a
     status, html, resp = await browser.get("/console/api/replays")
     assert status == 401 and resp.content_type == "application/json"
     assert orjson.loads(html)["error"]["type"] == "authentication_failed"
@@ -145,6 +146,17 @@ async def test_console_needs_a_session_and_an_admin_token(browser: Browser) -> N
     status, html, _ = await browser.post("/console/login", {"csrf_token": "forged",
                                                             "token": TEST_ADMIN_TOKEN})
     assert status == 403
+
+
+async def test_sign_in_returns_to_the_page_asked_for(browser: Browser) -> None:
+    status, html, _ = await browser.get("/console/login?next=%2Fconsole%2Faudit")
+    csrf = _CSRF_RE.search(html)
+    assert status == 200 and csrf is not None and 'name="next" value="/console/audit"' in html
+    status, _, resp = await browser.post("/console/login", {
+        "csrf_token": csrf.group(1), "token": TEST_ADMIN_TOKEN, "next": "/console/audit"})
+    assert status == 303 and resp.headers["Location"] == "/console/audit"
+    status, html, _ = await browser.get("/console/login?next=https%3A%2F%2Fevil.example")
+    assert 'name="next" value="/console"' in html
 
 
 async def test_login_sets_a_hardened_cookie_and_security_headers(browser: Browser) -> None:
@@ -280,6 +292,8 @@ async def test_portal_actions_are_scoped_and_audited_as_the_account(
     row = await pool.fetchrow("SELECT secret, previous_secret, event_types FROM endpoints"
                               " WHERE id = $1", endpoint_id)
     assert row["secret"] in html and row["previous_secret"] is not None
+    status, html, _ = await browser.get(f"/portal/endpoints/{endpoint_id}")
+    assert status == 200 and 'id="rotation"' in html  # the page says the old one still signs
     assert list(row["event_types"]) == ["refund.*"]
     status, _, resp = await browser.post(f"/portal/endpoints/{endpoint_id}/test",
                                          {"csrf_token": csrf})

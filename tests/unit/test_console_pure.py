@@ -17,7 +17,7 @@ from services.dlq_replay.console.charts import (
     line_chart,
     nice_ceiling,
 )
-from services.dlq_replay.console.guard import web_kind
+from services.dlq_replay.console.guard import safe_next, web_kind
 from services.dlq_replay.console.lag import LagSample
 from services.dlq_replay.console.overview import MINUTES, lag_buckets
 from services.dlq_replay.console.portal_api import parse_portal_session
@@ -137,3 +137,11 @@ def test_login_throttle_counts_failures_per_client_in_a_window() -> None:
     assert throttle.retry_after_s("a", 61.5) == pytest.approx(0.5)  # 2.0 ages out at 62
     throttle.succeeded("a")
     assert throttle.retry_after_s("a", 61.5) == 0
+
+
+def test_safe_next_stays_on_console_pages() -> None:
+    assert safe_next("/console/events?type=a") == "/console/events?type=a"
+    for bad in (None, 3, "", "https://evil.example/", "//evil.example", "/console//evil",
+                "/console\\evil", "/console/login", "/console/api/replays", "/admin/v1/x",
+                "/console/x\r\nSet-Cookie: a=b", "/console/" + "a" * 3000):
+        assert safe_next(bad) == "/console", bad

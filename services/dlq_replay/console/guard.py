@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from urllib.parse import urlencode
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -66,6 +67,15 @@ def session_of(request: web.Request) -> WebSession:
 def is_secure(request: web.Request) -> bool:
     """Whether the browser reached us over HTTPS (directly or through a TLS proxy)."""
     return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+
+
+def safe_next(value: object) -> str:
+    """Where to go after signing in: a console path, never another site (else the overview)."""
+    if isinstance(value, str) and value.startswith("/console") and not value.startswith(
+            ("/console/login", "/console/api/")) and "\\" not in value and "//" not in value \
+            and value.isprintable() and len(value) <= 2048:
+        return value
+    return "/console"
 
 
 def set_session_cookie(response: web.StreamResponse, request: web.Request, kind: SessionKind,
@@ -123,7 +133,7 @@ async def _authenticate(request: web.Request, kind: SessionKind) -> web.StreamRe
         return None
     if kind == "console" and request.method in _SAFE_METHODS \
             and not request.path.startswith("/console/api/"):
-        raise web.HTTPSeeOther("/console/login")
+        raise web.HTTPSeeOther("/console/login?" + urlencode({"next": request.path_qs}))
     raise AuthenticationFailed(
         "your session has ended; sign in again" if kind == "console" else
         "this portal session has ended; ask for a new portal link")

@@ -27,6 +27,8 @@ SELECT e.id, e.account_id, e.url, e.event_types, e.description, e.enabled, e.dis
        coalesce(h.consecutive_failures, 0) AS consecutive_failures, h.failing_since,
        h.circuit_open_until, coalesce(h.circuit_open_until > now(), false) AS circuit_open,
        coalesce(h.probe_until > now(), false) AS probing,
+       CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret_expires_at END
+           AS previous_secret_until,
        (SELECT count(*) FROM deliveries d WHERE d.endpoint_id = e.id
           AND d.status IN ('pending', 'retrying') AND d.lease_until > now()) AS in_flight,
        (SELECT count(*) FROM deliveries d WHERE d.endpoint_id = e.id
@@ -49,13 +51,14 @@ def cut_page(rows: list[dict[str, Any]], limit: int = PAGE_ROWS) -> tuple[list[d
 
 def endpoint_health_json(row: Mapping[str, Any]) -> dict[str, Any]:
     """An endpoint with its health: circuit (``closed``, ``open``, ``half_open``), failures,
-    attempts in flight and deliveries waiting."""
+    attempts in flight, deliveries waiting, and until when a rotated-out secret still signs."""
     circuit = "open" if row["circuit_open"] else "half_open" if row["probing"] else "closed"
     return {**render_endpoint(row), "circuit": circuit,
             "circuit_open_until": format_ts(row["circuit_open_until"]),
             "consecutive_failures": row["consecutive_failures"],
             "failing_since": format_ts(row["failing_since"]),
-            "in_flight": row["in_flight"], "waiting": row["waiting"]}
+            "in_flight": row["in_flight"], "waiting": row["waiting"],
+            "previous_secret_until": format_ts(row["previous_secret_until"])}
 
 
 async def endpoints_with_health(pool: asyncpg.Pool, *, account_id: str | None = None,

@@ -22,6 +22,7 @@ from services.dlq_replay.console.guard import (
     COOKIE,
     CSRF_FIELD,
     clear_session_cookie,
+    safe_next,
     see_other,
     set_session_cookie,
 )
@@ -38,16 +39,16 @@ log = logging.getLogger(__name__)
 LOGIN_CSRF_COOKIE = "postwire_login_csrf"
 
 
-def _form(request: web.Request, csrf: str, status: int = 200,
+def _form(request: web.Request, csrf: str, next_path: str, status: int = 200,
           error: str | None = None) -> web.Response:
     return render_page("login.html", http_status=status, kind="console", session=None,
-                       path=request.path, csrf=csrf, error=error)
+                       path=request.path, csrf=csrf, error=error, next=next_path)
 
 
 async def login_form(request: web.Request) -> web.Response:
     """``GET /console/login``: the token form, with a login CSRF cookie (double submit)."""
     token = new_token()
-    response = _form(request, token)
+    response = _form(request, token, safe_next(request.query.get("next")))
     response.set_cookie(LOGIN_CSRF_COOKIE, token, path="/console/login", httponly=True,
                         samesite="Strict", max_age=3600)
     return response
@@ -82,7 +83,8 @@ async def login(request: web.Request) -> web.StreamResponse:
     if operator is None:
         state.throttle.failed(client, now)
         log.warning("console sign-in refused", extra=fields(client=client))
-        return _form(request, cookie, 401, "That admin token is not valid.")
+        return _form(request, cookie, safe_next(form.get("next")), 401,
+                     "That admin token is not valid.")
     state.throttle.succeeded(client)
 
     async def work(conn: asyncpg.Connection) -> str:
@@ -94,7 +96,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 
     value = await in_transaction(ctx.pool, work)
     log.info("console sign-in", extra=fields(operator=operator, client=client))
-    response = see_other("/console")
+    response = see_other(safe_next(form.get("next")))
     set_session_cookie(response, request, "console", value, state.session_lifetime_s)
     response.del_cookie(LOGIN_CSRF_COOKIE, path="/console/login")
     return response
