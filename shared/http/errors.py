@@ -1,8 +1,10 @@
 """Every HTTP error leaves in the contract's format: ``{"error": {"type", "message", "param"}}``.
 
-Handlers raise :class:`shared.core.errors.ApiError` subclasses. aiohttp's own 404/405 and body
-errors are translated; anything unexpected is logged with its stack and answered 503
-``unavailable`` without details (a client never sees a stack trace).
+Handlers raise :class:`shared.core.errors.ApiError` subclasses (one carrying ``retry_after_s``
+also gets a ``Retry-After`` header). aiohttp's own 404/405 and body errors are translated, a
+body that missed its deadline or broke its framing is a 400; anything unexpected is logged with
+its stack and answered 503 ``unavailable`` without details (a client never sees a stack trace).
+Errors raised below the app (the HTTP parser) are :mod:`shared.http.protocol`'s business.
 """
 
 from __future__ import annotations
