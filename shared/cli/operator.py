@@ -1,4 +1,5 @@
-"""Operator commands of ``postwire``: dead letters, event inspection, replays, audit log.
+"""Operator commands of ``postwire``: dead letters, event inspection, replays, merchant portal
+links, audit log.
 
 They talk to the admin API over HTTP (``--url``, default ``$POSTWIRE_ADMIN_URL`` or
 http://127.0.0.1:8082) with an admin token (``--token`` or ``$POSTWIRE_ADMIN_TOKEN``). Exit
@@ -264,6 +265,19 @@ def cmd_audit(args: argparse.Namespace, client: AdminClient) -> int:
     return 0
 
 
+def cmd_portal_link(args: argparse.Namespace, client: AdminClient) -> int:
+    """``postwire portal-link ACCOUNT``: a one-time merchant portal URL for the account."""
+    made = client.post("/admin/v1/portal-sessions",
+                       {"account_id": args.account_id, "expires_in_s": args.expires_in})
+    if args.json:
+        _print_json(made)
+        return 0
+    print(made["url"])
+    print(f"works once; the portal session for {made['account_id']} ends at "
+          f"{made['expires_at']}", file=sys.stderr)
+    return 0
+
+
 def _filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint", metavar="ID", help="only this endpoint (ep_...)")
     parser.add_argument("--account", metavar="ID", help="only this account")
@@ -281,7 +295,8 @@ def _leaf(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, h
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``dlq``, ``events``, ``replay``, ``replays`` and ``audit`` to ``postwire``."""
+    """Add ``dlq``, ``events``, ``replay``, ``replays``, ``portal-link`` and ``audit`` to
+    ``postwire``."""
     dlq = sub.add_parser("dlq", help="dead letters").add_subparsers(
         dest="dlq_command", metavar="COMMAND", required=True)
     listing = _leaf(dlq, "list", "list dead letters, newest first", cmd_dlq_list)
@@ -315,6 +330,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cancel = _leaf(replays, "cancel", "cancel a running bulk replay", cmd_replays_cancel)
     cancel.add_argument("replay_id", metavar="ID")
     cancel.add_argument("--reason", help="why (recorded in the audit log)")
+    link = _leaf(sub, "portal-link", "make a one-time merchant portal link for an account",
+                 cmd_portal_link)
+    link.add_argument("account_id", metavar="ACCOUNT")
+    link.add_argument("--expires-in", type=int, default=3600, metavar="S",
+                      help="seconds the link and its session last (60..86400, default 3600)")
     audit = _leaf(sub, "audit", "show the operator audit log, newest first", cmd_audit)
     audit.add_argument("--limit", type=int, default=20, metavar="N", help="rows (default 20)")
     for name in ("operator", "action", "target"):

@@ -12,6 +12,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 
+import aiohttp
 import asyncpg
 import pytest
 import pytest_asyncio
@@ -162,3 +163,18 @@ async def test_an_unreachable_service_exits_5(admin: ServiceProcess) -> None:
     result = cli(admin, "dlq", "list", "--url", "http://127.0.0.1:9")
     assert result.returncode == 5
     assert "cannot reach the admin service" in result.stderr
+
+
+async def test_portal_link_prints_a_one_time_url(admin: ServiceProcess) -> None:
+    made = cli(admin, "portal-link", "acct_cli", "--expires-in", "120")
+    assert made.returncode == 0, made.stderr
+    url = made.stdout.strip()
+    assert url.startswith(f"{admin.base_url}/portal/start?token=")
+    assert "works once" in made.stderr and "acct_cli" in made.stderr
+    bad = cli(admin, "portal-link", "acct_cli", "--expires-in", "5")
+    assert bad.returncode == 1 and "expires_in_s" in bad.stderr
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url, allow_redirects=False) as first:
+            assert first.status == 303 and "postwire_portal" in first.cookies
+        async with http.get(url, allow_redirects=False) as second:
+            assert second.status == 401
