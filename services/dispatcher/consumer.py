@@ -12,12 +12,13 @@
   topics. It never exits because of the broker: Postgres is the
   record, and the sweeper re-publishes whatever the broker lost.
 - A log that went backwards (``recovery.py``): every ``RECOVERY_CHECK_S``, and at once after an
-  assignment changes or a commit is held back, the log end of every assigned partition is read
+  assignment changes, the log end of every assigned partition is read
   and compared with our position, our last commit and the highest end seen before (kept
   across consumer sessions). A partition that went backwards is sought to its start (its
   waiting messages and tracking dropped), and ``on_log_lost`` asks Postgres to re-announce
-  every open delivery whose message may be gone. No offset above a partition's known end is
-  ever committed. The same check measures the broker lag.
+  every open delivery whose message may be gone (a single reading below our position is only a
+  suspicion, confirmed by the next check). No offset above a partition's last known end is
+  ever committed (it is lowered to that end). The same check measures the broker lag.
 - Readiness (``readiness``): ready only while a consumer is connected, owns partitions, is not
   stalled in a rebalance and could read their log ends within ``READY_STALE_S``.
 """
@@ -33,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from services.dispatcher.metrics import DispatcherMetrics
@@ -40,9 +42,13 @@ from services.dispatcher.pipeline import Pipeline
 from services.dispatcher.recovery import (
     Backwards,
     PartitionView,
+    Suspicion,
     cap_commits,
     merge_seen_ends,
     plan_recovery,
+    progress_stalled,
+    should_recreate_topic,
+    vanished_commits,
 )
 from services.dispatcher.settings import DispatcherSettings
 from shared.adapters.kafka.security import client_options
@@ -61,6 +67,7 @@ RECOVERY_CHECK_S = 1.0         # how often log ends are read (log went backwards
 CHECK_TIMEOUT_S = 3.0          # a log-end read slower than this counts as failed
 READY_STALE_S = 5.0            # not ready when log ends could not be read for this long
 READY_STALL_S = 3.0            # not ready while fetches have stalled this long
+FETCH_STUCK_S = 5.0            # messages waiting and positions frozen this long: re-create
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -86,6 +93,16 @@ class DeliveryConsumer:
         self._consumer: AIOKafkaConsumer | None = None
         self._seen_ends: dict[TopicPartition, int] = {}   # highest end seen, across sessions
         self._ends: dict[TopicPartition, int] = {}        # ends at the last check (this session)
+        self._suspects: dict[TopicPartition, Suspicion] = {}  # seen backwards (recovery.py)
+        self._positions: dict[TopicPartition, int | None] = {}  # at the last check
+        self._ours: dict[TopicPartition, int] = {}        # last positive offset we committed
+        self._had_assignment = False                      # this session owned partitions
+        self._position_sum: int | None = None             # at the last check
+        self._frozen_since: float | None = None           # positions frozen with lag since
+        self._stuck_sessions = 0                          # consecutive sessions ended stuck
+        self._last_loss_at: float | None = None           # monotonic time of the last log loss
+        self._repair_topic = False                        # next session re-creates the topic
+        self._lost_pending: Backwards | None = None       # announce once the topic exists
         self._checked_assignment: frozenset[TopicPartition] = frozenset()
         self._check_due = True
         self._last_check = 0.0
@@ -147,10 +164,20 @@ class DeliveryConsumer:
     async def _session(self) -> None:
         common = self._settings.common
         self._ends = {}
+        self._suspects = {}
+        self._positions = {}
+        self._had_assignment = False
+        self._position_sum = None
+        self._frozen_since = None
         self._check_due = True
+        if self._repair_topic:
+            await self._recreate_broken_topic()
         await ensure_topics(common.kafka_bootstrap, common.topic_prefix, common.kafka_partitions,
                             replication_factor=common.kafka_replication_factor,
                             security=common.kafka_security)
+        if self._lost_pending is not None:
+            reason, self._lost_pending = self._lost_pending, None
+            self._log_lost(reason, self.topic)
         consumer = self._new_consumer()
         # A pattern, not a topic list: metadata requests then name no topic, so the consumer
         # never auto-creates the topic (Tansu does, and racing an explicit CreateTopics after
@@ -188,8 +215,16 @@ class DeliveryConsumer:
                 raise ConfigError("consumer stalled in a rebalance; re-joining the group")
             if consumer.assignment() or self._stop_fetch.is_set():
                 assigned_since = now
+                self._had_assignment = self._had_assignment or bool(consumer.assignment())
             elif now - assigned_since > UNASSIGNED_RECHECK_S and now - last_check > 2.0:
                 last_check = now
+                if self._had_assignment and consumer.partitions_for_topic(self.topic) is None:
+                    # the topic we consumed is gone, and its log with it. The next session
+                    # re-creates it first and only then has the lost deliveries re-announced
+                    # (a message sent to a missing topic breaks it on Tansu)
+                    self._lost_pending = Backwards.TOPIC_VANISHED
+                    self._ours.clear()
+                    raise ConfigError(f"topic {self.topic} vanished; re-creating the consumer")
                 common = self._settings.common
                 await ensure_topics(common.kafka_bootstrap, common.topic_prefix,
                                     common.kafka_partitions,
@@ -232,15 +267,13 @@ class DeliveryConsumer:
 
     async def _commit(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> None:
         tracker = self._pipeline.tracker
-        offsets, held = cap_commits(tracker.committable(set(partitions)), self._ends)
-        if held:
-            self._check_due = True  # above the log end: the log went backwards, check now
-            log.warning("not committing %d partitions above their log end", len(held))
+        offsets, _capped = cap_commits(tracker.committable(set(partitions)), self._ends)
         if not offsets:
             return
         try:
             await consumer.commit({tp: off for tp, off in offsets.items()})
             tracker.mark_committed(offsets)
+            self._ours.update((tp, off) for tp, off in offsets.items() if off > 0)
             self._commit_failures = 0
         except KafkaError as exc:
             self._commit_failures += 1
@@ -250,18 +283,23 @@ class DeliveryConsumer:
                 raise ConfigError("offset commits keep failing; re-joining the group") from exc
 
     async def _maybe_check(self, consumer: AIOKafkaConsumer) -> None:
-        """Run :meth:`_check` when due: every ``RECOVERY_CHECK_S``, after the assignment
-        changed, or when a commit was held back. A failed read is retried at the next turn."""
+        """Run :meth:`_check` when due: every ``RECOVERY_CHECK_S`` or after the assignment
+        changed. A failed read is retried at the next turn."""
         now = time.monotonic()
         assigned = frozenset(consumer.assignment())
-        if assigned != self._checked_assignment:
+        changed = assigned != self._checked_assignment
+        if changed:
             self._check_due = True
+            self._position_sum = None
         if not assigned or self._stop_fetch.is_set():
             return
         if not self._check_due and now - self._last_check < RECOVERY_CHECK_S:
             return
         self._last_check = now
         try:
+            if changed:
+                await asyncio.wait_for(self._check_group_offsets(consumer),
+                                       timeout=CHECK_TIMEOUT_S)
             await asyncio.wait_for(self._check(consumer, assigned), timeout=CHECK_TIMEOUT_S)
         except (KafkaError, OSError, TimeoutError) as exc:
             log.info("reading log ends failed (%s: %s); will retry", type(exc).__name__, exc)
@@ -270,11 +308,60 @@ class DeliveryConsumer:
         self._checked_assignment = assigned
         self._check_ok_at = time.monotonic()
 
+    def _log_lost(self, reason: Backwards, where: object) -> None:
+        """Count and log a lost log, and ask Postgres to re-announce what it may have held."""
+        self._metrics.log_resets.labels(reason.value).inc()
+        log.warning("log of %s went backwards (%s); re-announcing open deliveries", where,
+                    reason.value)
+        self._last_loss_at = time.monotonic()
+        self._seen_ends.clear()  # they describe the lost log
+        self._suspects.clear()
+        self._on_log_lost()
+
+    async def _recreate_broken_topic(self) -> None:
+        """Delete and re-create the deliveries topic, then re-announce everything open.
+
+        Only after a recent log loss, when a consumer session could read nothing of a topic
+        whose log ends say it holds messages (``should_recreate_topic``): Tansu accepts produce
+        requests for a topic that does not exist (a producer with metadata from before an
+        empty restart), and a topic created afterwards can be neither read nor written.
+        Deleting it is the only repair; nothing is lost, because every open delivery is
+        announced again from Postgres.
+        """
+        self._repair_topic = False
+        common = self._settings.common
+        admin = AIOKafkaAdminClient(bootstrap_servers=common.kafka_bootstrap,
+                                    request_timeout_ms=10000,
+                                    **client_options(common.kafka_security))
+        try:
+            await admin.start()
+            await admin.delete_topics([self.topic])
+        finally:
+            await admin.close()
+        log.error("deleted the unreadable topic %s to re-create it", self.topic)
+        self._ours.clear()
+        self._lost_pending = Backwards.TOPIC_UNREADABLE
+
+    async def _check_group_offsets(self, consumer: AIOKafkaConsumer) -> None:
+        """After an assignment change: did the group forget offsets we committed earlier (in
+        any session, for any partition)? Then the broker lost its state and its log."""
+        if not self._ours:
+            return
+        group = {tp: await consumer.committed(tp) for tp in self._ours}
+        vanished = vanished_commits(self._ours, group)
+        for tp in vanished:
+            self._ours.pop(tp, None)
+        if vanished:
+            self._log_lost(Backwards.COMMIT_VANISHED, f"{len(vanished)} partitions")
+
     async def _check(self, consumer: AIOKafkaConsumer, assigned: frozenset[TopicPartition]) -> None:
         """Read the log ends of ``assigned``; rewind partitions whose log went backwards,
         request the re-announcement of lost deliveries, and set the broker lag."""
         tracker = self._pipeline.tracker
-        ends: dict[TopicPartition, int] = dict(await consumer.end_offsets(list(assigned)))
+        listed: dict[TopicPartition, int] = dict(await consumer.end_offsets(list(assigned)))
+        # The larger of ListOffsets and the last fetch's high watermark: both can trail the
+        # records a fetch already returned (Tansu), neither runs ahead of the log.
+        ends = {tp: max(end, consumer.highwater(tp) or 0) for tp, end in listed.items()}
         positions: dict[TopicPartition, int | None] = {}
         for tp in ends:
             position = await consumer.position(tp)
@@ -282,28 +369,54 @@ class DeliveryConsumer:
             positions[tp] = max(position, seen) if seen is not None else position
         views = {tp: PartitionView(end=end, position=positions[tp],
                                    committed=tracker.committed(tp),
-                                   previous_end=self._seen_ends.get(tp))
+                                   previous_end=self._seen_ends.get(tp),
+                                   advanced=positions[tp] != self._positions.get(tp))
                  for tp, end in ends.items()}
+        self._positions = positions
         went_back = frozenset(tracker.take_went_back())
-        plan = plan_recovery(views, read_below_position=went_back)
+        plan = plan_recovery(views, time.monotonic(), suspects=self._suspects,
+                             read_below_position=went_back)
+        self._suspects = plan.suspects
         for tp in went_back:
             self._metrics.log_resets.labels(Backwards.READ_BELOW_POSITION.value).inc()
             log.warning("log of %s went backwards (%s)", tp, Backwards.READ_BELOW_POSITION.value)
         for tp, reason in plan.rewind.items():
+            self._ours.pop(tp, None)
             self._metrics.log_resets.labels(reason.value).inc()
             log.warning("log of %s went backwards (%s: end %d, position %s, committed %s, "
                         "end seen before %s); rewinding to its start", tp, reason.value,
                         ends[tp], positions[tp], tracker.committed(tp), self._seen_ends.get(tp))
-        rewound = {tp for tp in plan.rewind if isinstance(tp, TopicPartition)}
+        rewound = set(plan.rewind)
         if rewound:
             await self._rewind(consumer, rewound)
         if plan.reannounce:
+            self._last_loss_at = time.monotonic()
             self._on_log_lost()
         self._seen_ends = merge_seen_ends(self._seen_ends, ends, rewound)
         self._ends = ends
         lag = sum(max(0, end - (0 if tp in rewound else (positions[tp] or 0)))
                   for tp, end in ends.items())
         self._metrics.set_broker_lag(lag)
+        self._watch_progress(lag, sum(p or 0 for p in positions.values()), bool(rewound))
+
+    def _watch_progress(self, lag: int, position_sum: int, rewound: bool) -> None:
+        """Raise (re-creating the consumer) when messages wait on the broker but the positions
+        stayed frozen for ``FETCH_STUCK_S`` while fetching was allowed."""
+        now = time.monotonic()
+        fetching = not (self._pipeline.gates.full or self._stop_fetch.is_set() or rewound)
+        if progress_stalled(lag, position_sum, self._position_sum, fetching):
+            self._frozen_since = self._frozen_since or now
+            if now - self._frozen_since > FETCH_STUCK_S:
+                self._stuck_sessions += 1
+                self._repair_topic = should_recreate_topic(
+                    self._stuck_sessions, self._last_loss_at, now)
+                raise ConfigError(f"{lag} messages waiting but the consumer makes no progress; "
+                                  "re-creating it")
+        else:
+            self._frozen_since = None
+            if self._position_sum is not None and position_sum != self._position_sum:
+                self._stuck_sessions = 0
+        self._position_sum = position_sum
 
     async def _rewind(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> None:
         """Seek ``partitions`` to their start, forget their waiting messages and tracking, and
@@ -345,8 +458,10 @@ class DeliveryConsumer:
             log.info("revoked %d partitions", len(revoked))
 
     async def _close(self, consumer: AIOKafkaConsumer) -> None:
-        with contextlib.suppress(KafkaError, OSError, TimeoutError, ConfigError):
-            await asyncio.wait_for(self._maybe_commit(consumer, force=True), timeout=5)
+        if self._lost_pending is None and not self._repair_topic:
+            # offsets of a log that is gone would park the next session above the new end
+            with contextlib.suppress(KafkaError, OSError, TimeoutError, ConfigError):
+                await asyncio.wait_for(self._maybe_commit(consumer, force=True), timeout=5)
         self._pipeline.revoke(None)
         self._pipeline.tracker.drop(None)
         self._consumer = None
