@@ -178,3 +178,42 @@ async def test_dead_letter_list_reads_only_the_days_of_its_deliveries(
     assert len(page.to_json()["data"]) == 3
     [(sql, args)] = recorder.calls
     assert await _scanned(conn, sql, *args) == {partition_name("deliveries", TARGET)}
+
+
+def _blocks(plan: dict[str, Any], found: dict[str, int]) -> dict[str, int]:
+    """Shared blocks (hit or read) per relation that a plan node scanned, summed."""
+    name = plan.get("Relation Name")
+    if name is not None and plan.get("Actual Loops", 0) > 0:
+        found[name] = (found.get(name, 0) + plan.get("Shared Hit Blocks", 0)
+                       + plan.get("Shared Read Blocks", 0))
+    for child in plan.get("Plans", []):
+        _blocks(child, found)
+    return found
+
+
+async def test_claim_generic_plan_costs_one_index_descent_per_other_day(
+        conn: asyncpg.Connection) -> None:
+    """The claim transaction runs generic plans (planning a custom one over every partition
+    cost more than running it): the id array is then looked up in every day's index, and a
+    day that holds none of the ids costs one descent."""
+    target = f'"{partition_name("deliveries", TARGET)}"'
+    ids = [r["id"] for r in await conn.fetch(
+        f"SELECT id FROM {target} ORDER BY id OFFSET 100 LIMIT 200")]
+    literal = "ARRAY[" + ",".join(f"'{i}'" for i in ids) + "]::text[]"
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        await conn.execute(claims._GENERIC_PLANS_SQL)
+        await conn.execute("PREPARE claim_read(text[]) AS "
+                           + claims._ROWS_SQL.replace("$1::text[]", "$1"))
+        raw = await conn.fetchval(
+            f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE claim_read({literal})")
+        await conn.execute("DEALLOCATE claim_read")
+    finally:
+        await tx.rollback()
+    blocks = _blocks(json.loads(raw)[0]["Plan"], {})
+    others = {name: n for name, n in blocks.items()
+              if name.startswith("deliveries_p") and name != partition_name("deliveries", TARGET)}
+    assert len(others) >= len(DAYS) - 1  # every other day was probed (not pruned) ...
+    assert max(others.values()) <= 4, others  # ... at the cost of one descent each
+    assert blocks[partition_name("deliveries", TARGET)] > max(others.values())  # the rows
