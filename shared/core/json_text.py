@@ -38,10 +38,9 @@ import json.scanner
 import re
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from decimal import Decimal
 from itertools import accumulate
-from typing import Any
+from typing import Any, NamedTuple
 
 _WS = re.compile(r"[ \t\n\r]*")
 _NAME = re.compile(r'"([^"\\\x00-\x1f]*(?:\\.[^"\\\x00-\x1f]*)*)"[ \t\n\r]*:[ \t\n\r]*')
@@ -62,12 +61,11 @@ class JsonSyntaxError(ValueError):
         self.pos = pos
 
 
-@dataclass(frozen=True, slots=True)
-class Scanned:
+class Scanned(NamedTuple):
     """One value read from the text: ``text[start:end]`` is its source.
 
     ``problem`` says why the value must not be used as it is (see the module docstring); then
-    ``value`` is None.
+    ``value`` is None. (A NamedTuple: one is made per member read.)
     """
 
     value: Any
@@ -93,7 +91,8 @@ def _not_a_constant(name: str) -> Any:
 
 class _Reader:
     """The C scanner, with object hooks that note duplicate names instead of raising (so the
-    scan always finds the value's end)."""
+    scan always finds the value's end). One per process; not thread-safe (the services read
+    bodies on their event loop's thread only)."""
 
     def __init__(self) -> None:
         self.duplicates: list[str] = []
