@@ -291,6 +291,8 @@ def _print_up_banner(stack: EmbeddedStack, running: list[ServiceProcess], base: 
     if admin_api is not None:
         auth = f"-H 'Authorization: Bearer {admin}'"
         _say(f"  curl -sS {admin_api.base_url}/admin/v1/dead-letters {auth}")
+        _say(f"\nOperator console: {admin_api.base_url}/console (sign in with the admin token);"
+             " merchant portal links: postwire portal-link ACCOUNT")
     _say(f"\nCtrl-C (or kill {os.getpid()}) stops everything.")
 
 

@@ -64,6 +64,7 @@ def test_dev_up_starts_everything_prints_working_credentials_and_stops_cleanly(
         assert admin.endswith(env["POSTWIRE_ADMIN_PORT"])
         assert dispatcher.endswith(env["POSTWIRE_DISPATCHER_PORT"])
         assert "curl -sS -X POST " + ingest + "/v1/endpoints" in banner
+        assert f"Operator console: {admin}/console" in banner
         children = procs.descendants(proc.pid)
         assert len(children) >= 5  # Postgres, broker, three services
 
