@@ -230,3 +230,38 @@ async def test_real_kafka_wiped_under_load_recovers_within_30s(
     recovery_s = await run_scenario(run_service, env, rx, database_url, cluster.kill_all,
                                     cluster.start, "acct_loss_kafka")
     print(f"real Kafka: all delivered {recovery_s:.1f} s after its return")
+
+
+async def test_kill_9_of_one_broker_in_a_3_node_kafka_under_load_loses_nothing(
+        real_kafka: RealKafkaFactory, run_service: RunService, service_env: ServiceEnvFactory,
+        rx: Receiver, database_url: str) -> None:
+    """Replication 3, min.insync.replicas 2: one broker killed with SIGKILL under load (and left
+    down). Ingest keeps accepting, dispatch continues on the surviving brokers, nothing lost."""
+    cluster = real_kafka(3)
+    env = service_env(**SCENARIO_ENV, KAFKA_BOOTSTRAP=cluster.bootstrap,
+                      KAFKA_REPLICATION_FACTOR="3")
+    ingest = run_service("ingest", env, wait=False)
+    dispatcher = run_service("dispatcher", dict(env), wait=False)
+    await ingest.wait_healthy_async(timeout_s=60)
+    await dispatcher.wait_healthy_async(timeout_s=60)
+    await poll(lambda: metric(dispatcher, "postwire_assigned_partitions"), lambda n: n > 0, 60)
+    rx.program("/healthy", [], default=Reply(200))
+    flaky_first_attempts(rx, "/flaky")
+    account = "acct_3node"
+    await create_endpoints(ingest, account, [rx.url("/healthy"), rx.url("/flaky")])
+
+    killed_at = 0.0
+
+    def kill_one() -> None:
+        nonlocal killed_at
+        cluster.kill_node(1)
+        killed_at = time.monotonic()
+
+    offered = await offer_load(ingest, account, kill_one, lambda: None)
+    assert not offered.refused, f"ingest refused events: {offered.refused[:3]}"
+    assert len(offered.accepted) == EVENTS
+    assert not cluster.node_reachable(1), "the killed broker stays down"
+    offered.broker_back_at = killed_at  # the budget counts from the kill: nothing comes back
+    await assert_all_delivered(rx, offered, database_url, ["/healthy", "/flaky"])
+    after_kill = [r for r in rx.requests if r.at > killed_at + 1.0 and 200 <= r.status < 300]
+    assert after_kill, "dispatch continued after the broker was killed"
