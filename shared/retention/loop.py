@@ -47,7 +47,7 @@ async def run_locked_round(dsn: str, policy: RetentionPolicy,
 
 
 def _observe(metrics: RetentionMetrics, report: RoundReport, seconds: float) -> None:
-    metrics.rounds.labels("ok").inc()
+    metrics.rounds.labels("deferred" if report.deferred else "ok").inc()
     metrics.round_seconds.observe(seconds)
     metrics.partitions_created.inc(len(report.created))
     metrics.days_dropped.inc(len(report.dropped))

@@ -13,7 +13,8 @@ class RetentionMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.rounds = Counter(
             "postwire_retention_rounds_total",
-            "Retention rounds, by result (ok, failed, skipped: another process holds the lock)",
+            "Retention rounds, by result (ok; deferred: a drop waited past the lock timeout;"
+            " failed; skipped: another process holds the lock)",
             ["result"], registry=registry)
         self.round_seconds = Histogram(
             "postwire_retention_round_seconds", "Wall time of a retention round that ran",

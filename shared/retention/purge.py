@@ -45,6 +45,7 @@ class RoundReport:
     dead_letters_deleted: int = 0
     audit_rows_deleted: int = 0
     drop_seconds: float = 0.0
+    deferred: bool = False  # a lock wait ran past the lock timeout: dropping resumes next round
 
 
 async def run_round(conn: asyncpg.Connection, policy: RetentionPolicy, now: datetime, *,
@@ -58,14 +59,32 @@ async def run_round(conn: asyncpg.Connection, policy: RetentionPolicy, now: date
     A unit past retention is dropped only when no delivery it would remove is pending or
     retrying; the horizon moves first, so no replay can reopen one meanwhile. A blocked unit
     is kept (and reported) and tried again next round; newer units are still dropped.
+    Partitions ahead are created first, so a drop that cannot get its locks (``deferred``)
+    never holds up their creation.
     """
     report = RoundReport()
-    await _finish_interrupted(conn, policy, now)
     cutover = await partitions.legacy_cutover(conn)
     steps = plan(policy, now, await partitions.attached_partitions(conn), cutover)
     for table, prefix, day in steps.create:
         if await partitions.create_partition(conn, table, prefix, day):
             report.created.append(f"{table}:{day.isoformat()}")
+    try:
+        await _drop_expired(conn, policy, now, pause_s, report)
+    except asyncpg.LockNotAvailableError as exc:
+        # a long transaction holds a lock (or an old snapshot) the detach must wait for:
+        # give up until the next round rather than queue every query behind us
+        report.deferred = True
+        log.warning("retention: dropping deferred to the next round (%s)", exc)
+    report.dead_letters_deleted = await _purge_dead_letters(conn, policy, now)
+    report.audit_rows_deleted = await _purge_audit(conn, policy, now)
+    return report
+
+
+async def _drop_expired(conn: asyncpg.Connection, policy: RetentionPolicy, now: datetime,
+                        pause_s: float, report: RoundReport) -> None:
+    await _finish_interrupted(conn, policy, now)
+    cutover = await partitions.legacy_cutover(conn)
+    steps = plan(policy, now, await partitions.attached_partitions(conn), cutover)
     for unit in steps.expired:
         await horizon.advance(conn, "events", unit.upper)
         still_open = await partitions.open_deliveries(conn, unit)
@@ -78,9 +97,6 @@ async def run_round(conn: asyncpg.Connection, policy: RetentionPolicy, now: date
         report.drop_seconds += await _drop_unit(conn, unit, pause_s)
         report.dropped.append(unit.label)
         log.info("retention: dropped %s", unit.label, extra={"unit": unit.label})
-    report.dead_letters_deleted = await _purge_dead_letters(conn, policy, now)
-    report.audit_rows_deleted = await _purge_audit(conn, policy, now)
-    return report
 
 
 async def _drop_unit(conn: asyncpg.Connection, unit: Unit, pause_s: float) -> float:

@@ -15,7 +15,7 @@ import pytest_asyncio
 from services.dlq_replay.testkit import SeededEndpoint, insert_endpoint
 from shared.core.ids import lowest_id_at, new_id
 from shared.core.retention import RetentionPolicy, day_start, partition_name
-from shared.retention import horizon
+from shared.retention import horizon, partitions
 from shared.retention.loop import LOCK_ID, run_locked_round
 from shared.retention.purge import RoundReport
 from shared.retention.seed import seed_day
@@ -211,3 +211,28 @@ async def test_writes_go_on_while_a_day_is_dropped(conn: asyncpg.Connection,
     assert written > 0
     assert await conn.fetchval("SELECT count(*) FROM deliveries WHERE status = 'pending'") \
         == written
+
+
+async def test_a_long_transaction_defers_the_drop_not_the_partitions_ahead(
+        conn: asyncpg.Connection, fresh_database_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(partitions, "LOCK_TIMEOUT", "300ms")
+    endpoint = await _endpoint(conn)
+    day = TODAY - timedelta(days=44)
+    await seed_day(conn, day, 20, endpoint_id=endpoint.id, account_id=endpoint.account_id)
+    reader = await asyncpg.connect(fresh_database_url)
+    try:
+        long_tx = reader.transaction()
+        await long_tx.start()
+        assert await reader.fetchval("SELECT count(*) FROM attempts") == 20
+        report = await _round(fresh_database_url)
+        assert report.deferred and report.dropped == []
+        assert await _exists(conn, partition_name("events", TODAY + timedelta(days=3)))
+        assert await reader.fetchval("SELECT count(*) FROM events") == 20  # still readable
+        await long_tx.commit()
+    finally:
+        await reader.close()
+    report = await _round(fresh_database_url)
+    assert not report.deferred
+    for table in ("events", "deliveries", "attempts"):
+        assert not await _exists(conn, partition_name(table, day))
