@@ -27,18 +27,22 @@ valid items are still accepted.
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from services.ingest.event_reading import (
+    EventRead,
+    Fields,
+    Problem,
+    printable,
+    read_batch,
+    read_event,
+)
 from shared.core.errors import ApiError, InvalidRequest, PayloadTooLarge
 from shared.core.event_body import render_body
 from shared.core.idempotency import check_idempotency_key, request_hash
-from shared.core.json_text import TOO_DEEP, JsonCursor, JsonSyntaxError, nesting_depth
+from shared.core.json_text import TOO_DEEP, nesting_depth
 
 ACCOUNT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 TYPE_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
@@ -77,98 +81,6 @@ def batch_body_limit(max_payload_bytes: int) -> int:
     return MAX_BATCH_EVENTS * (max_payload_bytes + BATCH_ITEM_ENVELOPE_BYTES)
 
 
-@dataclass(frozen=True, slots=True)
-class _Problem:
-    """A member whose value is valid JSON but must not be used as it is (see
-    :mod:`shared.core.json_text`): what is wrong with it."""
-
-    text: str
-
-
-Fields = dict[str, Any]  # member name -> parsed value, or _Problem
-
-
-@dataclass(frozen=True, slots=True)
-class _Read:
-    """One event object as read from the body: its members and ``data``'s source bytes."""
-
-    fields: Fields
-    data_source: bytes | None
-
-
-def _printable(name: str) -> str:
-    """``name`` as it can be shown in an error (a lone surrogate is escaped)."""
-    return name.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _not_json(exc: JsonSyntaxError) -> InvalidRequest:
-    return InvalidRequest(f"request body is not valid JSON: {exc}")
-
-
-Render = Callable[[Any], bytes]
-
-
-def _python_json(value: Any) -> bytes:
-    return json.dumps(value).encode()
-
-
-_RENDERERS: tuple[Render, ...] = (orjson.dumps, _python_json)
-
-
-def _as_rendered(raw: bytes) -> tuple[Any, Render] | None:
-    """The body's value, and the renderer that writes it back byte for byte, when the body is
-    exactly what orjson (compact producers, JavaScript's ``JSON.stringify``) or Python's
-    ``json.dumps`` with default settings make of that value; else None. Then every number in
-    it was read exactly (its spelling is the shortest one of the value read) and no object
-    names a member twice, so each value's source is its rendering. The fast path; every other
-    body is read by :class:`JsonCursor`."""
-    try:
-        value = orjson.loads(raw)
-        for render in _RENDERERS:
-            if render(value) == raw:
-                return value, render
-    except (orjson.JSONDecodeError, orjson.JSONEncodeError, RecursionError):
-        pass
-    return None
-
-
-def _from_rendered(obj: dict[str, Any], render: Render) -> _Read:
-    data = obj.get("data")
-    return _Read(obj, render(data) if isinstance(data, dict) else None)
-
-
-def _document(raw: bytes) -> JsonCursor:
-    """A cursor on the request body, which must be a UTF-8 JSON object (400 otherwise)."""
-    if not raw.strip():
-        raise InvalidRequest("request body is empty; a JSON object is required")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidRequest(f"request body is not valid UTF-8 (byte {exc.start})") from None
-    cursor = JsonCursor(text)
-    if cursor.peek() != "{":
-        try:
-            cursor.value()
-            cursor.finish()
-        except JsonSyntaxError as exc:
-            raise _not_json(exc) from None
-        raise InvalidRequest("request body must be a JSON object")
-    return cursor
-
-
-def _read_object(cursor: JsonCursor) -> _Read:
-    """The event object at the cursor (consumed). A member given twice: the last one wins,
-    as in every common JSON parser."""
-    fields: Fields = {}
-    data_source = None
-    for name in cursor.members():
-        scanned = cursor.value()
-        fields[name] = scanned.value if scanned.problem is None else _Problem(scanned.problem)
-        if name == "data":
-            data_source = cursor.text[scanned.start:scanned.end].encode("utf-8")
-    return _Read(fields, data_source)
-
-
 def _string(fields: Fields, name: str, pattern: re.Pattern[str], what: str,
             prefix: str) -> str:
     value = fields.get(name)
@@ -191,11 +103,11 @@ def _ordering_key(fields: Fields, prefix: str) -> str | None:
     return value
 
 
-def _data(read: _Read, prefix: str, max_data_bytes: int) -> tuple[bytes, dict[str, Any]]:
+def _data(read: EventRead, prefix: str, max_data_bytes: int) -> tuple[bytes, dict[str, Any]]:
     """``data``'s exact source bytes and parsed value; 400 / 413 naming the field."""
     param = f"{prefix}data"
     value = read.fields.get("data")
-    if isinstance(value, _Problem):
+    if isinstance(value, Problem):
         text = (f"is nested deeper than the limit of {MAX_DATA_DEPTH} levels"
                 if value.text == TOO_DEEP else value.text)
         raise InvalidRequest(f"{param} {text}", param=param)
@@ -217,10 +129,10 @@ def _reject_unknown(fields: Fields, allowed: frozenset[str], prefix: str) -> Non
     for key in fields:
         if key not in allowed:
             raise InvalidRequest(f"unknown field {prefix}{key!r}",
-                                 param=f"{prefix}{_printable(key)}")
+                                 param=f"{prefix}{printable(key)}")
 
 
-def _event(read: _Read, *, max_data_bytes: int, idempotency_key: str | None, prefix: str,
+def _event(read: EventRead, *, max_data_bytes: int, idempotency_key: str | None, prefix: str,
            allowed: frozenset[str]) -> EventInput:
     """Check one event's fields; raises InvalidRequest (400) or PayloadTooLarge (413)."""
     fields = read.fields
@@ -242,63 +154,19 @@ def parse_event(raw: bytes, *, max_data_bytes: int,
                 idempotency_key: str | None = None) -> EventInput:
     """Read and check a ``POST /v1/events`` body; raises InvalidRequest (400) or
     PayloadTooLarge (413). ``idempotency_key`` is the already-checked header value."""
-    rendered = _as_rendered(raw)
-    if rendered is not None and isinstance(rendered[0], dict):
-        read = _from_rendered(*rendered)
-    else:
-        cursor = _document(raw)
-        try:
-            read = _read_object(cursor)
-            cursor.finish()
-        except JsonSyntaxError as exc:
-            raise _not_json(exc) from None
-    return _event(read, max_data_bytes=max_data_bytes, idempotency_key=idempotency_key,
+    return _event(read_event(raw), max_data_bytes=max_data_bytes, idempotency_key=idempotency_key,
                   prefix="", allowed=EVENT_FIELDS)
 
 
-def _batch_item(read: _Read | Any, index: int, max_data_bytes: int) -> EventInput | ApiError:
+def _batch_item(read: EventRead | Any, index: int, max_data_bytes: int) -> EventInput | ApiError:
     """One item: an event, or the error that refuses it."""
-    if not isinstance(read, _Read):
+    if not isinstance(read, EventRead):
         return InvalidRequest(f"events[{index}] must be a JSON object", param=f"events[{index}]")
     try:
         return _event(read, max_data_bytes=max_data_bytes, idempotency_key=None,
                       prefix=f"events[{index}].", allowed=BATCH_ITEM_FIELDS)
     except ApiError as exc:
         return exc
-
-
-def _read_batch(raw: bytes) -> Fields:
-    """The batch body's members, ``events`` (when an array) as a list of :class:`_Read` (or
-    whatever else each item is); InvalidRequest when the body is not a JSON object, or
-    ``events`` holds more than 500 items (reading stops there)."""
-    rendered = _as_rendered(raw)
-    if rendered is not None and isinstance(rendered[0], dict):
-        body: Fields = rendered[0]
-        events = body.get("events")
-        if isinstance(events, list):
-            body["events"] = [_from_rendered(item, rendered[1]) if isinstance(item, dict)
-                              else item for item in events[:MAX_BATCH_EVENTS + 1]]
-        return body
-    cursor = _document(raw)
-    members: Fields = {}
-    try:
-        for name in cursor.members():
-            if name != "events" or cursor.peek() != "[":
-                scanned = cursor.value()
-                members[name] = scanned.value if scanned.problem is None else None
-                continue
-            items: list[Any] = []
-            members[name] = items
-            for index in cursor.elements():
-                if index == MAX_BATCH_EVENTS:
-                    items.append(None)
-                    return members
-                items.append(_read_object(cursor) if cursor.peek() == "{"
-                             else cursor.value().value)
-        cursor.finish()
-    except JsonSyntaxError as exc:
-        raise _not_json(exc) from None
-    return members
 
 
 def parse_batch(raw: bytes, max_data_bytes: int) -> list[EventInput | ApiError]:
@@ -308,10 +176,10 @@ def parse_batch(raw: bytes, max_data_bytes: int) -> list[EventInput | ApiError]:
     raises InvalidRequest (the whole request is a 400); each item's error is returned in its
     place, so the valid items can still be accepted.
     """
-    members = _read_batch(raw)
+    members = read_batch(raw, MAX_BATCH_EVENTS)
     for name in members:
         if name != "events":
-            raise InvalidRequest(f"unknown field {name!r}", param=_printable(name))
+            raise InvalidRequest(f"unknown field {name!r}", param=printable(name))
     events = members.get("events")
     if not isinstance(events, list) or not 1 <= len(events) <= MAX_BATCH_EVENTS:
         raise InvalidRequest(f"events must be a list of 1..{MAX_BATCH_EVENTS} event objects",
