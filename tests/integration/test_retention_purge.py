@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from services.dlq_replay.queueing import queue_deliveries
 from services.dlq_replay.testkit import SeededEndpoint, insert_endpoint
 from shared.core.ids import lowest_id_at, new_id
 from shared.core.retention import RetentionPolicy, day_start, partition_name
@@ -236,3 +237,25 @@ async def test_a_long_transaction_defers_the_drop_not_the_partitions_ahead(
     assert not report.deferred
     for table in ("events", "deliveries", "attempts"):
         assert not await _exists(conn, partition_name(table, day))
+
+
+async def test_a_replay_never_requeues_a_delivery_below_the_horizon(
+        conn: asyncpg.Connection) -> None:
+    """Once a purge has moved the horizon past a day (it does so before counting open
+    deliveries), replays treat that day's deliveries as gone: nothing is requeued, so the
+    day cannot be kept alive, or lose an open delivery, behind the purge's back."""
+    endpoint = await _endpoint(conn)
+    old, young = TODAY - timedelta(days=40), TODAY - timedelta(days=2)
+    for day in (old, young):
+        await seed_day(conn, day, 5, endpoint_id=endpoint.id, account_id=endpoint.account_id)
+    old_ids, young_ids = await _day_ids(conn, old, 2), await _day_ids(conn, young, 2)
+    await _kill(conn, old_ids + young_ids, datetime.now(UTC))
+    await horizon.advance(conn, "events", day_start(old + timedelta(days=1)))
+    async with conn.transaction():
+        result = await queue_deliveries(conn, old_ids + young_ids, False)
+    assert sorted(o.delivery_id for o in result.outcomes) == sorted(young_ids)
+    assert {o.outcome for o in result.outcomes} == {"queued"}
+    statuses = {r["id"]: r["status"] for r in await conn.fetch(
+        "SELECT id, status FROM deliveries WHERE id = ANY($1::text[])", old_ids + young_ids)}
+    assert [statuses[i] for i in old_ids] == ["dead", "dead"]
+    assert [statuses[i] for i in young_ids] == ["pending", "pending"]
