@@ -267,3 +267,27 @@ def test_reads_embed_stored_data_unparsed_and_never_fail() -> None:
     assert orjson.dumps({"data": text}, default=embed_json_text) == b'{"data":{"d":' + deep + b"}}"
     assert orjson.dumps({"data": data_fragment(b"not a body")}) == b'{"data":null}'
     assert stored_data_text(b"not a body") is None
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.dictionaries(st.text(max_size=6), documents, max_size=4),
+       st.sampled_from(["\\ud800", "\\udbff", "\\udc00", "\\udfff", "\\ude00\\ud83d"]),
+       st.booleans(), st.data())
+def test_a_lone_surrogate_or_a_repeated_name_anywhere_in_data_is_refused(
+        data: dict[str, Doc], escape: str, in_a_batch: bool, rnd: st.DataObject) -> None:
+    """Planted at a random place of a generated document: always 400 naming data."""
+    text = render_document(data, rnd.draw)
+    planted = rnd.draw(st.sampled_from([
+        '{"s":"' + escape + '","rest":' + text + "}",
+        '{"rest":' + text + ',"nested":[{"k":"x' + escape + 'y"}]}',
+        '{"a":' + text + ',"b":1,"a":2}',
+        '{"rest":[' + text + ',{"dup":1,"dup":1}]}',
+    ])).encode()
+    if in_a_batch:
+        items = parse_batch(b'{"events":[' + _body(b'{"ok":true}') + b"," + _body(planted)
+                            + b"]}", LIMIT)
+        assert isinstance(items[0], EventInput)
+        assert isinstance(items[1], InvalidRequest) and items[1].param == "events[1].data"
+    else:
+        error = _refusal(_body(planted))
+        assert isinstance(error, InvalidRequest) and error.param == "data"
