@@ -8,7 +8,9 @@ line the service prints before exiting.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -84,6 +86,12 @@ def env_str(env: Mapping[str, str], name: str, default: str | None) -> str:
 def _parse_dsn(raw: str) -> str:
     if not raw.startswith(("postgres://", "postgresql://")):
         raise ValueError(raw)
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(raw).query)
+    for param in ("sslrootcert", "sslcert", "sslkey"):  # TLS files (docs/operations.md)
+        for path in query.get(param, []):
+            if not (os.path.isfile(path) and os.access(path, os.R_OK)):
+                raise ConfigError(f"POSTWIRE_DATABASE_URL is not valid: {param}={path} is not "
+                                  f"a readable file")
     return raw
 
 

@@ -106,3 +106,16 @@ def test_topic_mismatch_rules() -> None:
                                     "POSTWIRE_KAFKA_PARTITIONS=32")
     assert topic.problem(16, 5) == ("Kafka topic postwire.deliveries has replication factor 3 "
                                     "but POSTWIRE_KAFKA_REPLICATION_FACTOR=5")
+
+
+def test_database_url_tls_files_are_checked_at_start(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_text("pem\n")
+    dsn = "postgresql://u:secret-pw@db:5432/p?sslmode=verify-full&sslrootcert="
+    assert load_common({**BASE, "POSTWIRE_DATABASE_URL": f"{dsn}{ca}"}).database_url.endswith(
+        str(ca))
+    with pytest.raises(ConfigError) as caught:
+        load_common({**BASE, "POSTWIRE_DATABASE_URL": f"{dsn}{tmp_path}/missing.crt"})
+    assert str(caught.value) == (f"POSTWIRE_DATABASE_URL is not valid: sslrootcert="
+                                 f"{tmp_path}/missing.crt is not a readable file")
+    assert "secret-pw" not in str(caught.value)

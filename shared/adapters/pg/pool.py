@@ -47,7 +47,8 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
                                 command_timeout=60),
             timeout=connect_timeout_s,
         )
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError,
+            TimeoutError) as exc:  # InterfaceError/ValueError: a bad sslrootcert= and the like
         raise ConfigError(f"POSTWIRE_DATABASE_URL: cannot connect to Postgres ({exc})") from exc
     async with pool.acquire() as conn:
         await ensure_schema_current(conn)
