@@ -252,7 +252,10 @@ async def test_the_portal_refuses_another_accounts_ids(live: Live, page: Page) -
     mine = await insert_endpoint(live.pool, account_id=_account(), url=live.receiver.url)
     theirs = await insert_endpoint(live.pool, account_id=_account(), url=live.receiver.url)
     [their_dead] = await insert_dead_deliveries(live.pool, theirs, 1)
-    await page.goto(await live.portal_link(mine.account_id))
+    # the merchant clicks the link in an email: a navigation from another site
+    link = await live.portal_link(mine.account_id)
+    await page.set_content(f'<a id="mail-link" href="{link}">open your webhooks portal</a>')
+    await page.click("#mail-link")
     await expect(page.locator(f'[data-endpoint="{mine.id}"]')).to_have_count(1)
     await expect(page.locator(f'[data-endpoint="{theirs.id}"]')).to_have_count(0)
     await page.screenshot(path=str(SCREENSHOTS / "portal-home.png"), full_page=True)

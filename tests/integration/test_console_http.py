@@ -105,6 +105,10 @@ async def _portal(admin: AdminApp, browser: Browser, account_id: str) -> str:
     path = link[link.index("/portal/"):]
     status, html, resp = await browser.get(path)
     assert status == 303 and resp.headers["Location"] == "/portal", html
+    cookie = resp.cookies["postwire_portal"]
+    # Lax, not Strict: merchants arrive from a link in an email (another site)
+    assert (cookie["httponly"], cookie["samesite"], cookie["path"]) == (True, "Lax", "/portal")
+    assert 0 < int(cookie["max-age"]) <= 600
     return str(path)
 
 

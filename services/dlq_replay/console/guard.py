@@ -78,11 +78,20 @@ def safe_next(value: object) -> str:
     return "/console"
 
 
+SAME_SITE = {"console": "Strict", "portal": "Lax"}
+"""The console's cookie is never sent on a request another site started. The portal's is
+``Lax`` because merchants open their link from an email: with ``Strict`` the redirect from
+``/portal/start`` to ``/portal`` (still part of a cross-site navigation) would arrive without
+it. ``Lax`` cookies never ride on cross-site POSTs, and every state change needs the CSRF
+token anyway."""
+
+
 def set_session_cookie(response: web.StreamResponse, request: web.Request, kind: SessionKind,
                        token: str, max_age_s: int) -> None:
-    """The session cookie: HttpOnly, SameSite=Strict, scoped to its path, Secure over HTTPS."""
+    """The session cookie: HttpOnly, SameSite (:data:`SAME_SITE`), scoped to its path, Secure
+    over HTTPS."""
     response.set_cookie(COOKIE[kind], token, path=f"/{kind}", max_age=max(0, max_age_s),
-                        httponly=True, samesite="Strict", secure=is_secure(request))
+                        httponly=True, samesite=SAME_SITE[kind], secure=is_secure(request))
 
 
 def see_other(location: str) -> web.Response:
