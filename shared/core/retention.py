@@ -34,12 +34,15 @@ class RetentionPolicy:
     ``dead_letter_days``: dead-letter records, counted from ``dead_at`` (their own clock: a
     dead letter outlives its event when this is longer). ``audit_days``: audit rows (default
     forever). ``ahead_days``: how many days of partitions exist ahead of today.
+    ``account_days``: (account id, days) of accounts whose history is kept for fewer days
+    than ``history_days`` (deleted row by row: days are dropped whole for every account).
     """
 
     history_days: int
     dead_letter_days: int | None
     audit_days: int | None
     ahead_days: int
+    account_days: tuple[tuple[str, int], ...] = ()
 
 
 def day_start(day: date) -> datetime:
@@ -141,6 +144,13 @@ def plan(policy: RetentionPolicy, now: datetime, partitions: list[str],
         if (table, day) not in present and (cutover is None or day_start(day) >= cutover))
     expired = tuple(u for u in units if u.upper <= cutoff)
     return Plan(create, expired, cutoff)
+
+
+def account_cutoffs(policy: RetentionPolicy, now: datetime) -> list[tuple[str, datetime]]:
+    """(account id, cutoff) for each shorter per-account retention: that account's history
+    created before the cutoff (a UTC midnight, like the days dropped) is past retention."""
+    today = day_start(now.astimezone(UTC).date())
+    return [(account, today - timedelta(days=days)) for account, days in policy.account_days]
 
 
 def dead_letter_cutoff(policy: RetentionPolicy, now: datetime) -> datetime | None:

@@ -55,6 +55,7 @@ def _observe(metrics: RetentionMetrics, report: RoundReport, seconds: float) -> 
     metrics.days_blocked.set(len(report.blocked))
     metrics.rows_deleted.labels("dead_letters").inc(report.dead_letters_deleted)
     metrics.rows_deleted.labels("audit_log").inc(report.audit_rows_deleted)
+    metrics.rows_deleted.labels("events").inc(report.account_events_deleted)
     metrics.last_success.set(time.time())
 
 

@@ -34,7 +34,8 @@ class RetentionMetrics:
             registry=registry)
         self.rows_deleted = Counter(
             "postwire_retention_rows_deleted_total",
-            "Rows deleted past their retention, by table (dead_letters, audit_log)",
+            "Rows deleted past their retention, by table (dead_letters, audit_log; events:"
+            " of accounts with a shorter retention, with their deliveries and attempts)",
             ["table"], registry=registry)
         self.last_success = Gauge(
             "postwire_retention_last_success_timestamp_seconds",

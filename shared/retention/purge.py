@@ -20,6 +20,7 @@ import asyncpg
 from shared.core.retention import (
     RetentionPolicy,
     Unit,
+    account_cutoffs,
     audit_cutoff,
     day_start,
     dead_letter_cutoff,
@@ -27,6 +28,7 @@ from shared.core.retention import (
     plan,
 )
 from shared.retention import horizon, partitions
+from shared.retention.accounts import purge_account
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class RoundReport:
     dropped: list[str] = field(default_factory=list)
     blocked: dict[str, int] = field(default_factory=dict)
     dead_letters_deleted: int = 0
+    account_events_deleted: int = 0  # by shorter per-account retention (row by row)
     audit_rows_deleted: int = 0
     drop_seconds: float = 0.0
     deferred: bool = False  # a lock wait ran past the lock timeout: dropping resumes next round
@@ -75,6 +78,8 @@ async def run_round(conn: asyncpg.Connection, policy: RetentionPolicy, now: date
         # give up until the next round rather than queue every query behind us
         report.deferred = True
         log.warning("retention: dropping deferred to the next round (%s)", exc)
+    for account_id, cutoff in account_cutoffs(policy, now):
+        report.account_events_deleted += await purge_account(conn, account_id, cutoff)
     report.dead_letters_deleted = await _purge_dead_letters(conn, policy, now)
     report.audit_rows_deleted = await _purge_audit(conn, policy, now)
     return report

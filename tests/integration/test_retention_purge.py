@@ -259,3 +259,34 @@ async def test_a_replay_never_requeues_a_delivery_below_the_horizon(
         "SELECT id, status FROM deliveries WHERE id = ANY($1::text[])", old_ids + young_ids)}
     assert [statuses[i] for i in old_ids] == ["dead", "dead"]
     assert [statuses[i] for i in young_ids] == ["pending", "pending"]
+
+
+async def test_a_shorter_account_retention_deletes_only_that_accounts_closed_history(
+        conn: asyncpg.Connection, fresh_database_url: str) -> None:
+    short = await insert_endpoint(conn, account_id="acct_short", url="http://127.0.0.1:9/h")
+    other = await insert_endpoint(conn, account_id="acct_other", url="http://127.0.0.1:9/h")
+    old, young = TODAY - timedelta(days=10), TODAY - timedelta(days=2)
+    await seed_day(conn, old, 1500, endpoint_id=short.id, account_id="acct_short")
+    await seed_day(conn, old, 300, endpoint_id=other.id, account_id="acct_other", offset=5000)
+    await seed_day(conn, young, 50, endpoint_id=short.id, account_id="acct_short")
+    [open_id] = await _day_ids(conn, old, 1)
+    await conn.execute("UPDATE deliveries SET status = 'retrying' WHERE id = $1", open_id)
+    dead = (await _day_ids(conn, old, 3))[1:]
+    await _kill(conn, dead, datetime.now(UTC))
+    policy = RetentionPolicy(30, 90, None, 3, (("acct_short", 7),))
+
+    report = await _round(fresh_database_url, policy)
+
+    assert report.account_events_deleted == 1499
+    counts = {r["account_id"]: r["n"] for r in await conn.fetch(
+        "SELECT account_id, count(*) AS n FROM events GROUP BY account_id")}
+    assert counts == {"acct_short": 1 + 50, "acct_other": 300}
+    assert await conn.fetchval(
+        "SELECT count(*) FROM deliveries WHERE account_id = 'acct_short'") == 51
+    assert await conn.fetchval(
+        "SELECT count(*) FROM attempts a JOIN deliveries d ON d.id = a.delivery_id"
+        " WHERE d.account_id = 'acct_short'") == 51
+    assert await conn.fetchval("SELECT status FROM deliveries WHERE id = $1", open_id) \
+        == "retrying"
+    assert await conn.fetchval("SELECT count(*) FROM dead_letters") == 2  # own retention
+    assert (await _round(fresh_database_url, policy)).account_events_deleted == 0

@@ -11,6 +11,7 @@ from shared.core.errors import ConfigError
 from shared.core.ids import id_unix_ms, lowest_id_at, new_id
 from shared.core.retention import (
     RetentionPolicy,
+    account_cutoffs,
     audit_cutoff,
     dead_letter_cutoff,
     delivery_id_window,
@@ -140,3 +141,14 @@ def test_settings_defaults_and_forever() -> None:
 def test_bad_settings_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         load_retention_policy({name: value})
+
+
+def test_per_account_retention_is_shorter_only() -> None:
+    policy = load_retention_policy({"POSTWIRE_RETENTION_ACCOUNT_DAYS": "acct_b:14, acct_a:7"})
+    assert policy.account_days == (("acct_a", 7), ("acct_b", 14))
+    assert account_cutoffs(policy, NOW) == [
+        ("acct_a", datetime(2026, 11, 27, tzinfo=UTC)),
+        ("acct_b", datetime(2026, 11, 20, tzinfo=UTC))]
+    for bad in ("acct_a:30", "acct_a:0", "acct_a", "acct a:3", "acct_a:3,acct_a:4", "x:y"):
+        with pytest.raises(ConfigError, match="POSTWIRE_RETENTION_ACCOUNT_DAYS"):
+            load_retention_policy({"POSTWIRE_RETENTION_ACCOUNT_DAYS": bad})
