@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from shared.adapters.dns import ResolutionFailed, Resolver
 from shared.core.errors import InvalidRequest
 from shared.core.matching import WILDCARD_ALL, validate_event_type_pattern
@@ -26,15 +28,25 @@ from shared.core.ssrf import (
     parse_port_set,
     validate_endpoint_url,
 )
-from shared.http.body import reject_unknown
+from shared.http.models import convert_body
+from shared.models.endpoints import DEFAULT_GRACE_PERIOD_S as DEFAULT_GRACE_PERIOD_S
+from shared.models.endpoints import (
+    DEFAULT_MAX_IN_FLIGHT,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_EVENT_TYPES,
+    MAX_MAX_IN_FLIGHT,
+    MAX_METADATA_KEY_LENGTH,
+    MAX_METADATA_KEYS,
+    MAX_METADATA_VALUE_LENGTH,
+    MAX_RATE_LIMIT_PER_S,
+    MIN_MAX_IN_FLIGHT,
+    EndpointCreate,
+    EndpointPatch,
+    RotateSecret,
+)
+from shared.models.endpoints import MAX_GRACE_PERIOD_S as MAX_GRACE_PERIOD_S
 
 ACCOUNT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-MAX_EVENT_TYPES = 100
-MAX_DESCRIPTION_LENGTH = 1024
-MAX_RATE_LIMIT_PER_S = 100_000
-MIN_MAX_IN_FLIGHT, MAX_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT = 1, 1000, 10
-MAX_METADATA_KEYS, MAX_METADATA_KEY_LENGTH, MAX_METADATA_VALUE_LENGTH = 50, 64, 512
-MAX_GRACE_PERIOD_S, DEFAULT_GRACE_PERIOD_S = 604_800, 86_400
 
 MUTABLE_FIELDS = ("url", "event_types", "description", "enabled", "rate_limit_per_s",
                   "max_in_flight", "metadata")
@@ -191,16 +203,26 @@ _FIELD_VALIDATORS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+def _given(model: EndpointCreate | EndpointPatch, names: tuple[str, ...]) -> dict[str, Any]:
+    """The fields of ``model`` among ``names`` that the body set, through their validators."""
+    values: dict[str, Any] = {}
+    for name in names:
+        value = getattr(model, name)
+        if value is not msgspec.UNSET:
+            values[name] = _FIELD_VALIDATORS[name](value)
+    return values
+
+
 def validate_create(body: dict[str, Any]) -> EndpointSpec:
-    """The create request ``body`` as an :class:`EndpointSpec`, defaults filled in."""
-    reject_unknown(body, CREATE_FIELDS)
-    for required in ("account_id", "url"):
-        if required not in body:
-            raise InvalidRequest(f"{required} is required", param=required)
-    values: dict[str, Any] = {name: _FIELD_VALIDATORS[name](body[name])
-                              for name in MUTABLE_FIELDS if name in body}
-    account_id = validate_account_id(body["account_id"])
-    secret = validate_secret(body["secret"]) if "secret" in body else None
+    """The create request ``body`` as an :class:`EndpointSpec`, defaults filled in.
+
+    The body is checked by :class:`EndpointCreate` (fields, types, limits), then by the
+    field validators above (URL host and canonical form, patterns listed twice, the secret's
+    decoded length)."""
+    model = convert_body(body, EndpointCreate)
+    values = _given(model, MUTABLE_FIELDS)
+    account_id = validate_account_id(model.account_id)
+    secret = None if model.secret is msgspec.UNSET else validate_secret(model.secret)
     return EndpointSpec(account_id=account_id, secret=secret, **values)
 
 
@@ -208,28 +230,23 @@ def validate_patch(body: dict[str, Any]) -> dict[str, Any]:
     """The fields a PATCH ``body`` changes, validated; column name -> new value.
 
     ``account_id`` and ``secret`` cannot be changed (400 naming them; rotate the secret with
-    ``rotate-secret``). An empty body changes nothing.
+    ``rotate-secret``). An empty body changes nothing. Checked by :class:`EndpointPatch`,
+    then by the field validators.
     """
     for name in IMMUTABLE_FIELDS:
         if name in body:
             hint = "; use POST /v1/endpoints/{id}/rotate-secret" if name == "secret" else ""
             raise InvalidRequest(f"{name} cannot be changed{hint}", param=name)
-    reject_unknown(body, MUTABLE_FIELDS)
-    changes: dict[str, Any] = {name: _FIELD_VALIDATORS[name](value) for name, value in body.items()}
+    changes = _given(convert_body(body, EndpointPatch), MUTABLE_FIELDS)
     if "event_types" in changes:
         changes["event_types"] = list(changes["event_types"])
     return changes
 
 
 def validate_rotate(body: dict[str, Any]) -> int:
-    """``grace_period_s`` of a rotate-secret body: an integer in 0..604800, default 86400."""
-    reject_unknown(body, ("grace_period_s",))
-    value = body.get("grace_period_s", DEFAULT_GRACE_PERIOD_S)
-    if not _is_int(value) or not 0 <= value <= MAX_GRACE_PERIOD_S:
-        raise InvalidRequest(f"grace_period_s must be an integer from 0 to {MAX_GRACE_PERIOD_S}",
-                             param="grace_period_s")
-    result: int = value
-    return result
+    """``grace_period_s`` of a rotate-secret body: an integer in 0..604800, default 86400
+    (:class:`RotateSecret`)."""
+    return convert_body(body, RotateSecret).grace_period_s
 
 
 def _needs_resolution(host: str) -> bool:
