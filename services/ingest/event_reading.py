@@ -74,8 +74,9 @@ def _as_rendered(raw: bytes) -> tuple[Any, Render] | None:
     body is read by :class:`JsonCursor`."""
     try:
         value = orjson.loads(raw)
+        trimmed = raw.strip(b" \t\r\n")  # whitespace around the document is outside values
         for render in _RENDERERS:
-            if render(value) == raw:
+            if render(value) == trimmed:
                 return value, render
     except (orjson.JSONDecodeError, orjson.JSONEncodeError, RecursionError):
         pass

@@ -252,8 +252,12 @@ def test_compact_and_general_readers_agree_on_orjson_bodies() -> None:
     obj = {"account_id": "a", "type": "t", "data": {"x": [1, 2.5, "\u00e9", None]},
            "ordering_key": "k"}
     fast = parse_event(orjson.dumps(obj), max_data_bytes=LIMIT, idempotency_key="i")
-    slow = parse_event(orjson.dumps(obj) + b"\n", max_data_bytes=LIMIT, idempotency_key="i")
+    slow = parse_event(orjson.dumps(obj).replace(b'"type":', b'"type" : '),
+                       max_data_bytes=LIMIT, idempotency_key="i")
     assert fast == slow
+    padded = parse_event(b"\n " + orjson.dumps(obj) + b"\r\n", max_data_bytes=LIMIT,
+                         idempotency_key="i")
+    assert padded == fast
 
 
 def test_reads_embed_stored_data_unparsed_and_never_fail() -> None:
