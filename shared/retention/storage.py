@@ -57,7 +57,8 @@ async def storage_stats(pool: asyncpg.Pool, policy: RetentionPolicy) -> dict[str
         "retention": {"events_days": policy.history_days,
                       "dead_letter_days": policy.dead_letter_days,
                       "audit_days": policy.audit_days,
-                      "partition_ahead_days": policy.ahead_days},
+                      "partition_ahead_days": policy.ahead_days,
+                      "account_days": dict(policy.account_days)},
         "horizon": {family: format_ts(await horizon.read(pool, family))
                     for family in ("events", "dead_letters", "audit_log")},
     }
