@@ -2,8 +2,9 @@
 
 One broker (``tests.support.kafka_scram``) for the module, a SCRAM user created with
 ``kafka-configs.sh``; then: ``postwire topics`` creates, verifies and reports mismatches, wrong
-credentials are refused with one line, a service refuses to start when the topics differ from
-its settings, and ingest + dispatcher deliver an event with SCRAM-SHA-256 end to end.
+credentials are refused with one line, SASL_SSL verifies the broker's certificate against the
+configured CA, a service refuses to start when the topics differ from its settings, and ingest +
+dispatcher deliver an event with SCRAM-SHA-256 end to end.
 """
 
 from __future__ import annotations
@@ -91,6 +92,26 @@ def test_wrong_password_and_bad_settings_are_one_line(
     assert no_mechanism.stderr.strip().splitlines() == [
         "postwire topics: POSTWIRE_KAFKA_SASL_MECHANISM is required with "
         "POSTWIRE_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT"]
+
+
+def test_sasl_ssl_verifies_the_broker_certificate(scram_kafka: ScramKafka, topic_prefix: str,
+                                                  tmp_path: Path) -> None:
+    tls = {"POSTWIRE_KAFKA_BOOTSTRAP": scram_kafka.sasl_ssl_bootstrap,
+           "POSTWIRE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+           "POSTWIRE_KAFKA_SSL_CA_FILE": str(scram_kafka.ca_file)}
+    env = {**_kafka_env(scram_kafka, f"tls{topic_prefix}"), **tls}
+    created = _topics(env)
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.count("created") == 2, created.stdout
+    other_ca = tmp_path / "other-ca.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(tmp_path / "other.key"),
+                    "-out", str(other_ca)], check=True, capture_output=True, timeout=60)
+    untrusted = _topics({**env, "POSTWIRE_KAFKA_SSL_CA_FILE": str(other_ca)}, "--check")
+    assert untrusted.returncode == 5, untrusted.stderr
+    assert len(untrusted.stderr.strip().splitlines()) == 1
+    system_store = _topics({**env, "POSTWIRE_KAFKA_SSL_CA_FILE": ""}, "--check")
+    assert system_store.returncode == 5  # a self-signed broker is not in the system store
 
 
 @pytest_asyncio.fixture

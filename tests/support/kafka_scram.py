@@ -7,6 +7,8 @@ possible with a ZooKeeper-backed broker. The distribution ships the ZooKeeper se
 
 Listeners, all on 127.0.0.1 and free random ports:
 - ``SASL_PLAINTEXT`` (``sasl_bootstrap``): SCRAM-SHA-256 and SCRAM-SHA-512; what the tests use;
+- ``SASL_SSL`` (``sasl_ssl_bootstrap``): the same over TLS, with a self-signed certificate for
+  127.0.0.1 (made with the ``openssl`` command; ``ca_file`` is what clients must trust);
 - ``PLAINTEXT`` (``plain_bootstrap``): inter-broker traffic and the admin tool that creates the
   SCRAM users (``kafka-configs.sh --alter --add-config SCRAM-SHA-256=[...]``).
 
@@ -56,12 +58,35 @@ class ScramKafka:
     zk_port: int = 0
     plain_port: int = 0
     sasl_port: int = 0
+    sasl_ssl_port: int = 0
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def sasl_bootstrap(self) -> str:
         """``127.0.0.1:PORT`` of the SASL_PLAINTEXT (SCRAM) listener."""
         return f"127.0.0.1:{self.sasl_port}"
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        """``127.0.0.1:PORT`` of the SASL_SSL listener."""
+        return f"127.0.0.1:{self.sasl_ssl_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The broker's self-signed certificate: the CA a TLS client must trust."""
+        return self.state_dir / "broker.crt"
+
+    def _make_certificate(self) -> Path:
+        """A key and self-signed certificate for 127.0.0.1; returns the PEM keystore (PKCS#8
+        key followed by the certificate, as Kafka's ``ssl.keystore.type=PEM`` reads it)."""
+        key = self.state_dir / "broker.key"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", str(key), "-out", str(self.ca_file)],
+                       check=True, capture_output=True, timeout=60)
+        keystore = self.state_dir / "broker-keystore.pem"
+        keystore.write_text(key.read_text() + self.ca_file.read_text())
+        return keystore
 
     @property
     def plain_bootstrap(self) -> str:
@@ -95,16 +120,18 @@ class ScramKafka:
                       "maxClientCnxns=0\n")
         broker = self.state_dir / "server.properties"
         jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        listeners = (f"PLAINTEXT://127.0.0.1:{self.plain_port},"
+                     f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port},"
+                     f"SASL_SSL://127.0.0.1:{self.sasl_ssl_port}")
         broker.write_text("\n".join([
             "broker.id=0", f"zookeeper.connect=127.0.0.1:{self.zk_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{self.plain_port},"
-            f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.plain_port},"
-            f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}",
+            f"listeners={listeners}", f"advertised.listeners={listeners}",
             "inter.broker.listener.name=PLAINTEXT",
             "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512",
-            f"listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config={jaas}",
-            f"listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={jaas}",
+            *(f"listener.name.{name}.scram-sha-{bits}.sasl.jaas.config={jaas}"
+              for name in ("sasl_plaintext", "sasl_ssl") for bits in (256, 512)),
+            "listener.name.sasl_ssl.ssl.keystore.type=PEM",
+            f"listener.name.sasl_ssl.ssl.keystore.location={self._make_certificate()}",
             f"log.dirs={self.state_dir / 'kafka-data'}",
             "auto.create.topics.enable=false", "num.partitions=4",
             "offsets.topic.replication.factor=1", "offsets.topic.num.partitions=4",
@@ -119,6 +146,7 @@ class ScramKafka:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         atexit.register(self.stop)
         self.zk_port, self.plain_port, self.sasl_port = free_port(), free_port(), free_port()
+        self.sasl_ssl_port = free_port()
         zk_conf, broker_conf = self._write_configs()
         zk = self._launch("zookeeper", "org.apache.zookeeper.server.quorum.QuorumPeerMain",
                           zk_conf)
