@@ -173,8 +173,12 @@ async def test_portal_link_prints_a_one_time_url(admin: ServiceProcess) -> None:
     assert "works once" in made.stderr and "acct_cli" in made.stderr
     bad = cli(admin, "portal-link", "acct_cli", "--expires-in", "5")
     assert bad.returncode == 1 and "expires_in_s" in bad.stderr
+    token = url.split("token=", 1)[1]
     async with aiohttp.ClientSession() as http:
-        async with http.get(url, allow_redirects=False) as first:
-            assert first.status == 303 and "postwire_portal" in first.cookies
-        async with http.get(url, allow_redirects=False) as second:
-            assert second.status == 401
+        async with http.get(url, allow_redirects=False) as page:
+            assert page.status == 200 and "acct_cli" in await page.text()
+        for expected in (303, 401):  # the button's POST redeems it, once
+            async with http.post(f"{admin.base_url}/portal/start", data={"token": token},
+                                 allow_redirects=False) as opened:
+                assert opened.status == expected
+                assert ("postwire_portal" in opened.cookies) == (expected == 303)

@@ -186,6 +186,7 @@ async def test_portal_rotation_gives_the_next_delivery_two_signatures(
         live: Live, page: Page) -> None:
     account = _account()
     await page.goto(await live.portal_link(account))
+    await page.click("#open-portal")
     await expect(page.locator("#account")).to_have_text(account)
     await page.fill("#new-url", live.receiver.url)
     await page.fill("#new-types", "invoice.*")
@@ -241,6 +242,7 @@ async def test_an_xss_payload_stays_inert(live: Live, page: Page) -> None:
     assert await page.locator("main script").count() == 0
     assert await page.evaluate("window.__pwned") is None
     await page.goto(await live.portal_link(account))
+    await page.click("#open-portal")
     await page.goto(f"{live.base}/portal/deliveries/{delivery_id}")
     assert XSS_SCRIPT in await page.inner_text("#payload")
     assert await page.locator("main img").count() == 0
@@ -256,6 +258,8 @@ async def test_the_portal_refuses_another_accounts_ids(live: Live, page: Page) -
     link = await live.portal_link(mine.account_id)
     await page.set_content(f'<a id="mail-link" href="{link}">open your webhooks portal</a>')
     await page.click("#mail-link")
+    await expect(page.locator("#link-account")).to_have_text(mine.account_id)
+    await page.click("#open-portal")
     await expect(page.locator(f'[data-endpoint="{mine.id}"]')).to_have_count(1)
     await expect(page.locator(f'[data-endpoint="{theirs.id}"]')).to_have_count(0)
     await page.screenshot(path=str(SCREENSHOTS / "portal-home.png"), full_page=True)

@@ -103,7 +103,11 @@ async def _portal(admin: AdminApp, browser: Browser, account_id: str) -> str:
     assert body["account_id"] == account_id
     link = body["url"]
     path = link[link.index("/portal/"):]
-    status, html, resp = await browser.get(path)
+    token = path.split("token=", 1)[1]
+    for _ in range(2):  # looking at the link (a mail scanner, a preview) does not use it up
+        status, html, _ = await browser.get(path)
+        assert status == 200 and f'name="token" value="{token}"' in html, html
+    status, html, resp = await browser.post("/portal/start", {"token": token})
     assert status == 303 and resp.headers["Location"] == "/portal", html
     cookie = resp.cookies["postwire_portal"]
     # Lax, not Strict: merchants arrive from a link in an email (another site)
@@ -225,8 +229,17 @@ async def test_portal_links_are_one_time_and_validated(
         admin: AdminApp, browser: Browser, other_browser: Browser, pool: asyncpg.Pool) -> None:
     account = _account()
     link = await _portal(admin, browser, account)
-    status, html, _ = await other_browser.get(link)  # second use of the same link
+    token = link.split("token=", 1)[1]
+    status, html, _ = await other_browser.get(link)  # the same link again
     assert status == 401 and "already used" in html
+    status, html, _ = await other_browser.post("/portal/start", {"token": token})
+    assert status == 401 and "already used" in html
+    status, fresh, _ = await admin.call("POST", "/admin/v1/portal-sessions",
+                                        {"account_id": account})
+    fresh_token = fresh["url"].split("token=", 1)[1]
+    status, _, _ = await other_browser.post("/portal/start", {"token": fresh_token},
+                                            headers={"Origin": "https://evil.example"})
+    assert status == 403  # another site's page cannot open a portal session for you
     assert (await other_browser.get("/portal"))[0] == 401
     status, html, _ = await browser.get("/portal")
     assert status == 200 and f'id="account">{account}<' in html
@@ -236,7 +249,7 @@ async def test_portal_links_are_one_time_and_validated(
         status, error, _ = await admin.call("POST", "/admin/v1/portal-sessions", body)
         assert status == 400 and error["error"]["param"] == param, error
     status, audit, _ = await admin.call("GET", f"/admin/v1/audit-log?target={account}")
-    assert [a["action"] for a in audit["data"]] == ["portal.session.create"]
+    assert [a["action"] for a in audit["data"]] == ["portal.session.create"] * 2
     await pool.execute("UPDATE web_sessions SET expires_at = now() WHERE kind = 'portal'"
                        " AND principal = $1", account)
     assert (await browser.get("/portal"))[0] == 401

@@ -9,7 +9,9 @@ The admin service's API keeps bearer tokens; :func:`route_auth` sends the browse
   login page and the portal answers 401;
 - every method but GET/HEAD must carry the session's CSRF token (form field ``csrf_token`` or
   header ``X-CSRF-Token``, compared in constant time), and a present ``Origin`` header must be
-  this server's own; otherwise 403;
+  this server's own; otherwise 403 (the sign-in and link-redemption POSTs, which have no
+  session yet, get the ``Origin`` check and their own token: the sign-in form's double-submit
+  cookie, the link's token);
 - API errors become HTML pages (JSON in the contract's format under ``/console/api/``), an
   unexpected error a logged 503 page without details, and every response carries the
   security headers of :mod:`render`.
@@ -153,6 +155,9 @@ async def web_guard(request: web.Request, handler: Handler) -> web.StreamRespons
     kind = web_kind(request.path)
     assert kind is not None
     try:
+        if request.path in _PUBLIC and request.method not in _SAFE_METHODS \
+                and not _same_origin(request):
+            raise Forbidden("cross-origin request refused")
         if not request.path.startswith(_STATIC) and request.path not in _PUBLIC:
             await _authenticate(request, kind)
             if request.method not in _SAFE_METHODS:

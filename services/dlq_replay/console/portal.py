@@ -20,7 +20,11 @@ from services.dlq_replay.console import endpoint_actions as actions
 from services.dlq_replay.console import forms, queries
 from services.dlq_replay.console.guard import see_other, session_of, set_session_cookie
 from services.dlq_replay.console.render import render_page
-from services.dlq_replay.console.sessions import create_session, redeem_portal_link
+from services.dlq_replay.console.sessions import (
+    create_session,
+    peek_portal_link,
+    redeem_portal_link,
+)
 from services.dlq_replay.context import CTX
 from services.dlq_replay.schemas import EventReplayRequest
 from services.dlq_replay.txn import in_transaction
@@ -52,13 +56,33 @@ def _endpoint_id(request: web.Request) -> str:
     return ops.checked_id(request.match_info["endpoint_id"])
 
 
-async def start(request: web.Request) -> web.StreamResponse:
-    """``GET /portal/start?token=``: redeem a one-time link for a session cookie."""
+_LINK_UNUSABLE = ("this portal link is invalid, expired or already used; ask for a new one")
+
+
+async def start_page(request: web.Request) -> web.Response:
+    """``GET /portal/start?token=``: a page with one button that opens the portal.
+
+    Looking does not use the link up: mail scanners and link previews fetch links in emails,
+    and a one-time link they opened would be spent before the merchant clicks it. Only the
+    button's POST redeems it."""
     token = request.query.get("token", "")
+    account_id = await peek_portal_link(request.app[CTX].pool, token) if token else None
+    if account_id is None:
+        raise AuthenticationFailed(_LINK_UNUSABLE)
+    return render_page("portal_start.html", kind="portal", session=None, path=request.path,
+                       csrf="", token=token, link_account=account_id)
+
+
+async def start(request: web.Request) -> web.StreamResponse:
+    """``POST /portal/start`` (form field ``token``): redeem the link for a session cookie.
+
+    The guard refuses it from another site's page (``Origin``)."""
+    form = await request.post()
+    token = form.get("token")
     ctx = request.app[CTX]
 
     async def work(conn: Any) -> tuple[str, int] | None:
-        redeemed = await redeem_portal_link(conn, token) if token else None
+        redeemed = await redeem_portal_link(conn, token) if isinstance(token, str) else None
         if redeemed is None:
             return None
         account_id, expires_at = redeemed
@@ -70,8 +94,7 @@ async def start(request: web.Request) -> web.StreamResponse:
 
     made = await in_transaction(ctx.pool, work)
     if made is None:
-        raise AuthenticationFailed("this portal link is invalid, expired or already used; "
-                                   "ask for a new one")
+        raise AuthenticationFailed(_LINK_UNUSABLE)
     response = see_other("/portal")
     set_session_cookie(response, request, "portal", made[0], made[1])
     return response
@@ -213,7 +236,8 @@ async def replay(request: web.Request) -> web.StreamResponse:
 
 def setup_portal_routes(app: web.Application) -> None:
     r = app.router
-    r.add_get("/portal/start", start)
+    r.add_get("/portal/start", start_page)
+    r.add_post("/portal/start", start)
     r.add_get("/portal", home)
     r.add_post("/portal/endpoints", add_endpoint)
     r.add_get("/portal/endpoints/{endpoint_id}", endpoint)

@@ -15,33 +15,24 @@ import asyncpg
 import orjson
 from aiohttp import web
 
+from services.dlq_replay.api_models import PortalSessionCreate
 from services.dlq_replay.audit import write_audit
 from services.dlq_replay.console.sessions import create_portal_link
 from services.dlq_replay.context import CTX
 from services.dlq_replay.txn import in_transaction
-from shared.core.errors import InvalidRequest
 from shared.core.timefmt import format_ts
 from shared.endpoints.validation import validate_account_id
 from shared.http.auth import principal_of
-from shared.http.body import read_json_object, reject_unknown
+from shared.http.body import read_json_object
+from shared.http.models import convert_body
 from shared.http.query import check_query
-
-DEFAULT_EXPIRES_IN_S = 3600
-MIN_EXPIRES_IN_S, MAX_EXPIRES_IN_S = 60, 86400
 
 
 def parse_portal_session(body: dict[str, Any]) -> tuple[str, int]:
-    """``(account_id, expires_in_s)`` of a request body; InvalidRequest naming the field."""
-    reject_unknown(body, ("account_id", "expires_in_s"))
-    if "account_id" not in body:
-        raise InvalidRequest("account_id is required", param="account_id")
-    account_id = validate_account_id(body["account_id"])
-    expires = body.get("expires_in_s", DEFAULT_EXPIRES_IN_S)
-    if isinstance(expires, bool) or not isinstance(expires, int) \
-            or not MIN_EXPIRES_IN_S <= expires <= MAX_EXPIRES_IN_S:
-        raise InvalidRequest(f"expires_in_s must be an integer from {MIN_EXPIRES_IN_S} to "
-                             f"{MAX_EXPIRES_IN_S}", param="expires_in_s")
-    return account_id, expires
+    """``(account_id, expires_in_s)`` of a request body (:class:`PortalSessionCreate`);
+    InvalidRequest naming the field."""
+    model = convert_body(body, PortalSessionCreate)
+    return validate_account_id(model.account_id), model.expires_in_s
 
 
 async def post_portal_session(request: web.Request) -> web.Response:

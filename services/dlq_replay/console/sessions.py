@@ -3,8 +3,8 @@
 A session cookie carries 32 random bytes (URL-safe base64); the table keeps only their SHA-256,
 so neither a database dump nor a log line can be turned back into a cookie. Sessions expire
 absolutely (no sliding renewal); expired rows are ignored at once and purged by
-:func:`purge_expired`. A portal link is usable exactly once: the first request that presents
-it marks it used in the same statement that reads it.
+:func:`purge_expired`. A portal link is usable exactly once: the request that redeems it
+marks it used in the same statement that reads it (looking at it does not).
 """
 
 from __future__ import annotations
@@ -84,6 +84,14 @@ async def create_portal_link(conn: asyncpg.Connection, *, account_id: str, opera
         " VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING expires_at",
         token_hash(token), account_id, operator, expires_in_s)
     return token, expires
+
+
+async def peek_portal_link(pool: asyncpg.Pool, token: str) -> str | None:
+    """The account of an unused, unexpired link (nothing is marked), or None."""
+    value: str | None = await pool.fetchval(
+        "SELECT account_id FROM portal_links WHERE token_hash = $1 AND used_at IS NULL"
+        " AND expires_at > now()", token_hash(token))
+    return value
 
 
 async def redeem_portal_link(conn: asyncpg.Connection, token: str) -> tuple[str, datetime] | None:
