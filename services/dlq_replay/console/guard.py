@@ -82,10 +82,10 @@ def safe_next(value: object) -> str:
 
 SAME_SITE = {"console": "Strict", "portal": "Lax"}
 """The console's cookie is never sent on a request another site started. The portal's is
-``Lax`` because merchants open their link from an email: with ``Strict`` the redirect from
-``/portal/start`` to ``/portal`` (still part of a cross-site navigation) would arrive without
-it. ``Lax`` cookies never ride on cross-site POSTs, and every state change needs the CSRF
-token anyway."""
+``Lax`` because merchants reach the portal through links in emails and their own tools: a
+``Strict`` cookie is not sent on those navigations, so a signed-in merchant would be shown
+"session ended". ``Lax`` cookies never ride on cross-site POSTs, and every state change needs
+the CSRF token anyway."""
 
 
 def set_session_cookie(response: web.StreamResponse, request: web.Request, kind: SessionKind,
