@@ -295,3 +295,27 @@ def test_a_lone_surrogate_or_a_repeated_name_anywhere_in_data_is_refused(
     else:
         error = _refusal(_body(planted))
         assert isinstance(error, InvalidRequest) and error.param == "data"
+
+
+_FRAGMENTS = st.sampled_from([
+    "{", "}", "[", "]", ",", ":", " ", "\n", '"', "\\", '"data"', '"events"', '"account_id"',
+    '"a"', '"t"', "1", "-0", "1e400", "0.1", "NaN", "null", "true", "\\u", "d800", "\\ud800",
+    "\\u0000", "\x00", "\xe9", "\U0001F600", '"type"', '"ordering_key"', '"idempotency_key"',
+    "9" * 30])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=200),
+                 st.lists(_FRAGMENTS, max_size=40).map(lambda parts: "".join(parts).encode())))
+def test_any_body_is_an_event_or_a_contract_error_never_a_crash(raw: bytes) -> None:
+    """Fuzz: whatever the bytes, reading answers an event or an ApiError (never another
+    exception, which the service would answer 503)."""
+    for read in (lambda: parse_event(raw, max_data_bytes=LIMIT),
+                 lambda: parse_event(b'{"account_id":"a","type":"t","data":' + raw + b"}",
+                                     max_data_bytes=LIMIT),
+                 lambda: parse_batch(raw, LIMIT),
+                 lambda: parse_batch(b'{"events":[' + raw + b"]}", LIMIT)):
+        try:
+            read()
+        except ApiError as exc:
+            orjson.dumps(exc.body())  # the error renders
