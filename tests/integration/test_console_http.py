@@ -253,6 +253,14 @@ async def test_portal_links_are_one_time_and_validated(
     await pool.execute("UPDATE web_sessions SET expires_at = now() WHERE kind = 'portal'"
                        " AND principal = $1", account)
     assert (await browser.get("/portal"))[0] == 401
+    # signing out ends the session on the server
+    await _portal(admin, other_browser, account)
+    csrf = await other_browser.csrf_of("/portal")
+    token = next(c.value for c in other_browser.http.cookie_jar if c.key == "postwire_portal")
+    status, html, _ = await other_browser.post("/portal/logout", {"csrf_token": csrf})
+    assert status == 200 and "signed out" in html
+    status, _, _ = await other_browser.get("/portal", cookies={"postwire_portal": token})
+    assert status == 401
 
 
 async def test_portal_refuses_another_accounts_ids(

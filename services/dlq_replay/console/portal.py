@@ -18,17 +18,29 @@ from aiohttp import web
 from services.dlq_replay.actions import run_event_replay
 from services.dlq_replay.console import endpoint_actions as actions
 from services.dlq_replay.console import forms, queries
-from services.dlq_replay.console.guard import see_other, session_of, set_session_cookie
+from services.dlq_replay.console.guard import (
+    COOKIE,
+    clear_session_cookie,
+    see_other,
+    session_of,
+    set_session_cookie,
+)
 from services.dlq_replay.console.render import render_page
 from services.dlq_replay.console.sessions import (
     create_session,
+    end_session,
     peek_portal_link,
     redeem_portal_link,
 )
 from services.dlq_replay.context import CTX
 from services.dlq_replay.schemas import EventReplayRequest
 from services.dlq_replay.txn import in_transaction
-from shared.core.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound
+from shared.core.errors import (
+    AuthenticationFailed,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+)
 from shared.core.ids import is_valid_id
 from shared.endpoints import operations as ops
 from shared.endpoints.validation import (
@@ -97,6 +109,17 @@ async def start(request: web.Request) -> web.StreamResponse:
         raise AuthenticationFailed(_LINK_UNUSABLE)
     response = see_other("/portal")
     set_session_cookie(response, request, "portal", made[0], made[1])
+    return response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    """``POST /portal/logout``: the portal session ends on the server, the cookie is cleared."""
+    token = request.cookies.get(COOKIE["portal"])
+    if token:
+        await end_session(request.app[CTX].pool, token)
+    response = render_page("signed_out.html", kind="portal", session=None, path=request.path,
+                           csrf="")
+    clear_session_cookie(response, "portal")
     return response
 
 
@@ -238,6 +261,7 @@ def setup_portal_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/portal/start", start_page)
     r.add_post("/portal/start", start)
+    r.add_post("/portal/logout", logout)
     r.add_get("/portal", home)
     r.add_post("/portal/endpoints", add_endpoint)
     r.add_get("/portal/endpoints/{endpoint_id}", endpoint)
