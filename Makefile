@@ -4,6 +4,7 @@
 #   make lint     ruff check + mypy (strict)
 #   make test     install, lint, then every test layer; prints a one-line verdict
 #   make bench    run every bench/*.py script (each prints its own table)
+#   make openapi  regenerate docs/openapi/{ingest,admin}.json from the request/response models
 #   make browser  install Debian's chromium for the console's browser tests (skipped when present)
 
 PYTHON ?= python3
@@ -12,7 +13,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_DIRS := tests/unit tests/integration tests/e2e tests/faults
 
-.PHONY: install run lint test bench clean browser
+.PHONY: install run lint test bench clean browser openapi
 
 install: $(STAMP)
 
@@ -55,6 +56,12 @@ bench: install
 		echo "== bench/$$name.py"; \
 		$(BIN)/python -m "bench.$$name" || exit 1; \
 	done
+
+# The OpenAPI documents are generated from the models that validate requests; a unit test
+# (tests/unit/test_openapi_documents.py) fails when the checked-in files drift from the code.
+openapi: install
+	$(BIN)/python -m services.ingest.openapi > docs/openapi/ingest.json
+	$(BIN)/python -m services.dlq_replay.openapi > docs/openapi/admin.json
 
 clean:
 	rm -rf .mypy_cache .ruff_cache .pytest_cache

@@ -17,18 +17,17 @@ from services.dlq_replay.context import CTX
 from services.dlq_replay.idempotency import IdempotencyInput
 from services.dlq_replay.schemas import (
     parse_bulk_replay,
+    parse_cancel,
     parse_event_replay,
     parse_idempotency_key,
     request_hash,
 )
-from shared.core.errors import InvalidRequest
 from shared.http.auth import principal_of
 from shared.http.body import (
     check_json_content_type,
     parse_json_object,
     read_body_bytes,
     read_json_object,
-    reject_unknown,
 )
 from shared.http.query import check_query
 
@@ -77,13 +76,7 @@ async def _optional_reason(request: web.Request) -> str | None:
     if not raw.strip():
         return None
     check_json_content_type(request)
-    body = parse_json_object(raw)
-    reject_unknown(body, ("reason",))
-    reason = body.get("reason")
-    if reason is not None and (not isinstance(reason, str) or len(reason) > 1000):
-        raise InvalidRequest("reason must be a string of at most 1000 characters",
-                             param="reason")
-    return reason
+    return parse_cancel(parse_json_object(raw))
 
 
 async def post_cancel(request: web.Request) -> web.Response:

@@ -15,6 +15,7 @@ from services.dlq_replay.console.routes import setup_console
 from services.dlq_replay.context import CTX, AdminContext
 from services.dlq_replay.ledger import setup_ledger
 from services.dlq_replay.metrics import AdminMetrics
+from services.dlq_replay.openapi import document
 from services.dlq_replay.settings import AdminSettings
 from services.dlq_replay.stats import StatsLoop
 from services.dlq_replay.worker import BulkReplayWorker
@@ -23,6 +24,7 @@ from shared.adapters.pg.pool import create_pool, ping
 from shared.http.auth import bearer_auth
 from shared.http.errors import error_middleware
 from shared.http.health import add_health_routes
+from shared.http.openapi import add_openapi_route
 from shared.outbox_relay import OutboxFlusher, OutboxRelay
 from shared.retention.service import retention_context
 from shared.retention.settings import load_retention_policy
@@ -86,4 +88,5 @@ async def make_app(settings: AdminSettings) -> web.Application:
     setup_write_routes(app)
     setup_console(app, ctx)
     add_health_routes(app, [lambda: ping(pool), publisher.ping], metrics.registry)
+    add_openapi_route(app, document())
     return app

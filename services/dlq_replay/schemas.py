@@ -1,7 +1,9 @@
 """Request bodies of the admin API, validated into frozen dataclasses (pure; no I/O).
 
-Every parser raises :class:`InvalidRequest` naming the offending field; unknown fields are
-refused. The parsed forms are what the handlers act on and what the audit log records.
+Every parser checks its body with a model of :mod:`services.dlq_replay.api_models` first
+(the OpenAPI document's schemas), then what JSON Schema cannot say; it raises
+:class:`InvalidRequest` naming the offending field; unknown fields are refused. The parsed
+forms are what the handlers act on and what the audit log records.
 """
 
 from __future__ import annotations
@@ -14,16 +16,17 @@ from typing import Any
 
 import orjson
 
+from services.dlq_replay.api_models import DEFAULT_RATE as DEFAULT_RATE
+from services.dlq_replay.api_models import (
+    BulkReplay,
+    CancelReplay,
+    EventReplay,
+    ReplayFilterBody,
+)
 from shared.core.errors import InvalidRequest
-from shared.core.ids import is_valid_id
 from shared.core.timefmt import format_ts, parse_ts
+from shared.http.models import convert_body
 
-MAX_REASON_CHARS = 1000
-MAX_ENDPOINT_IDS = 1000
-MAX_RATE = 10000
-DEFAULT_RATE = 100
-_ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_TYPE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _IDEMPOTENCY_KEY_RE = re.compile(r"^[\x20-\x7e]{1,255}$")
 
 
@@ -66,56 +69,22 @@ class BulkReplayRequest:
     max_per_second: int
 
 
-def _reason(body: dict[str, Any]) -> str:
-    reason = body.get("reason")
-    if not isinstance(reason, str) or not reason.strip():
+def _reason(reason: str) -> str:
+    """The reason without surrounding spaces; one that is only spaces is refused."""
+    if not reason.strip():
         raise InvalidRequest("reason is required: say why you replay", param="reason")
-    if len(reason) > MAX_REASON_CHARS:
-        raise InvalidRequest(f"reason must be at most {MAX_REASON_CHARS} characters",
-                             param="reason")
     return reason.strip()
 
 
-def _reject_unknown(obj: dict[str, Any], allowed: frozenset[str], where: str = "") -> None:
-    for key in obj:
-        if key not in allowed:
-            raise InvalidRequest(f"unknown field {where}{key!r}", param=f"{where}{key}")
-
-
-def _endpoint_ids(value: Any) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not value or len(value) > MAX_ENDPOINT_IDS:
-        raise InvalidRequest(f"endpoint_ids must be a list of 1..{MAX_ENDPOINT_IDS} endpoint ids",
-                             param="endpoint_ids")
-    for item in value:
-        if not isinstance(item, str) or not is_valid_id(item, "ep"):
-            raise InvalidRequest(f"endpoint_ids: {item!r} is not an endpoint id",
-                                 param="endpoint_ids")
-    return tuple(dict.fromkeys(value))
-
-
 def parse_event_replay(body: dict[str, Any]) -> EventReplayRequest:
-    """Validate a single-event replay body."""
-    _reject_unknown(body, frozenset({"reason", "endpoint_ids", "include_succeeded"}))
-    include = body.get("include_succeeded", False)
-    if not isinstance(include, bool):
-        raise InvalidRequest("include_succeeded must be true or false", param="include_succeeded")
-    return EventReplayRequest(_reason(body), _endpoint_ids(body.get("endpoint_ids")), include)
+    """Validate a single-event replay body (:class:`EventReplay`); endpoint ids deduplicated
+    in order."""
+    model = convert_body(body, EventReplay)
+    endpoint_ids = None if model.endpoint_ids is None else tuple(dict.fromkeys(model.endpoint_ids))
+    return EventReplayRequest(_reason(model.reason), endpoint_ids, model.include_succeeded)
 
 
-def _optional_str(obj: dict[str, Any], name: str, pattern: re.Pattern[str],
-                  what: str) -> str | None:
-    value = obj.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not pattern.match(value):
-        raise InvalidRequest(f"filter.{name} must be {what}", param=f"filter.{name}")
-    return value
-
-
-def _optional_ts(obj: dict[str, Any], name: str) -> datetime | None:
-    value = obj.get(name)
+def _optional_ts(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
     try:
@@ -126,38 +95,33 @@ def _optional_ts(obj: dict[str, Any], name: str) -> datetime | None:
 
 
 def parse_filter(raw: Any) -> ReplayFilter:
-    """Validate a bulk replay filter (an object; every field optional)."""
+    """Validate a bulk replay filter: a JSON object (:class:`ReplayFilterBody`; every field
+    optional), None, or an already converted model. Errors name ``filter.<field>``."""
     if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise InvalidRequest("filter must be an object", param="filter")
-    _reject_unknown(raw, frozenset({"endpoint_id", "account_id", "type", "since", "until"}),
-                    "filter.")
-    endpoint_id = raw.get("endpoint_id")
-    if endpoint_id is not None and (not isinstance(endpoint_id, str)
-                                    or not is_valid_id(endpoint_id, "ep")):
-        raise InvalidRequest("filter.endpoint_id must be an endpoint id",
-                             param="filter.endpoint_id")
-    result = ReplayFilter(
-        endpoint_id=endpoint_id,
-        account_id=_optional_str(raw, "account_id", _ACCOUNT_RE, "1..64 of [A-Za-z0-9_-]"),
-        type=_optional_str(raw, "type", _TYPE_RE, "1..128 of [A-Za-z0-9_.-]"),
-        since=_optional_ts(raw, "since"),
-        until=_optional_ts(raw, "until"),
-    )
+        return ReplayFilter()
+    if not isinstance(raw, ReplayFilterBody):
+        if not isinstance(raw, dict):
+            raise InvalidRequest("filter must be an object", param="filter")
+        raw = convert_body(raw, ReplayFilterBody, prefix="filter")
+    result = ReplayFilter(endpoint_id=raw.endpoint_id, account_id=raw.account_id,
+                          type=raw.type, since=_optional_ts(raw.since, "since"),
+                          until=_optional_ts(raw.until, "until"))
     if result.since and result.until and result.since >= result.until:
         raise InvalidRequest("filter.since must be before filter.until", param="filter.since")
     return result
 
 
 def parse_bulk_replay(body: dict[str, Any]) -> BulkReplayRequest:
-    """Validate a bulk replay body; ``max_per_second`` is 1..10000, default 100."""
-    _reject_unknown(body, frozenset({"reason", "filter", "max_per_second"}))
-    rate = body.get("max_per_second", DEFAULT_RATE)
-    if isinstance(rate, bool) or not isinstance(rate, int) or not 1 <= rate <= MAX_RATE:
-        raise InvalidRequest(f"max_per_second must be an integer from 1 to {MAX_RATE}",
-                             param="max_per_second")
-    return BulkReplayRequest(_reason(body), parse_filter(body.get("filter")), rate)
+    """Validate a bulk replay body (:class:`BulkReplay`); ``max_per_second`` is 1..10000,
+    default 100."""
+    model = convert_body(body, BulkReplay)
+    return BulkReplayRequest(_reason(model.reason), parse_filter(model.filter),
+                             model.max_per_second)
+
+
+def parse_cancel(body: dict[str, Any]) -> str | None:
+    """The optional reason of a cancel body (:class:`CancelReplay`)."""
+    return convert_body(body, CancelReplay).reason
 
 
 def parse_idempotency_key(value: str | None) -> str | None:

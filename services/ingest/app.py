@@ -13,6 +13,7 @@ from services.ingest.events_api import setup_events
 from services.ingest.feed_api import FEED_PREFIX, setup_feed
 from services.ingest.key_scope import account_scope
 from services.ingest.metrics import IngestMetrics
+from services.ingest.openapi import document
 from services.ingest.reconcile_api import setup_reconcile
 from services.ingest.settings import IngestSettings
 from shared.adapters.kafka.publisher import KafkaPublisher
@@ -20,6 +21,7 @@ from shared.adapters.pg.pool import create_pool, ping
 from shared.http.auth import bearer_auth
 from shared.http.errors import error_middleware
 from shared.http.health import add_health_routes
+from shared.http.openapi import add_openapi_route
 from shared.outbox_relay import OutboxFlusher, OutboxRelay
 from shared.retention.service import retention_context
 
@@ -62,4 +64,5 @@ async def make_app(settings: IngestSettings) -> web.Application:
     setup_reconcile(app, ctx)
     setup_feed(app, ctx)
     add_health_routes(app, [lambda: ping(pool), publisher.ping], metrics.registry)
+    add_openapi_route(app, document())
     return app

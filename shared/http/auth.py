@@ -1,8 +1,8 @@
 """Bearer-token authentication for an aiohttp app (constant-time comparison).
 
-Health, readiness and metrics routes are open; everything else needs a token from the
-service's own list. Ingest API keys and admin tokens are separate lists, so a token of one
-service is refused (401) by the other.
+Health, readiness, metrics and the OpenAPI document (``/openapi.json``) are open; everything
+else needs a token from the service's own list. Ingest API keys and admin tokens are separate
+lists, so a token of one service is refused (401) by the other.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from aiohttp.typedefs import Middleware
 from shared.core.errors import AuthenticationFailed
 from shared.http.types import Handler
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 REQUEST_PRINCIPAL: web.RequestKey[str] = web.RequestKey("postwire_principal", str)
 
 

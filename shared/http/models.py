@@ -31,9 +31,11 @@ _PART_RE = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
 
 
 class RequestModel(msgspec.Struct, forbid_unknown_fields=True):
-    """Base of request bodies: unknown fields are refused; ``RULES`` words the errors."""
+    """Base of request bodies: unknown fields are refused; ``RULES`` words the errors; an
+    error inside a list or map field named in ``WHOLE`` names the field, not the element."""
 
     RULES: ClassVar[dict[str, str]] = {}
+    WHOLE: ClassVar[frozenset[str]] = frozenset()
 
 
 def _walk(value: Any, path: str, model: type[msgspec.Struct]) -> list[str]:
@@ -124,6 +126,9 @@ def translate(error: msgspec.ValidationError, body: dict[str, Any],
     if unknown is not None:
         name = unknown.group("name")
         return InvalidRequest(f"unknown field {name!r}", param=_join(prefix, [*parts, name]))
+    whole: frozenset[str] = getattr(model, "WHOLE", frozenset())
+    if parts and parts[0] in whole:
+        parts = parts[:1]
     param: str | None = _join(prefix, parts) or None
     rules: dict[str, str] = getattr(model, "RULES", {})
     rule = rules.get(parts[0]) if len(parts) == 1 else None
