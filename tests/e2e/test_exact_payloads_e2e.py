@@ -52,7 +52,7 @@ async def services(service_env: Any, tmp_path_factory: Any
                    ) -> AsyncIterator[tuple[ServiceProcess, ServiceProcess]]:
     """Ingest, dispatcher and admin processes; yields (ingest, admin)."""
     # every first attempt fails on purpose: keep the endpoint's circuit closed
-    env = service_env(**FAST_ENV, CIRCUIT_FAILURE_THRESHOLD="1000")
+    env = service_env(**{**FAST_ENV, "CIRCUIT_FAILURE_THRESHOLD": "1000"})
     logs = tmp_path_factory.mktemp("exact-payloads")
     started = [start_service(name, env, logs / f"{name}.log")
                for name in ("ingest", "dispatcher", "dlq_replay")]
