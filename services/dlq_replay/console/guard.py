@@ -135,13 +135,14 @@ def _error_page(request: web.Request, kind: SessionKind, error: ApiError) -> web
                        csrf=session.csrf_token if session is not None else "")
 
 
-async def _authenticate(request: web.Request, kind: SessionKind) -> web.StreamResponse | None:
-    """Load the session into the request; a response to send instead when there is none."""
+async def _authenticate(request: web.Request, kind: SessionKind) -> None:
+    """Load the session into the request; without one, redirect to sign-in (console pages) or
+    raise AuthenticationFailed."""
     token = request.cookies.get(COOKIE[kind])
     session = None if not token else await load_session(request.app[CTX].pool, kind, token)
     if session is not None:
         request[WEB_SESSION] = session
-        return None
+        return
     if kind == "console" and request.method in _SAFE_METHODS \
             and not request.path.startswith("/console/api/"):
         raise web.HTTPSeeOther("/console/login?" + urlencode({"next": request.path_qs}))
@@ -152,8 +153,7 @@ async def _authenticate(request: web.Request, kind: SessionKind) -> web.StreamRe
 
 async def web_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Guard one browser request (see the module docstring)."""
-    kind = web_kind(request.path)
-    assert kind is not None
+    kind = web_kind(request.path) or "console"  # route_auth sends only browser paths here
     try:
         if request.path in _PUBLIC and request.method not in _SAFE_METHODS \
                 and not _same_origin(request):
