@@ -74,7 +74,7 @@ def concrete(env: Mapping[str, str], tmp_path: Path) -> dict[str, str]:
                        lambda m: {"POSTWIRE_API_KEYS": "key-for-tests-1",
                                   "POSTWIRE_ADMIN_TOKENS": "ops:admin-token-1"}.get(m[1], "pw"),
                        str(value))
-        out[name] = str(pem) if value.startswith("/etc/postwire/") else value
+        out[name] = re.sub(r"/etc/postwire/[^&\s]+", str(pem), value)  # also inside the DSN
     return out
 
 
