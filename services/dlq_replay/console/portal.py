@@ -10,6 +10,7 @@ id answers 404, exactly like an id that does not exist. Actions are audited as
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import urlencode
 
@@ -49,6 +50,9 @@ from shared.endpoints.validation import (
     validate_create,
     validate_patch,
 )
+from shared.logging import fields
+
+log = logging.getLogger(__name__)
 
 FAILED_STATUSES = frozenset({"dead"})
 DELIVERY_STATUSES = ("pending", "retrying", "succeeded", "dead", "cancelled")
@@ -93,7 +97,7 @@ async def start(request: web.Request) -> web.StreamResponse:
     token = form.get("token")
     ctx = request.app[CTX]
 
-    async def work(conn: Any) -> tuple[str, int] | None:
+    async def work(conn: Any) -> tuple[str, int, str] | None:
         redeemed = await redeem_portal_link(conn, token) if isinstance(token, str) else None
         if redeemed is None:
             return None
@@ -102,11 +106,14 @@ async def start(request: web.Request) -> web.StreamResponse:
                                               expires_at=expires_at)
         remaining = int((session.expires_at - await conn.fetchval("SELECT now()"))
                         .total_seconds())
-        return value, remaining
+        return value, remaining, account_id
 
     made = await in_transaction(ctx.pool, work)
     if made is None:
+        log.warning("portal link refused (unknown, expired or used)",
+                    extra=fields(client=request.remote))
         raise AuthenticationFailed(_LINK_UNUSABLE)
+    log.info("portal session opened", extra=fields(account_id=made[2], client=request.remote))
     response = see_other("/portal")
     set_session_cookie(response, request, "portal", made[0], made[1])
     return response

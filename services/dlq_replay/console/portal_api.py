@@ -9,6 +9,7 @@ Audited as ``portal.session.create`` with the account id as target (never the to
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import asyncpg
@@ -26,6 +27,9 @@ from shared.http.auth import principal_of
 from shared.http.body import read_json_object
 from shared.http.models import convert_body
 from shared.http.query import check_query
+from shared.logging import fields
+
+log = logging.getLogger(__name__)
 
 
 def parse_portal_session(body: dict[str, Any]) -> tuple[str, int]:
@@ -53,6 +57,8 @@ async def post_portal_session(request: web.Request) -> web.Response:
         return token, at
 
     token, expires_at = await in_transaction(ctx.pool, work)
+    log.info("portal link created", extra=fields(account_id=account_id, operator=operator,
+                                                 expires_at=expires_at))
     origin = ctx.settings.public_url or f"{request.scheme}://{request.host}"
     body = {"url": f"{origin.rstrip('/')}/portal/start?token={token}", "account_id": account_id,
             "expires_at": expires_at}
