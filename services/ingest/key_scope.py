@@ -78,8 +78,8 @@ def account_scope(keys: Sequence[ApiKey], pool: asyncpg.Pool) -> Middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         principal = request.get(REQUEST_PRINCIPAL)
         scope = scopes.get(principal) if isinstance(principal, str) else None
-        if scope is None:
-            return await handler(request)
+        if scope is None or request.match_info.http_exception is not None:
+            return await handler(request)  # unscoped key, or no such route (404/405 as usual)
         request[ACCOUNT_SCOPE] = scope
         account_id = request.query.get("account_id")
         if account_id is not None:

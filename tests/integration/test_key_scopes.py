@@ -81,6 +81,8 @@ async def test_foreign_account_ids_are_forbidden(api: Ingest) -> None:
         assert_error(status, data, 403, "forbidden", "account_id")
     _, listed = await api.call("GET", f"/v1/events?account_id={foreign}")
     assert listed["data"] == []  # the refused event was never stored
+    status, data = await scoped(api, "GET", "/v1/no-such-route")
+    assert_error(status, data, 404, "not_found")  # an unknown route is not a scope question
 
 
 async def test_a_scoped_key_works_inside_its_accounts(api: Ingest) -> None:
