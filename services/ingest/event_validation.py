@@ -95,6 +95,9 @@ def _ordering_key(fields: Fields, prefix: str) -> str | None:
     value = fields.get("ordering_key")
     if value is None:
         return None
+    if isinstance(value, Problem):
+        raise InvalidRequest(f"{prefix}ordering_key {value.text}",
+                             param=f"{prefix}ordering_key")
     if (not isinstance(value, str) or not 1 <= len(value) <= MAX_ORDERING_KEY
             or _CONTROL_RE.search(value)):
         raise InvalidRequest(

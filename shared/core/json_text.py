@@ -115,22 +115,32 @@ class _Reader:
 _READER = _Reader()
 
 
-def has_lone_surrogate(value: Any) -> bool:
-    """True when a string (or a member name) anywhere in ``value`` holds a lone surrogate."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
     return False
+
+
+def lone_surrogate_at(value: Any) -> str | None:
+    """Where a string (or a member name) in ``value`` holds a lone surrogate, as a path such
+    as ``["a"][0]`` (``""`` for ``value`` itself); None when none does."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if _has_surrogate(item):
+                return path
+        elif isinstance(item, dict):
+            for name, child in item.items():
+                shown = json.dumps(name)  # ASCII, escapes included
+                if _has_surrogate(name):
+                    return f"{path}[{shown}] (the name)"
+                stack.append((child, f"{path}[{shown}]"))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{index}]") for index, child in enumerate(item))
+    return None
 
 
 def nesting_depth(source: bytes) -> int:
@@ -204,8 +214,11 @@ class JsonCursor:
         self.pos = _WS.match(text, end).end()  # type: ignore[union-attr]
         if duplicates:
             return Scanned(None, start, end, f"names the member {duplicates[0]!r} twice")
-        if _SURROGATE_HINT.search(text, start, end) and has_lone_surrogate(value):
-            return Scanned(None, start, end, "holds a lone UTF-16 surrogate (\\ud800-\\udfff)")
+        where = (lone_surrogate_at(value) if _SURROGATE_HINT.search(text, start, end)
+                 else None)
+        if where is not None:
+            return Scanned(None, start, end, "holds a lone UTF-16 surrogate (\\ud800-\\udfff)"
+                           + (f" at {where}" if where else ""))
         return Scanned(value, start, end)
 
     def members(self) -> Iterator[str]:

@@ -159,7 +159,15 @@ def test_an_escaped_nul_is_delivered_as_sent() -> None:
 
 def test_an_ordering_key_with_a_lone_surrogate_is_400() -> None:
     error = _refusal(b'{"account_id":"a","type":"t","data":{},"ordering_key":"\\ud800"}')
-    assert error.param == "ordering_key"
+    assert error.param == "ordering_key" and "surrogate" in error.message
+
+
+@pytest.mark.parametrize(("data", "where"), [
+    (b'{"a":[1,{"b":"x\\ud800"}]}', 'at ["a"][1]["b"]'),
+    (b'{"\\udc00":1}', 'at ["\\udc00"] (the name)'),
+])
+def test_the_refusal_says_where_the_lone_surrogate_is(data: bytes, where: str) -> None:
+    assert _refusal(_body(data)).message.endswith(where)
 
 
 def test_a_duplicated_envelope_member_takes_the_last_value_like_every_parser() -> None:
