@@ -56,7 +56,8 @@ class Live:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def live(service_env: ServiceEnvFactory,
                tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
-    env = service_env(RETRY_SCHEDULE="0,1", RETENTION_INTERVAL_S="0.3")
+    env = service_env(RETRY_SCHEDULE="0,1", RETENTION_INTERVAL_S="0.3",
+                      RETENTION_DROP_PAUSE_S="0")
     logs = tmp_path_factory.mktemp("retention-e2e")
     names: tuple[ServiceName, ...] = ("ingest", "dispatcher", "dlq_replay")
     started = [start_service(name, env, logs / f"{name}.log") for name in names]
@@ -70,11 +71,12 @@ async def live(service_env: ServiceEnvFactory,
             await asyncio.to_thread(service.stop)
 
 
-async def _churn(dsn: str, stop: asyncio.Event) -> list[date]:
+async def _churn(dsn: str, stop: asyncio.Event, loaded: list[date],
+                 enough: asyncio.Event) -> None:
     """Until ``stop``: load an expired day, then run a round that also creates a day further
-    ahead than the last; returns the days it loaded (this round or a service's drops them)."""
+    ahead than the last; appends to ``loaded`` each day it loaded (this round or a service's
+    drops it); sets ``enough`` after four."""
     conn = await asyncpg.connect(dsn)
-    loaded: list[date] = []
     policy = load_retention_policy({})
     endpoint = await insert_endpoint(conn, account_id="acct_churn", url="http://127.0.0.1:9/h")
     try:
@@ -82,8 +84,10 @@ async def _churn(dsn: str, stop: asyncio.Event) -> list[date]:
             if stop.is_set():
                 break
             day = TODAY - timedelta(days=60 + n)
-            await seed_day(conn, day, 2000, endpoint_id=endpoint.id, account_id="acct_churn")
+            await seed_day(conn, day, 500, endpoint_id=endpoint.id, account_id="acct_churn")
             loaded.append(day)
+            if len(loaded) >= 4:
+                enough.set()
             ahead: RetentionPolicy = replace(policy, ahead_days=8 + n)
             report = None
             while report is None and not stop.is_set():
@@ -92,7 +96,6 @@ async def _churn(dsn: str, stop: asyncio.Event) -> list[date]:
                     await asyncio.sleep(0.05)
     finally:
         await conn.close()
-    return loaded
 
 
 async def test_ingest_dispatch_and_replay_work_while_partitions_churn(
@@ -109,7 +112,9 @@ async def test_ingest_dispatch_and_replay_work_while_partitions_churn(
             assert status == 201, endpoint
             endpoints.append(endpoint)
         stop = asyncio.Event()
-        churn = asyncio.create_task(_churn(database_url, stop))
+        loaded: list[date] = []
+        enough = asyncio.Event()
+        churn = asyncio.create_task(_churn(database_url, stop, loaded, enough))
         try:
             dead_ids = []
             for _ in range(DEAD):
@@ -138,9 +143,10 @@ async def test_ingest_dispatch_and_replay_work_while_partitions_churn(
                 assert [d["outcome"] for d in body["deliveries"]] == ["queued"]
             await good.wait_for(EVENTS, timeout_s=90)
             await flaky.wait_for(2 * DEAD, timeout_s=90)
+            await asyncio.wait_for(enough.wait(), 60)  # a slow machine: let the churn catch up
         finally:
             stop.set()
-            loaded = await churn
+            await churn
         assert sorted(set(good.ids())) == sorted(sent)
         assert sorted(set(flaky.ids())) == sorted(dead_ids)
         conn = await asyncpg.connect(database_url)
