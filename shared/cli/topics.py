@@ -99,7 +99,8 @@ def cmd_topics(args: argparse.Namespace) -> int:
               "--check to create it", file=sys.stderr)
         return EXIT_MISMATCH
     problems = {s.name: s.problem(settings.partitions, settings.replication_factor)
-                for s in states}
+                if s.known else f"Kafka topic {s.name} exists but the broker does not describe "
+                f"it yet; run `postwire topics` again" for s in states}
     _print(states, problems, args.json)
     bad = [p for p in problems.values() if p is not None]
     for problem in bad:
@@ -116,5 +117,6 @@ def _print(states: list[TopicState], problems: dict[str, str | None], as_json: b
     print(render_table(
         ["TOPIC", "PARTITIONS", "REPLICATION", "STATUS"],
         [[s.name, str(s.partitions), str(s.replication_factor),
-          "created" if s.created else ("MISMATCH" if problems[s.name] else "ok")]
+          "created" if s.created else "unknown" if not s.known
+          else ("MISMATCH" if problems[s.name] else "ok")]
          for s in states]))

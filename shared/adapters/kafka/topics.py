@@ -46,9 +46,12 @@ class TopicState:
     partitions: int
     replication_factor: int
     created: bool
+    known: bool = True  # False: the broker did not describe it (yet); nothing to compare
 
     def problem(self, partitions: int, replication_factor: int) -> str | None:
-        """Why this topic does not match the settings, or None when it does."""
+        """Why this topic does not match the settings, or None when it does (or is unknown)."""
+        if not self.known:
+            return None
         if self.partitions != partitions:
             return (f"Kafka topic {self.name} has {self.partitions} partitions but "
                     f"POSTWIRE_KAFKA_PARTITIONS={partitions}")
@@ -113,28 +116,50 @@ async def _ensure(admin: AIOKafkaAdminClient, prefix: str, partitions: int,
     existing = set(await admin.list_topics())
     wanted = [topic_name(prefix, t) for t in LOGICAL_TOPICS]
     missing = [t for t in wanted if t not in existing]
+    created: list[str] = []
     if missing:
         response = await admin.create_topics([
             NewTopic(t, num_partitions=partitions, replication_factor=replication_factor)
             for t in missing
         ])
         for name, code, message in _topic_errors(response):
-            if code not in (0, _TOPIC_EXISTS):
+            if code == 0:
+                created.append(name)
+            elif code != _TOPIC_EXISTS:  # exists: another process was first; check it below
                 raise ConfigError(f"cannot create Kafka topic {name}: {message} ({code})")
-        log.info("created topics %s", missing)
-    present = [t for t in wanted if t not in missing]
-    described = _layouts(await admin.describe_topics(present)) if present else {}
-    states = [TopicState(t, partitions, replication_factor, True) for t in missing]
+        log.info("created topics %s", created)
+    present = [t for t in wanted if t not in created]
+    described = await _describe(admin, present)
+    states = [TopicState(t, partitions, replication_factor, True) for t in created]
     for name in present:
-        found_partitions, found_rf = described.get(name, (0, 0))
-        states.append(TopicState(name, found_partitions, found_rf, False))
+        layout = described.get(name)
+        states.append(TopicState(name, *layout, created=False) if layout is not None
+                      else TopicState(name, 0, 0, created=False, known=False))
     return sorted(states, key=lambda s: s.name)
+
+
+async def _describe(admin: AIOKafkaAdminClient, names: list[str],
+                    attempts: int = 10) -> dict[str, tuple[int, int]]:
+    """Layouts of ``names``; a topic just created elsewhere may not be described at once, so
+    this asks again (0.3 s apart) until every one has partitions. Missing ones stay missing."""
+    layouts: dict[str, tuple[int, int]] = {}
+    for attempt in range(attempts):
+        if not names:
+            break
+        layouts = _layouts(await admin.describe_topics(names))
+        if all(layouts.get(n, (0, 0))[0] > 0 for n in names):
+            break
+        if attempt < attempts - 1:
+            await asyncio.sleep(0.3)
+    return {n: layout for n, layout in layouts.items() if layout[0] > 0}
 
 
 def _layouts(described: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
     """topic -> (partition count, smallest replica count) from a DescribeTopics answer."""
     out: dict[str, tuple[int, int]] = {}
     for topic in described:
+        if topic.get("error_code"):
+            continue
         parts = topic.get("partitions") or []
         replicas = [len(p.get("replicas") or []) for p in parts]
         out[topic["topic"]] = (len(parts), min(replicas) if replicas else 0)
