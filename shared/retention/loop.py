@@ -17,6 +17,7 @@ import asyncpg
 
 from shared.core.retention import RetentionPolicy
 from shared.core.timefmt import utcnow
+from shared.logging import fields
 from shared.retention.metrics import RetentionMetrics
 from shared.retention.purge import RoundReport, run_round
 
@@ -89,7 +90,11 @@ class RetentionLoop:
                 if report is not None and (report.created or report.dropped or report.blocked):
                     log.info("retention round: created %d partitions, dropped %s, blocked %s",
                              len(report.created), report.dropped or "nothing",
-                             report.blocked or "nothing")
+                             report.blocked or "nothing",
+                             extra=fields(partitions_created=len(report.created),
+                                          days_dropped=report.dropped,
+                                          days_blocked=report.blocked,
+                                          dead_letters_deleted=report.dead_letters_deleted))
             except _TRANSIENT as exc:
                 self._metrics.rounds.labels("failed").inc()
                 log.warning("retention round failed (retried next interval): %r", exc)

@@ -27,6 +27,7 @@ from shared.core.retention import (
     parse_partition_day,
     plan,
 )
+from shared.logging import fields
 from shared.retention import horizon, partitions
 from shared.retention.accounts import purge_account
 
@@ -97,11 +98,11 @@ async def _drop_expired(conn: asyncpg.Connection, policy: RetentionPolicy, now: 
             report.blocked[unit.label] = still_open
             log.warning("retention: %s is past retention but keeps %d open deliveries",
                         unit.label, still_open,
-                        extra={"unit": unit.label, "open_deliveries": still_open})
+                        extra=fields(retention_day=unit.label, open_deliveries=still_open))
             continue
         report.drop_seconds += await _drop_unit(conn, unit, pause_s)
         report.dropped.append(unit.label)
-        log.info("retention: dropped %s", unit.label, extra={"unit": unit.label})
+        log.info("retention: dropped %s", unit.label, extra=fields(retention_day=unit.label))
 
 
 async def _drop_unit(conn: asyncpg.Connection, unit: Unit, pause_s: float) -> float:
