@@ -161,7 +161,8 @@ def validate_max_in_flight(value: Any) -> int:
 def validate_metadata(value: Any) -> dict[str, str]:
     """A string-to-string map: at most 50 keys of 1..64 characters, values of at most 512.
 
-    null is taken as the empty map.
+    null is taken as the empty map. NUL (``\\u0000``) is refused in keys and values: the map is
+    stored as ``jsonb``, which cannot hold it (it answered 503 before).
     """
     if value is None:
         return {}
@@ -172,12 +173,13 @@ def validate_metadata(value: Any) -> dict[str, str]:
         raise InvalidRequest(f"metadata may hold at most {MAX_METADATA_KEYS} keys",
                              param="metadata")
     for key, item in value.items():
-        if not 1 <= len(key) <= MAX_METADATA_KEY_LENGTH:
-            raise InvalidRequest(f"metadata keys must be 1..{MAX_METADATA_KEY_LENGTH} characters",
-                                 param="metadata")
-        if not isinstance(item, str) or len(item) > MAX_METADATA_VALUE_LENGTH:
+        if not 1 <= len(key) <= MAX_METADATA_KEY_LENGTH or "\x00" in key:
+            raise InvalidRequest(f"metadata keys must be 1..{MAX_METADATA_KEY_LENGTH} characters"
+                                 " without NUL", param="metadata")
+        if not isinstance(item, str) or len(item) > MAX_METADATA_VALUE_LENGTH or "\x00" in item:
             raise InvalidRequest(f"metadata values must be strings of at most "
-                                 f"{MAX_METADATA_VALUE_LENGTH} characters", param=f"metadata.{key}")
+                                 f"{MAX_METADATA_VALUE_LENGTH} characters without NUL",
+                                 param=f"metadata.{key}")
     return dict(value)
 
 

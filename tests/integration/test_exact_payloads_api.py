@@ -28,6 +28,7 @@ from shared.core.ids import new_id
 from shared.core.timefmt import format_ts, utcnow
 from tests.conftest import ServiceEnvFactory
 from tests.integration.ingest_fixtures import (
+    PUBLIC_URL,
     Ingest,
     assert_error,
     create_endpoint,
@@ -195,3 +196,14 @@ async def test_idempotency_tells_big_integers_apart_and_ignores_spelling(api: In
     changed = _event(account, b'{"n": 123456789012345678901234567891}')
     status, conflict = await _post(api, "/v1/events", changed, key="big-1")
     assert_error(status, orjson.loads(conflict), 409, "idempotency_conflict", "Idempotency-Key")
+
+
+@pytest.mark.parametrize(("metadata", "param"), [
+    ('{"note": "a\\u0000b"}', "metadata.note"), ('{"k\\u0000": "v"}', "metadata")])
+async def test_nul_in_endpoint_metadata_is_400_not_503(api: Ingest, metadata: str,
+                                                        param: str) -> None:
+    """Endpoint metadata is jsonb, which cannot hold NUL: refused, not a database error."""
+    body = (f'{{"account_id": "{new_account()}", "url": "{PUBLIC_URL}",'
+            f' "metadata": {metadata}}}').encode()
+    status, raw = await _post(api, "/v1/endpoints", body)
+    assert_error(status, orjson.loads(raw), 400, "invalid_request", param)

@@ -111,6 +111,8 @@ INVALID_CREATE: list[tuple[dict[str, Any], str]] = [
     ({"account_id": "a", "url": URL, "metadata": {"k": "v" * 513}}, "metadata.k"),
     ({"account_id": "a", "url": URL, "metadata": {"k" * 65: "v"}}, "metadata"),
     ({"account_id": "a", "url": URL, "metadata": {"": "v"}}, "metadata"),
+    ({"account_id": "a", "url": URL, "metadata": {"k": "a\x00b"}}, "metadata.k"),
+    ({"account_id": "a", "url": URL, "metadata": {"a\x00": "v"}}, "metadata"),
     ({"account_id": "a", "url": URL, "metadata": {f"k{i}": "v" for i in range(51)}},
      "metadata"),
     ({"account_id": "a", "url": URL, "colour": "blue"}, "colour"),
