@@ -87,7 +87,8 @@ def id_unix_ms(value: str) -> int | None:
     """The creation time (Unix milliseconds) encoded in an id's ULID; None when ``value`` is
     not ``<prefix>_`` + 26 Crockford base32 characters."""
     _, sep, body = value.partition("_")
-    if sep != "_" or len(body) != _ID_LEN or any(c not in _DECODE for c in body[:10]):
+    if sep != "_" or len(body) != _ID_LEN or any(c not in _DECODE for c in body[:10]) \
+            or _DECODE[body[0]] > 7:  # a ULID's time is 48 bits: the first character is 0..7
         return None
     ms = 0
     for c in body[:10]:

@@ -56,9 +56,10 @@ async def past_retention(conn: Conn, noun: str, object_id: str) -> str | None:
     if ms is None:
         return None
     horizon = await read(conn, "events")
-    created = datetime.fromtimestamp(ms / 1000, UTC)
-    if horizon is None or created >= horizon:
+    # compared in milliseconds: an id may claim a time past year 9999 (no datetime holds it)
+    if horizon is None or ms >= horizon.timestamp() * 1000:
         return None
+    created = datetime.fromtimestamp(ms / 1000, UTC)
     return past_retention_message(noun, object_id, created, horizon)
 
 

@@ -152,3 +152,8 @@ def test_per_account_retention_is_shorter_only() -> None:
     for bad in ("acct_a:30", "acct_a:0", "acct_a", "acct a:3", "acct_a:3,acct_a:4", "x:y"):
         with pytest.raises(ConfigError, match="POSTWIRE_RETENTION_ACCOUNT_DAYS"):
             load_retention_policy({"POSTWIRE_RETENTION_ACCOUNT_DAYS": bad})
+
+
+def test_id_unix_ms_refuses_times_beyond_48_bits() -> None:
+    assert id_unix_ms("evt_8ZZZZZZZZZ0000000000000000") is None
+    assert id_unix_ms("evt_7ZZZZZZZZZ0000000000000000") == 2**48 - 1
