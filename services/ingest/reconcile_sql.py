@@ -14,7 +14,6 @@ delivery of a matched event that has not succeeded).
 
 from __future__ import annotations
 
-import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -148,8 +147,11 @@ async def open_session(dsn: str) -> asyncpg.Connection:
 async def copy_ids(conn: asyncpg.Connection, copy_text: bytes) -> None:
     """Append ids in COPY text format (one escaped id per line) to ``reconcile_upload``, in
     one short transaction."""
-    await conn.copy_to_table("reconcile_upload", source=io.BytesIO(copy_text),
-                             columns=["id"], format="text")
+    # a buffer (memoryview: bytes would be taken for a path), not a file object: for a file
+    # asyncpg defines a reader class per call, a reference cycle that kept every chunk alive
+    # until a full collection, so memory grew with the upload
+    await conn.copy_to_table("reconcile_upload", source=memoryview(copy_text), columns=["id"],
+                             format="text")
 
 
 async def match(conn: asyncpg.Connection, id_type: IdType, account_id: str,
