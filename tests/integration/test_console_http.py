@@ -495,3 +495,22 @@ async def test_an_unexpected_error_is_a_503_page_without_details() -> None:
     assert response.status == 503 and "internal error" in html
     assert "secret internals" not in html and "Traceback" not in html
     assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+
+
+async def test_event_page_replay_can_include_succeeded_deliveries(
+        admin: AdminApp, browser: Browser, pool: asyncpg.Pool) -> None:
+    endpoint = await insert_endpoint(pool, account_id=_account(), url=URL)
+    [done] = await insert_dead_deliveries(pool, endpoint, 1, status="succeeded")
+    await browser.login()
+    path = f"/console/events/{done.event_id}"
+    csrf = await browser.csrf_of(path)
+    status, html, _ = await browser.post(f"{path}/replay", {"csrf_token": csrf, "reason": "r"})
+    assert status == 200 and 'class="outcome">not_dead<' in html
+    status, html, _ = await browser.post(f"{path}/replay", {
+        "csrf_token": csrf, "reason": "merchant lost it", "include_succeeded": "true"})
+    assert status == 200 and 'class="outcome">queued<' in html
+    assert await pool.fetchval("SELECT status FROM deliveries WHERE id = $1",
+                               done.delivery_id) == "pending"
+    status, audit, _ = await admin.call("GET", f"/admin/v1/audit-log?target={done.event_id}")
+    assert [(a["operator"], a["details"]["include_succeeded"]) for a in audit["data"]] == [
+        ("admin", True), ("admin", False)]

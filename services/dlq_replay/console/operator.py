@@ -111,14 +111,16 @@ async def event(request: web.Request) -> web.Response:
 
 
 async def replay_event(request: web.Request) -> web.Response:
-    """``POST /console/events/{id}/replay``: replay its dead deliveries (audited)."""
+    """``POST /console/events/{id}/replay``: replay its dead deliveries, and with
+    ``include_succeeded`` its succeeded ones too (audited)."""
     event_id = request.match_info["event_id"]
     if not is_valid_id(event_id, "evt"):
         raise NotFound(f"no event {event_id}")
     form = await request.post()
+    include_succeeded = form.get("include_succeeded") == "true"
     result = await run_event_replay(
         request.app[CTX], actor=session_of(request).actor, event_id=event_id,
-        request=EventReplayRequest(forms.required(form, "reason"), None, False))
+        request=EventReplayRequest(forms.required(form, "reason"), None, include_succeeded))
     return _page(request, "replay_result.html", results=[(event_id, result.body)])
 
 
