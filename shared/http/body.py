@@ -66,7 +66,29 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(f"request body is not valid JSON: {exc.msg}") from exc
     if not isinstance(value, dict):
         raise InvalidRequest("request body must be a JSON object")
+    if b"\\u0000" in raw:
+        _refuse_nul(value)
     return value
+
+
+def _refuse_nul(body: dict[str, Any]) -> None:
+    """400 naming the first field whose string (or member name) holds NUL: Postgres ``text``
+    and ``jsonb`` cannot store it, so it would fail deep in a transaction (503) otherwise.
+    (Event ``data`` is not read here: it is stored as bytes and keeps its NUL escapes.)"""
+    stack: list[tuple[Any, str]] = [(body, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str) and "\x00" in value:
+            raise InvalidRequest(f"{path} must not contain NUL (\\u0000)", param=path)
+        if isinstance(value, dict):
+            for name, child in value.items():
+                if "\x00" in name:
+                    where = f" in {path}" if path else ""
+                    raise InvalidRequest(f"a member name{where} contains NUL (\\u0000)",
+                                         param=path or None)
+                stack.append((child, f"{path}.{name}" if path else name))
+        elif isinstance(value, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(value))
 
 
 async def read_json_object(request: web.Request, max_bytes: int) -> dict[str, Any]:

@@ -207,3 +207,19 @@ async def test_nul_in_endpoint_metadata_is_400_not_503(api: Ingest, metadata: st
             f' "metadata": {metadata}}}').encode()
     status, raw = await _post(api, "/v1/endpoints", body)
     assert_error(status, orjson.loads(raw), 400, "invalid_request", param)
+
+
+async def test_nul_in_an_admin_reason_or_filter_is_400_not_503(admin: AdminApp,
+                                                               api: Ingest) -> None:
+    """Reasons and filters go to text and jsonb columns (audit log, replay jobs)."""
+    status, raw = await _post(api, "/v1/events", _event(new_account(), b'{"n":1}'))
+    assert status == 202, raw
+    event_id = orjson.loads(raw)["id"]
+    headers = {"Authorization": f"Bearer {admin.token}", "Content-Type": "application/json"}
+    for path, body, param in (
+            (f"/admin/v1/events/{event_id}/replay", b'{"reason": "fix\\u0000"}', "reason"),
+            ("/admin/v1/replays", b'{"reason": "r", "filter": {"type": "a\\u0000"}}',
+             "filter.type")):
+        async with admin.client.post(path, data=body, headers=headers) as response:
+            assert_error(response.status, orjson.loads(await response.read()), 400,
+                         "invalid_request", param)

@@ -29,6 +29,7 @@ from shared.core.event_body import (
     stored_data_text,
 )
 from shared.core.json_text import JsonCursor, JsonSyntaxError, nesting_depth, skip_value
+from shared.http.body import parse_json_object
 from tests.json_documents import Doc, documents, exact, render_compact, render_document
 
 LIMIT = 1 << 20
@@ -327,3 +328,16 @@ def test_any_body_is_an_event_or_a_contract_error_never_a_crash(raw: bytes) -> N
             read()
         except ApiError as exc:
             orjson.dumps(exc.body())  # the error renders
+
+
+@pytest.mark.parametrize(("raw", "param"), [
+    (b'{"reason":"a\\u0000"}', "reason"), (b'{"filter":{"type":"\\u0000"}}', "filter.type"),
+    (b'{"ids":["x","\\u0000"]}', "ids[1]"), (b'{"m":{"k\\u0000":"v"}}', "m"),
+    (b'{"k\\u0000":1}', None)])
+def test_other_api_bodies_refuse_nul_naming_the_field(raw: bytes, param: str | None) -> None:
+    """Endpoint and admin bodies are stored in text and jsonb columns, which cannot hold NUL;
+    only event data (stored as bytes) keeps it."""
+    with pytest.raises(InvalidRequest) as info:
+        parse_json_object(raw)
+    assert info.value.param == param and "NUL" in info.value.message
+    assert parse_json_object(b'{"ok":"\\\\u0000"}') == {"ok": "\\u0000"}  # an escaped backslash
