@@ -20,17 +20,23 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Release hook of the pool: leaves the session as it is.
+    """Release hook of the pool: leaves the session as it is, but proves the connection idle.
 
-    asyncpg's default resets every released connection with one more round trip
-    (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``; 3,234 of them in a 30 s
-    bench run, one per transaction). Pooled connections never take advisory locks, LISTEN,
-    hold cursors or SET anything after ``_init_connection`` (the migration runner and the
-    endpoint-cache listener use connections of their own), so there is nothing to reset; and
-    ``RESET ALL`` used to undo the UTC time zone set at connect. asyncpg still rolls back a
-    transaction left open before this hook runs.
+    asyncpg's default resets every released connection with
+    ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``. Pooled connections never
+    take advisory locks, LISTEN, hold cursors or SET anything after ``_init_connection`` (the
+    migration runner and the endpoint-cache listener use connections of their own), so there
+    is nothing to reset; and ``RESET ALL`` used to undo the UTC time zone set at connect.
+    asyncpg still rolls back a transaction left open before this hook runs.
+
+    The hook still sends one trivial query. A connection released while an operation was still
+    in progress on it (seen after Postgres was killed under load: a query interrupted
+    mid-flight) fails it with "another operation is in progress", and asyncpg then terminates
+    the connection instead of pooling it. A no-op hook pooled such connections: every later
+    transaction on them failed the same way, and a dispatcher's claims and outcomes stalled for
+    good (the chaos soak, ``bench/chaos.py``).
     """
-    del conn
+    await conn.execute("SELECT 1")
 
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
