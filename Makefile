@@ -3,7 +3,8 @@
 #   make run      install, then run the local stack in the foreground (`postwire dev up`)
 #   make lint     ruff check + mypy (strict)
 #   make test     install, lint, then every test layer; prints a one-line verdict
-#   make bench    run every bench/*.py script (each prints its own table)
+#   make bench    run every bench/*.py script (each prints its own table), except the soak
+#   make chaos    the 10-minute chaos soak (bench/chaos.py): kill -9 under load, then a ledger
 #   make openapi  regenerate docs/openapi/{ingest,admin}.json from the request/response models
 #   make browser  install Debian's chromium for the console's browser tests (skipped when present)
 
@@ -13,7 +14,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_DIRS := tests/unit tests/integration tests/e2e tests/faults
 
-.PHONY: install run lint test bench clean browser openapi
+.PHONY: install run lint test bench chaos clean browser openapi
 
 install: $(STAMP)
 
@@ -52,7 +53,7 @@ bench: install
 	@for f in bench/*.py; do \
 		[ -e "$$f" ] || continue; \
 		name=$$(basename "$$f" .py); \
-		case "$$name" in _*) continue;; esac; \
+		case "$$name" in _*|chaos) continue;; esac; \
 		echo "== bench/$$name.py"; \
 		$(BIN)/python -m "bench.$$name" || exit 1; \
 	done
@@ -62,6 +63,11 @@ bench: install
 openapi: install
 	$(BIN)/python -m services.ingest.openapi > docs/openapi/ingest.json
 	$(BIN)/python -m services.dlq_replay.openapi > docs/openapi/admin.json
+
+# Not part of `make test` (a 2-minute version runs among the fault tests). Exits non-zero when
+# the ledger does not hold.
+chaos: install
+	$(BIN)/python -m bench.chaos --duration 600
 
 clean:
 	rm -rf .mypy_cache .ruff_cache .pytest_cache

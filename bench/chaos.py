@@ -23,7 +23,9 @@ process, a webhook receiver and the load generator.
   one reached its endpoint; every request carried a known ``webhook-id`` and the same bytes
   on a repeat; a repeated 2xx only within ``DUPLICATE_WINDOW_S`` after a crash of a dispatcher
   or Postgres; and, per fault, the time to full recovery: from the process being back until
-  every delivery of the events accepted before the fault is final.
+  every delivery to ``/ok`` and ``/flaky`` of the events accepted before the fault is final
+  (``/bad`` waits for the next bulk replay and ``/doomed`` for its circuit's growing cool-off,
+  up to 300 s, whatever the fault).
 
 Exit status 0 when the ledger holds, 1 otherwise. Every process it started is stopped by PID.
 """
@@ -205,6 +207,7 @@ class Options:
     seed: int | None = None
     targets: tuple[str, ...] = ("ingest-0", "ingest-1", "dispatcher-0", "dispatcher-1",
                                 "dispatcher-2", "admin", "broker", "postgres")
+    order: tuple[str, ...] = ()   # kill these in turn (cycling) instead of at random
 
 
 @dataclass
@@ -263,6 +266,7 @@ class Soak:
         self.faults: list[Fault] = []
         self.replays = 0
         self.doomed_id = ""
+        self.healthy: list[str] = []   # endpoints that end up answering 2xx (/ok, /flaky)
         self.refusals: Counter[str] = Counter()   # non-202 answers to event posts, retried
         self.watch_errors: Counter[str] = Counter()  # failed recovery polls (Postgres down)
         self._stop = asyncio.Event()
@@ -352,17 +356,23 @@ class Soak:
                 await asyncio.wait_for(self._stop.wait(), wait)
             if self._stop.is_set():
                 return
-            target = self.rng.choice(self.opts.targets)
+            if self.opts.order:
+                target = self.opts.order[len(self.faults) % len(self.opts.order)]
+            else:
+                target = self.rng.choice(self.opts.targets)
             fault = Fault(target, time.monotonic(), accepted_before=len(self.accepted))
             self.faults.append(fault)
             print(f"  fault: kill -9 {target}", flush=True)
             await asyncio.to_thread(self.fleet.kill_and_restart, target)
             fault.back_at = time.monotonic()
 
-    async def _open_before(self, conn: asyncpg.Connection, ids: list[str]) -> int:
+    async def _open_before(self, conn: asyncpg.Connection, ids: list[str],
+                           endpoint_ids: list[str] | None = None) -> int:
+        """Open deliveries of the events ``ids`` (to ``endpoint_ids`` only, when given)."""
         return int(await conn.fetchval(
             "SELECT count(*) FROM deliveries WHERE event_id = ANY($1)"
-            " AND status IN ('pending', 'retrying')", ids))
+            " AND status IN ('pending', 'retrying')"
+            " AND ($2::text[] IS NULL OR endpoint_id = ANY($2))", ids, endpoint_ids))
 
     async def _watch_recovery(self) -> None:
         """Mark each fault recovered once every delivery of the events accepted before it is
@@ -377,7 +387,7 @@ class Soak:
                             for fault in pending:
                                 ids = [e for e, at in self.accepted.items()
                                        if at <= fault.killed_at]
-                                if await self._open_before(conn, ids) == 0:
+                                if await self._open_before(conn, ids, self.healthy) == 0:
                                     fault.recovered_at = time.monotonic()
                         finally:
                             await conn.close()
@@ -405,6 +415,7 @@ class Soak:
         async with aiohttp.ClientSession() as http:
             endpoints = await self._create_endpoints(http)
             self.doomed_id = endpoints["/doomed"]
+            self.healthy = [endpoints["/ok"], endpoints["/flaky"]]
             watcher = asyncio.create_task(self._watch_recovery())
             side = [asyncio.create_task(self._faults()),
                     asyncio.create_task(self._replays(http, endpoints["/bad"])),
