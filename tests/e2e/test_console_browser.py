@@ -143,7 +143,13 @@ async def test_log_in_find_a_dead_letter_by_event_id_and_replay_it(
     await page.screenshot(path=str(SCREENSHOTS / "console-audit.png"), full_page=True)
     await page.goto(f"{live.base}/console")
     await expect(page.locator("figure.chart")).to_have_count(5)
-    assert await page.locator("polyline.s-rate").count() >= 1  # the delivery is on the chart
+    delivered = page.locator("dl.headline div", has_text="delivered, last hour").locator("dd")
+    async with asyncio.timeout(20):  # the overview is cached for 5 s: reload until it counts
+        while int((await delivered.inner_text()).replace(",", "")) < 1:
+            await asyncio.sleep(1.0)
+            await page.reload()
+    success = page.locator("figure.chart", has_text="Success ratio")
+    assert await success.locator("polyline, circle").count() >= 1  # drawn only where data is
     await page.screenshot(path=str(SCREENSHOTS / "console-overview.png"), full_page=True)
     await page.goto(f"{live.base}/console/endpoints?account_id={endpoint.account_id}")
     await page.screenshot(path=str(SCREENSHOTS / "console-endpoints.png"), full_page=True)
