@@ -58,7 +58,13 @@ async def get_ledger(request: web.Request) -> web.Response:
     """``GET /admin/v1/ledger``."""
     check_query(request, ("from", "to"))
     until = query_ts(request, "to") or utcnow()
-    since = query_ts(request, "from") or until - DEFAULT_SPAN
+    since = query_ts(request, "from")
+    if since is None:
+        try:
+            since = until - DEFAULT_SPAN
+        except OverflowError as exc:  # to within a day of year 1
+            raise InvalidRequest("to is too early to default from (give from)",
+                                 param="to") from exc
     if since >= until:
         raise InvalidRequest("from must be earlier than to", param="from")
     ledger = await read_ledger(request.app[CTX].pool, since, until)

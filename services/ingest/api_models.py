@@ -68,12 +68,21 @@ class BatchItem(EventCreate, kw_only=True):
     idempotency_key: IdempotencyKey | None = None
 
 
+BatchEntry = Annotated[Any, msgspec.Meta(
+    description="An event in the form of BatchItem. Each item is checked on its own: one that "
+                "is not a valid BatchItem gets its error in its place in the answer (param "
+                "events[i].field) and does not stop the others, so the request itself accepts "
+                "any value here.",
+    extra_json_schema={"anyOf": [{"$ref": "#/components/schemas/BatchItem"}, {}]})]
+
+
 class EventBatch(RequestModel, kw_only=True):
-    """Body of ``POST /v1/events/batch``: 1..500 events, accepted or refused one by one."""
+    """Body of ``POST /v1/events/batch``: 1..500 events, accepted or refused one by one
+    (each item is checked with :class:`BatchItem`)."""
 
     RULES: ClassVar[dict[str, str]] = {
         "events": f"events must be a list of 1..{MAX_BATCH_EVENTS} event objects"}
-    events: Annotated[list[BatchItem], msgspec.Meta(min_length=1, max_length=MAX_BATCH_EVENTS)]
+    events: Annotated[list[BatchEntry], msgspec.Meta(min_length=1, max_length=MAX_BATCH_EVENTS)]
 
 
 class EventAccepted(msgspec.Struct, kw_only=True):
@@ -197,8 +206,9 @@ ReconcileLine = Annotated[str, msgspec.Meta(description=(
     "One JSON object per line: {\"kind\": \"missing\", \"id\"}, {\"kind\": \"open\", ...}, "
     "{\"kind\": \"failed\", ...}, and last {\"kind\": \"summary\", ...} (a stream without "
     "its summary line is incomplete; {\"kind\": \"error\", \"error\"} says why)."))]
-ReconcileUpload = Annotated[str, msgspec.Meta(description=(
-    "The ids you sent: NDJSON lines ({\"id\": ...} or a JSON string) or CSV (one id per line, "
-    "an optional header naming id, idempotency_key or event_id)."))]
+ReconcileUpload = Annotated[Any, msgspec.Meta(description=(
+    "Text, not JSON: the ids you sent, one per line, as NDJSON ({\"id\": ...} or a JSON "
+    "string per line) or CSV (an optional header naming id, idempotency_key or event_id). A "
+    "malformed line is a 400 naming it."))]
 IdType = Literal["idempotency_key", "event_id"]
 

@@ -13,6 +13,7 @@ from services.ingest.api_models import (
     MAX_BATCH_EVENTS,
     AttemptList,
     BatchAccepted,
+    BatchItem,
     EventAccepted,
     EventBatch,
     EventCreate,
@@ -141,7 +142,7 @@ OPERATIONS: tuple[Operation, ...] = (
 
 def document() -> dict[str, Any]:
     """The ingest API's OpenAPI 3.1 document."""
-    return build_document(INFO, OPERATIONS)
+    return build_document(INFO, OPERATIONS, extra_models=(BatchItem,))
 
 
 if __name__ == "__main__":

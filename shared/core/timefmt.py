@@ -14,8 +14,10 @@ def format_ts(value: datetime | None) -> str | None:
     """Render an aware datetime as RFC 3339 UTC with millisecond precision; None stays None."""
     if value is None:
         return None
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    v = value.astimezone(UTC)
+    # four-digit years always (strftime's %Y writes year 322 as "322", not RFC 3339)
+    return (f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:"
+            f"{v.second:02d}.{v.microsecond // 1000:03d}Z")
 
 
 def parse_ts(text: str) -> datetime:
@@ -30,4 +32,7 @@ def parse_ts(text: str) -> datetime:
     if parsed.tzinfo is None or "T" not in candidate.upper():
         raise ValueError(
             "timestamp needs a date, a time and a UTC offset (e.g. 2026-11-22T10:00:00Z)")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+05:00 is before year 1 in UTC
+        raise ValueError("timestamp is out of range once in UTC") from exc

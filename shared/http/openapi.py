@@ -135,11 +135,16 @@ def _error_response(status: int) -> dict[str, Any]:
     return response
 
 
-def build_document(info: ApiInfo, operations: Iterable[Operation]) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of ``operations`` (paths in the order given)."""
+def build_document(info: ApiInfo, operations: Iterable[Operation],
+                   extra_models: Iterable[Any] = ()) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``operations`` (paths in the order given).
+
+    ``extra_models`` become components too: models that schemas refer to by name only."""
     ops = list(operations)
     schemas = _Schemas()
     schemas.add(ErrorBody)  # the component every error answer refers to
+    for model in extra_models:
+        schemas.add(model)
     pending: list[tuple[Operation, dict[str, Any], list[tuple[dict[str, Any], int]]]] = []
     for op in ops:
         spec: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary,
