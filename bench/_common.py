@@ -297,6 +297,27 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def context_switches(pids: list[int]) -> int:
+    """Voluntary + involuntary context switches so far of every thread of ``pids`` (0 for
+    those gone): each wake-up of a sleeping thread (a timer, a poll, a socket read) counts
+    one, so on an idle process this is its wake-ups, and it does not depend on how busy the
+    rest of the machine is."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                for line in (task / "status").read_text().splitlines():
+                    if "ctxt_switches:" in line:
+                        total += int(line.split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return total
+
+
 def process_tree(pid: int) -> list[int]:
     """``pid`` and its direct children (Postgres backends are children of the postmaster)."""
     found = [pid]
