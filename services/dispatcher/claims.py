@@ -32,6 +32,7 @@ from services.dispatcher.claim_plan import (
 )
 from services.dispatcher.deadletters import kill_deliveries
 from services.dispatcher.model import Claimed, Pending
+from services.dispatcher.outcome_sql import release_next_in_keys
 from shared.adapters.kafka.publisher import Message
 from shared.adapters.pg.outbox import insert_outbox
 from shared.core.backoff import CircuitState, EndpointHealth, circuit_state
@@ -102,6 +103,12 @@ FROM leased l
 CROSS JOIN LATERAL (SELECT type, body, created_at FROM events WHERE id = l.event_id) e
 CROSS JOIN LATERAL (SELECT url, secret, previous_secret, previous_secret_expires_at
                     FROM endpoints WHERE id = l.endpoint_id) ep
+"""
+
+# Keys of deliveries just dead-lettered at claim, whose successors are due their turn.
+_KILLED_KEYS_SQL = """
+SELECT DISTINCT endpoint_id, ordering_key FROM deliveries
+WHERE id = ANY($1::text[]) AND ordering_key IS NOT NULL AND status = 'dead'
 """
 
 _PARK_SQL = """
@@ -250,6 +257,7 @@ class ClaimStore:
         if sorted_actions.cancels:
             await conn.execute(_CANCEL_SQL, sorted(sorted_actions.cancels))
         result.messages = await kill_deliveries(conn, sorted_actions.kills, "endpoint_disabled")
+        result.messages += await self._release_successors(conn, sorted_actions.kills)
         changed = sorted(e for e, s in slots.items() if s.changed)
         if changed:
             await conn.execute(_SAVE_SLOTS_SQL, changed, [slots[e].probe_until for e in changed],
@@ -258,6 +266,18 @@ class ClaimStore:
             await self._lease(conn, sorted_actions.claims, now, local_now, result)
         result.outbox_ids = await insert_outbox(conn, result.messages)
         return result
+
+    @staticmethod
+    async def _release_successors(conn: asyncpg.Connection,
+                                  killed: Sequence[str]) -> list[Message]:
+        """A keyed head dead-lettered here (endpoint disabled) ends its turn like one that
+        died after an attempt: the next open delivery of its key is announced now, not when
+        the sweeper's stale window finds it."""
+        if not killed:
+            return []
+        rows = await conn.fetch(_KILLED_KEYS_SQL, sorted(set(killed)))
+        return await release_next_in_keys(conn, {(r["endpoint_id"], r["ordering_key"])
+                                                 for r in rows})
 
     async def _lease(self, conn: asyncpg.Connection, claims: dict[str, tuple[Pending, Claim]],
                      now: datetime, local_now: float, result: ClaimResult) -> None:
