@@ -176,6 +176,8 @@ class _DevSession:
             self.running.append(start_service(name, env, self.stack.log_dir / f"{name}.log"))
         for service in self.running:
             service.wait_healthy(timeout_s=60.0)
+        for service in self.running:  # ready: Postgres, Kafka, and the dispatcher consuming
+            service.wait_healthy(url=f"{service.base_url}/readyz", timeout_s=60.0)
         write_urls(self.base, {service.name: service.base_url for service in self.running})
         _print_up_banner(self.stack, self.running, self.base)
 
