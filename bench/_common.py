@@ -447,13 +447,16 @@ SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables
 """
 
 _DB_SQL = """
-SELECT xact_commit, deadlocks, pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') AS wal
+SELECT xact_commit, deadlocks, pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') AS wal,
+       (SELECT wal_sync FROM pg_stat_wal) AS wal_sync
 FROM pg_stat_database WHERE datname = current_database()
 """
 
 
 async def pg_counters(dsn: str) -> dict[str, float]:
-    """Cumulative counters: ``commits``, ``deadlocks``, ``wal_bytes`` and, per table,
+    """Cumulative counters: ``commits`` (every transaction, read-only ones included),
+    ``wal_syncs`` (WAL flushes to disk: the fsyncs commits wait for, whole cluster),
+    ``deadlocks``, ``wal_bytes`` and, per table,
     ``<table>.ins|upd|del`` (Postgres publishes them within about a second)."""
     import asyncpg
 
@@ -462,7 +465,7 @@ async def pg_counters(dsn: str) -> dict[str, float]:
         await conn.execute("SELECT pg_stat_clear_snapshot()")
         db = await conn.fetchrow(_DB_SQL)
         out = {"commits": float(db["xact_commit"]), "deadlocks": float(db["deadlocks"]),
-               "wal_bytes": float(db["wal"])}
+               "wal_bytes": float(db["wal"]), "wal_syncs": float(db["wal_sync"] or 0)}
         for r in await conn.fetch(_TABLES_SQL):
             for col, short in (("n_tup_ins", "ins"), ("n_tup_upd", "upd"), ("n_tup_del", "del")):
                 out[f"{r['relname']}.{short}"] = float(r[col])

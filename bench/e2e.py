@@ -604,6 +604,8 @@ class Idle:
     wakeups: dict[str, float]           # context switches per second, by component
     commits_per_s: float
     wal_bytes_per_s: float
+    wal_syncs_per_s: float
+    trace: dict[str, TxnStats] = field(default_factory=dict)
 
 
 def run_idle(cluster: Cluster) -> Idle:
@@ -613,6 +615,8 @@ def run_idle(cluster: Cluster) -> Idle:
     opts = cluster.opts
     settle(cluster, "the idle phase")
     time.sleep(opts.idle_quiet)
+    trace = PgTrace(cluster)
+    trace.start()
     t0 = time.perf_counter()
     pg_before = asyncio.run(pg_counters(cluster.dsn))
     meter = cluster.cpu_meter()
@@ -623,11 +627,13 @@ def run_idle(cluster: Cluster) -> Idle:
     wakes_after = cluster.wakeups()
     pg_after = asyncio.run(pg_counters(cluster.dsn))
     span = time.perf_counter() - t0
+    traced = trace.stop()
     wakeups = {k: (wakes_after[k] - wakes_before.get(k, 0)) / meter.elapsed
                for k in wakes_after}
     return Idle(meter.elapsed, cores, wakeups,
                 (pg_after["commits"] - pg_before["commits"]) / span,
-                (pg_after["wal_bytes"] - pg_before["wal_bytes"]) / span)
+                (pg_after["wal_bytes"] - pg_before["wal_bytes"]) / span,
+                (pg_after["wal_syncs"] - pg_before["wal_syncs"]) / span, traced)
 
 
 def print_idle(idle: Idle) -> None:
@@ -640,8 +646,9 @@ def print_idle(idle: Idle) -> None:
     print(f"{'wake-ups/s':<12}" + "".join(f"{_f(idle.wakeups.get(n, 0.0), 0):>11}"
                                           for n in names)
           + f"{_f(sum(idle.wakeups.get(n, 0.0) for n in STACK), 0):>9}")
-    print(f"  Postgres: {idle.commits_per_s:.2f} commits/s, {idle.wal_bytes_per_s:,.0f} B of "
-          "WAL/s (includes the 3 commits of each counter reading)")
+    print(f"  Postgres: {idle.commits_per_s:.2f} commits/s (includes the 3 of each counter "
+          f"reading), {idle.wal_syncs_per_s:.2f} WAL fsyncs/s, {idle.wal_bytes_per_s:,.0f} B of "
+          "WAL/s")
 
 
 # ----------------------------------------------------------------- printing
@@ -738,7 +745,8 @@ def print_pg(rows: list[tuple[str, PgView, int]]) -> None:
     for label, view, deliveries in rows:
         c, n = view.counters, max(deliveries, 1)
         writes = {k: v / n for k, v in sorted(c.items()) if "." in k and v / n >= 0.05}
-        print(f"{label}: {deliveries:,} deliveries; commits {c.get('commits', 0) / n:.2f}, "
+        print(f"{label}: {deliveries:,} deliveries; commits {c.get('commits', 0) / n:.2f} "
+              f"(WAL fsyncs {c.get('wal_syncs', 0) / n:.2f}), "
               f"WAL {c.get('wal_bytes', 0) / n / 1024:.1f} KiB, deadlocks "
               f"{c.get('deadlocks', 0):.0f}; rows " + ", ".join(f"{k} {v:.2f}"
                                                               for k, v in writes.items()))
@@ -909,6 +917,8 @@ def report(cluster: Cluster, results: dict[str, float],
                    "started)", backlog.legs)
     if idle is not None:
         print_idle(idle)
+        print_trace(f"idle ('/deliv' = per second of the {idle.seconds:.0f} s)", idle.trace,
+                    round(idle.seconds))
     print_cpu(cpu_rows)
     pg_rows = [(p.name, p.pg, len(p.receipts)) for p in phases]
     if backlog is not None:
