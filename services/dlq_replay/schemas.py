@@ -26,6 +26,7 @@ from services.dlq_replay.api_models import (
 from shared.core.errors import InvalidRequest
 from shared.core.timefmt import format_ts, parse_ts
 from shared.http.models import convert_body
+from shared.models.common import ACCOUNT_ID_RE, EVENT_TYPE_RE
 
 _IDEMPOTENCY_KEY_RE = re.compile(r"^[\x20-\x7e]{1,255}$")
 
@@ -103,6 +104,11 @@ def parse_filter(raw: Any) -> ReplayFilter:
         if not isinstance(raw, dict):
             raise InvalidRequest("filter must be an object", param="filter")
         raw = convert_body(raw, ReplayFilterBody, prefix="filter")
+    for name, value, pattern in (("account_id", raw.account_id, ACCOUNT_ID_RE),
+                                 ("type", raw.type, EVENT_TYPE_RE)):
+        if value is not None and not pattern.fullmatch(value):  # the model's `$` allows "\n"
+            raise InvalidRequest(f"filter.{name} must be {pattern.pattern}",
+                                 param=f"filter.{name}")
     result = ReplayFilter(endpoint_id=raw.endpoint_id, account_id=raw.account_id,
                           type=raw.type, since=_optional_ts(raw.since, "since"),
                           until=_optional_ts(raw.until, "until"))

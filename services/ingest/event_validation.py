@@ -31,6 +31,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from services.ingest.api_models import MAX_BATCH_EVENTS as MAX_BATCH_EVENTS
+from services.ingest.api_models import MAX_ORDERING_KEY, BatchItem, EventCreate
 from services.ingest.event_reading import (
     EventRead,
     Fields,
@@ -43,16 +45,18 @@ from shared.core.errors import ApiError, InvalidRequest, PayloadTooLarge
 from shared.core.event_body import render_body
 from shared.core.idempotency import check_idempotency_key, request_hash
 from shared.core.json_text import TOO_DEEP, nesting_depth
+from shared.models.common import ACCOUNT_ID_RE as ACCOUNT_ID_RE
+from shared.models.common import EVENT_TYPE_RE
 
-ACCOUNT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-TYPE_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
-MAX_ORDERING_KEY = 256
-MAX_BATCH_EVENTS = 500
+# limits, patterns and field names come from the models the OpenAPI document is built from
+# (services/ingest/api_models.py); tests/unit/test_event_model_agreement.py checks that these
+# inline checks and the models accept and refuse the same envelopes
+TYPE_RE = EVENT_TYPE_RE
 MAX_DATA_DEPTH = 32  # body depth 33: within the default limits of common receivers' parsers
 BATCH_ITEM_ENVELOPE_BYTES = 1024  # an item's fields besides data: account_id, type, keys
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-EVENT_FIELDS = frozenset({"account_id", "type", "data", "ordering_key"})
-BATCH_ITEM_FIELDS = EVENT_FIELDS | {"idempotency_key"}
+EVENT_FIELDS = frozenset(EventCreate.__struct_fields__)
+BATCH_ITEM_FIELDS = frozenset(BatchItem.__struct_fields__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,9 +24,9 @@ from shared.core.errors import InvalidRequest
 
 ModelT = TypeVar("ModelT", bound=msgspec.Struct)
 
-_AT_RE = re.compile(r"^(?P<what>.*) - at (?:`key` in )?`\$(?P<path>.*)`$")
-_MISSING_RE = re.compile(r"^Object missing required field `(?P<name>[^`]*)`$")
-_UNKNOWN_RE = re.compile(r"^Object contains unknown field `(?P<name>[^`]*)`$")
+_AT_RE = re.compile(r"^(?P<what>.*) - at (?:`key` in )?`\$(?P<path>.*)`$", re.DOTALL)
+_MISSING_RE = re.compile(r"^Object missing required field `(?P<name>.*)`$", re.DOTALL)
+_UNKNOWN_RE = re.compile(r"^Object contains unknown field `(?P<name>.*)`$", re.DOTALL)
 _PART_RE = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
 
 

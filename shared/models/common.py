@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import msgspec
 
-ACCOUNT_ID_PATTERN = "^[A-Za-z0-9_-]{1,64}$"
-EVENT_TYPE_PATTERN = "^[A-Za-z0-9_.-]{1,128}$"
+ACCOUNT_ID_CHARS = r"[A-Za-z0-9_-]{1,64}"
+EVENT_TYPE_CHARS = r"[A-Za-z0-9_.-]{1,128}"
+ACCOUNT_ID_PATTERN = f"^{ACCOUNT_ID_CHARS}$"
+EVENT_TYPE_PATTERN = f"^{EVENT_TYPE_CHARS}$"
+ACCOUNT_ID_RE = re.compile(ACCOUNT_ID_CHARS)  # use with fullmatch (a final newline is refused)
+EVENT_TYPE_RE = re.compile(EVENT_TYPE_CHARS)
 ID_BODY = "[0-7][0-9A-HJKMNP-TV-Z]{25}"
 
 AccountId = Annotated[str, msgspec.Meta(

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from services.dlq_replay.api_models import BulkReplay, EventReplay, PortalSessionCreate
-from services.ingest.api_models import EventBatch, EventCreate
+from services.ingest.api_models import BatchItem, EventBatch, EventCreate
 from shared.core.errors import InvalidRequest
 from shared.http.models import convert_body
 from shared.models.endpoints import EndpointCreate, EndpointPatch
@@ -21,8 +21,9 @@ EVENT = {"account_id": "a", "type": "t", "data": {}}
     (EventCreate, {**EVENT, "data": []}, "data"),
     (EventCreate, {**EVENT, "ordering_key": "a\x01"}, "ordering_key"),
     (EventBatch, {"events": []}, "events"),
-    (EventBatch, {"events": [EVENT, {**EVENT, "type": ""}]}, "events[1].type"),
-    (EventBatch, {"events": [{**EVENT, "nope": 1}]}, "events[0].nope"),
+    (EventBatch, {"events": [EVENT], "x": 1}, "x"),
+    (EventBatch, {"events": [EVENT] * 501}, "events"),
+    (BatchItem, {**EVENT, "idempotency_key": "\u00e9"}, "idempotency_key"),
     (EndpointCreate, {"account_id": "a", "url": "https://x.test", "metadata": {"k": 5}},
      "metadata.k"),
     (EndpointCreate, {"account_id": "a", "url": "https://x.test", "event_types": ["a", 1]},
