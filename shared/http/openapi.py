@@ -12,6 +12,7 @@ every error answer refers to the one error body ``{"error": {"type", "message", 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -198,7 +199,7 @@ def build_document(info: ApiInfo, operations: Iterable[Operation],
         "security": [{"bearer": []}],
         "paths": paths,
         "components": {
-            "schemas": dict(sorted(components.items())),
+            "schemas": _plain_descriptions(dict(sorted(components.items()))),
             "responses": {name: _error_response(status)
                           for status, (name, _) in sorted(ERRORS.items())},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
@@ -221,6 +222,28 @@ def service_operations(tag: str) -> tuple[Operation, ...]:
         Operation("get", OPENAPI_PATH, f"{tag}_openapi", "This document", tag,
                   (Answer(200, "The OpenAPI 3.1 document", dict[str, Any]),), auth=False),
     )
+
+
+_ROLE_RE = re.compile(r":[a-z]+:`~?([^`]+)`")
+
+
+def _plain(text: str) -> str:
+    """A docstring as a description: reST roles and double backticks become Markdown code,
+    lines rejoined into paragraphs."""
+    text = _ROLE_RE.sub(lambda m: f"`{m.group(1).rsplit('.', 1)[-1]}`", text)
+    text = text.replace("``", "`")
+    return "\n\n".join(" ".join(line.strip() for line in paragraph.splitlines())
+                         for paragraph in text.split("\n\n"))
+
+
+def _plain_descriptions(node: Any) -> Any:
+    """``node`` with every ``description`` string made plain (see :func:`_plain`)."""
+    if isinstance(node, dict):
+        return {key: _plain(value) if key == "description" and isinstance(value, str)
+                else _plain_descriptions(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_plain_descriptions(item) for item in node]
+    return node
 
 
 def encode_document(document: dict[str, Any]) -> bytes:
