@@ -154,8 +154,7 @@ def main() -> None:
               f"(upload file {upload.stat().st_size / 2**20:.0f} MiB)")
         env = {"POSTWIRE_DATABASE_URL": dsn, "POSTWIRE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
                "POSTWIRE_TOPIC_PREFIX": "bench.", "POSTWIRE_API_KEYS": API_KEY,
-               "POSTWIRE_INGEST_PORT": str(free_port()),
-               "POSTWIRE_HTTP_BODY_TIMEOUT_S": "3600"}
+               "POSTWIRE_INGEST_PORT": str(free_port())}
         asyncio.run(apply_migrations(dsn))  # again: a checkout may have gained one meanwhile
         ingest: ServiceProcess = start_service("ingest", env, Path(tmp) / "ingest.log")
         try:
@@ -168,6 +167,8 @@ def main() -> None:
             server_after = memory_kib(ingest.pid, "VmHWM")
         finally:
             ingest.stop()
+        phases = [line for line in (Path(tmp) / "ingest.log").read_text().splitlines()
+                  if "reconciliation answered" in line]
         exact, counts = check_answer(answer, *planted(opts.ids, every_missing, every_dead))
     print()
     print(f"{'ids':>10} {'missing':>8} {'dead':>7} {'delivered':>10} {'wall s':>7} "
@@ -179,6 +180,11 @@ def main() -> None:
           f"{client_cpu:>7.1f} {busy:>8.1f}")
     print(f"(server peak RSS before the reconciliation: {server_before / 1024:.0f} MiB; "
           f"CLI exit status {status}: 6 = discrepancies found, as planted)")
+    for line in phases:
+        item = orjson.loads(line[line.index("{"):]) if "{" in line else {}
+        print("server phases (s): " + ", ".join(
+            f"{k.removesuffix('_s')} {item[k]}" for k in ("upload_s", "match_s", "answer_s")
+            if k in item))
     print()
     print("targets")
     print(f"  reconcile {opts.ids:,} ids in under {TARGET_S:.0f} s: {wall:.1f} s "

@@ -6,10 +6,10 @@ transaction (the upload in chunks of COPY), because a transaction that writes ho
 merchant feed's horizon (``pg_snapshot_xmin``) for as long as it lasts; the answer is then
 read in one read-only REPEATABLE READ transaction, which takes no transaction id.
 
-Tables: ``reconcile_upload(id)`` (every normalised id as uploaded, duplicates included),
-``reconcile_matched(id, event_id, delivery_count)`` (one row per distinct id and event it
-matches, ``event_id`` NULL for an id never accepted), ``reconcile_issues`` (one row per
-delivery of a matched event that has not succeeded).
+Tables: ``reconcile_upload(id)`` (every normalised id as uploaded, duplicates included) and
+``reconcile_found``: one row per distinct id never accepted (``event_id`` NULL) and one per
+delivery of a matched event that has not succeeded (open, dead or cancelled); the ids whose
+every delivery succeeded are only counted.
 """
 
 from __future__ import annotations
@@ -23,84 +23,91 @@ import asyncpg
 from shared.core.reconcile import IdType
 
 _SETUP = """
-SET work_mem = '64MB';
+SET work_mem = '128MB';
 SET temp_buffers = '64MB';
 CREATE TEMP TABLE reconcile_upload (id text NOT NULL);
-CREATE TEMP TABLE reconcile_matched (id text NOT NULL, event_id text, delivery_count integer);
-CREATE TEMP TABLE reconcile_issues (
-    id text NOT NULL, event_id text NOT NULL, delivery_id text NOT NULL,
-    endpoint_id text NOT NULL, status text NOT NULL, attempt_count integer NOT NULL,
-    last_attempt_at timestamptz, next_attempt_at timestamptz, last_status_code integer,
-    last_error text, reason text, dead_at timestamptz);
+CREATE TEMP TABLE reconcile_found (
+    id text NOT NULL, event_id text, delivery_count integer, delivery_id text,
+    endpoint_id text, status text, attempt_count integer, last_attempt_at timestamptz,
+    next_attempt_at timestamptz, last_status_code integer, last_error text, reason text,
+    dead_at timestamptz);
 """
 
 _WINDOW = ("($2::timestamptz IS NULL OR e.created_at >= $2)"
            " AND ($3::timestamptz IS NULL OR e.created_at < $3)")
-
-_MATCH = {
-    "idempotency_key": f"""
-INSERT INTO reconcile_matched (id, event_id, delivery_count)
-SELECT u.id, e.id, e.delivery_count
-  FROM (SELECT DISTINCT id FROM reconcile_upload) u
-  LEFT JOIN events e ON e.account_id = $1 AND e.idempotency_key = u.id AND {_WINDOW}
-""",
-    "event_id": f"""
-INSERT INTO reconcile_matched (id, event_id, delivery_count)
-SELECT u.id, e.id, e.delivery_count
-  FROM (SELECT DISTINCT id FROM reconcile_upload) u
-  LEFT JOIN events e ON e.id = u.id AND e.account_id = $1 AND {_WINDOW}
-""",
+_EVENT_JOIN: dict[IdType, str] = {
+    "idempotency_key": f"e.account_id = $1 AND e.idempotency_key = u.id AND {_WINDOW}",
+    "event_id": f"e.id = u.id AND e.account_id = $1 AND {_WINDOW}",
 }
 
-_ISSUES = """
-INSERT INTO reconcile_issues
-SELECT m.id, d.event_id, d.id, d.endpoint_id, d.status, d.attempt_count, d.last_attempt_at,
-       d.next_attempt_at, d.last_status_code, d.last_error,
-       CASE d.status WHEN 'dead' THEN coalesce(dl.reason, 'unknown')
-                     WHEN 'cancelled' THEN 'endpoint_deleted' END,
-       dl.dead_at
-  FROM reconcile_matched m
-  JOIN deliveries d ON d.event_id = m.event_id
-  LEFT JOIN dead_letters dl ON dl.delivery_id = d.id AND d.status = 'dead'
- WHERE m.event_id IS NOT NULL AND d.status <> 'succeeded'
+# One pass over the distinct uploaded ids: each joined to its events and to those events'
+# deliveries that have not succeeded (a small set, hashed). What needs answering (ids never
+# accepted, deliveries open, dead or cancelled) goes to reconcile_found; the rest is only
+# counted. The succeeded deliveries of millions of events are never read row by row.
+_MATCH = """
+WITH x AS MATERIALIZED (
+    SELECT u.id, e.id AS event_id, e.delivery_count, d.id AS delivery_id, d.endpoint_id,
+           d.status, d.attempt_count, d.last_attempt_at, d.next_attempt_at,
+           d.last_status_code, d.last_error
+      FROM (SELECT DISTINCT id FROM reconcile_upload) u
+      LEFT JOIN events e ON {join}
+      LEFT JOIN deliveries d ON d.event_id = e.id AND d.status <> 'succeeded'
+), found AS (
+    INSERT INTO reconcile_found
+    SELECT x.id, x.event_id, x.delivery_count, x.delivery_id, x.endpoint_id, x.status,
+           x.attempt_count, x.last_attempt_at, x.next_attempt_at, x.last_status_code,
+           x.last_error,
+           CASE x.status WHEN 'dead' THEN coalesce(dl.reason, 'unknown')
+                         WHEN 'cancelled' THEN 'endpoint_deleted' END,
+           dl.dead_at
+      FROM x LEFT JOIN dead_letters dl ON dl.delivery_id = x.delivery_id AND x.status = 'dead'
+     WHERE x.event_id IS NULL OR x.delivery_id IS NOT NULL
+)
+SELECT count(*) FILTER (WHERE event_id IS NULL) AS ids_missing,
+       count(*) FILTER (WHERE event_id IS NOT NULL AND delivery_id IS NULL) AS events_clean,
+       count(*) FILTER (WHERE event_id IS NOT NULL AND delivery_id IS NULL
+                          AND delivery_count = 0) AS events_without_deliveries,
+       coalesce(sum(delivery_count) FILTER (WHERE event_id IS NOT NULL
+                                              AND delivery_id IS NULL), 0) AS deliveries_clean
+  FROM x
 """
 
-_SUMMARY = """
-SELECT (SELECT count(*) FROM reconcile_upload) AS ids_received,
-       m.ids_missing, m.ids_accepted, m.events_accepted, m.events_without_deliveries,
-       m.deliveries,
-       i.events_open, i.events_failed, i.deliveries_open, i.deliveries_dead,
-       i.deliveries_cancelled
-  FROM (SELECT count(*) FILTER (WHERE event_id IS NULL) AS ids_missing,
-               count(DISTINCT id) FILTER (WHERE event_id IS NOT NULL) AS ids_accepted,
-               count(event_id) AS events_accepted,
-               count(*) FILTER (WHERE delivery_count = 0) AS events_without_deliveries,
-               coalesce(sum(delivery_count), 0) AS deliveries
-          FROM reconcile_matched) m,
-       (SELECT count(DISTINCT event_id) FILTER (WHERE status IN ('pending', 'retrying'))
-                   AS events_open,
-               count(DISTINCT event_id) - count(DISTINCT event_id)
-                   FILTER (WHERE status IN ('pending', 'retrying')) AS events_failed,
-               count(*) FILTER (WHERE status IN ('pending', 'retrying')) AS deliveries_open,
-               count(*) FILTER (WHERE status = 'dead') AS deliveries_dead,
-               count(*) FILTER (WHERE status = 'cancelled') AS deliveries_cancelled
-          FROM reconcile_issues) i
+_FOUND_SUMMARY = """
+SELECT count(DISTINCT event_id) AS events_with_issues,
+       count(DISTINCT event_id) FILTER (WHERE status IN ('pending', 'retrying')) AS events_open,
+       count(*) FILTER (WHERE status IN ('pending', 'retrying')) AS deliveries_open,
+       count(*) FILTER (WHERE status = 'dead') AS deliveries_dead,
+       count(*) FILTER (WHERE status = 'cancelled') AS deliveries_cancelled,
+       (SELECT coalesce(sum(delivery_count), 0) FROM (
+            SELECT DISTINCT event_id, delivery_count FROM reconcile_found
+             WHERE delivery_id IS NOT NULL) per_event) AS deliveries_with_issues
+  FROM reconcile_found WHERE delivery_id IS NOT NULL
 """
 
 _OPEN_BY_ENDPOINT = """
-SELECT endpoint_id, count(*) AS n FROM reconcile_issues
+SELECT endpoint_id, count(*) AS n FROM reconcile_found
  WHERE status IN ('pending', 'retrying') GROUP BY endpoint_id ORDER BY endpoint_id
 """
 
-MISSING_SQL = "SELECT id FROM reconcile_matched WHERE event_id IS NULL ORDER BY id"
+MISSING_SQL = "SELECT id FROM reconcile_found WHERE event_id IS NULL ORDER BY id"
 OPEN_SQL = """
-SELECT * FROM reconcile_issues WHERE status IN ('pending', 'retrying')
+SELECT * FROM reconcile_found WHERE status IN ('pending', 'retrying')
  ORDER BY endpoint_id, delivery_id
 """
 FAILED_SQL = """
-SELECT * FROM reconcile_issues WHERE status IN ('dead', 'cancelled')
+SELECT * FROM reconcile_found WHERE status IN ('dead', 'cancelled')
  ORDER BY endpoint_id, delivery_id
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Matched:
+    """The counts of the big pass (:func:`match`)."""
+
+    ids_missing: int
+    events_clean: int               # accepted, no delivery open, dead or cancelled
+    events_without_deliveries: int  # ...of which matched no endpoint
+    deliveries_clean: int           # the deliveries of the clean events (all succeeded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +116,6 @@ class Summary:
 
     ids_received: int
     ids_missing: int
-    ids_accepted: int
     events_accepted: int
     events_without_deliveries: int
     events_open: int
@@ -155,22 +161,34 @@ async def copy_ids(conn: asyncpg.Connection, copy_text: bytes) -> None:
 
 
 async def match(conn: asyncpg.Connection, id_type: IdType, account_id: str,
-                since: datetime | None, until: datetime | None) -> None:
-    """Fill ``reconcile_matched`` and ``reconcile_issues`` (two statements, each its own
-    transaction). ``since`` is inclusive and ``until`` exclusive, on ``events.created_at``."""
+                since: datetime | None, until: datetime | None) -> Matched:
+    """Compare the upload with the events of ``account_id`` accepted in ``[since, until)``
+    (either end open when None; on ``events.created_at``) in one statement, filling
+    ``reconcile_found``."""
     await conn.execute("ANALYZE reconcile_upload")
-    await conn.execute(_MATCH[id_type], account_id, since, until)
-    await conn.execute("ANALYZE reconcile_matched")
-    await conn.execute(_ISSUES)
+    row = await conn.fetchrow(_MATCH.format(join=_EVENT_JOIN[id_type]), account_id, since,
+                              until)
+    if row is None:  # cannot happen: an aggregate returns one row
+        raise RuntimeError("the reconciliation match returned no row")
+    return Matched(**{k: int(v) for k, v in row.items()})
 
 
-async def summarise(conn: asyncpg.Connection) -> Summary:
-    """The counts over the three tables (call inside the read transaction)."""
-    row = await conn.fetchrow(_SUMMARY)
+async def summarise(conn: asyncpg.Connection, matched: Matched, ids_received: int) -> Summary:
+    """The answer's counts: ``matched`` plus the small ``reconcile_found`` table."""
+    row = await conn.fetchrow(_FOUND_SUMMARY)
     if row is None:  # cannot happen: an aggregate returns one row
         raise RuntimeError("the reconciliation summary returned no row")
     per_endpoint = {r["endpoint_id"]: int(r["n"]) for r in await conn.fetch(_OPEN_BY_ENDPOINT)}
-    return Summary(**{k: int(v) for k, v in row.items()}, open_by_endpoint=per_endpoint)
+    with_issues = int(row["events_with_issues"])
+    events_open = int(row["events_open"])
+    return Summary(
+        ids_received=ids_received, ids_missing=matched.ids_missing,
+        events_accepted=matched.events_clean + with_issues,
+        events_without_deliveries=matched.events_without_deliveries,
+        events_open=events_open, events_failed=with_issues - events_open,
+        deliveries=matched.deliveries_clean + int(row["deliveries_with_issues"]),
+        deliveries_open=int(row["deliveries_open"]), deliveries_dead=int(row["deliveries_dead"]),
+        deliveries_cancelled=int(row["deliveries_cancelled"]), open_by_endpoint=per_endpoint)
 
 
 async def stream(conn: asyncpg.Connection, query: str) -> AsyncIterator[asyncpg.Record]:
