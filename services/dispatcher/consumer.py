@@ -2,7 +2,9 @@
 
 - ``enable_auto_commit=False``: offsets are committed every ``COMMIT_INTERVAL_S`` (and on
   revocation and shutdown) only up to what :class:`OffsetTracker` says is durable.
-- ``fetch_max_wait_ms=10``: Tansu answers a waiting fetch only at ``fetch_max_wait``.
+- Fetch deadline (``fetch_wait.py``): 10 ms while records flow (Tansu answers a waiting fetch
+  only at its deadline), 500 ms after a second without one, so an idle dispatcher does not
+  poll the broker a hundred times a second.
 - Revocation: waiting messages of the revoked partitions are dropped, what is durable is
   committed, and their tracking ends (late outcomes of in-flight work no longer move offsets;
   the new owner finds those deliveries leased and skips them).
@@ -37,6 +39,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from services.dispatcher.fetch_wait import (
+    BUSY_WAIT_MS,
+    QUIET_WAIT_MS,
+    apply_fetch_wait,
+    fetch_wait_ms,
+)
 from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.pipeline import Pipeline
 from services.dispatcher.recovery import (
@@ -63,6 +71,7 @@ UNASSIGNED_RECHECK_S = 1.0     # no partitions this long: make sure the topics e
 FETCH_STALL_S = 2.0            # a fetch this long is waiting on a rebalance...
 STALL_RESTART_S = 15.0         # ...and stalled this long in all: re-create the consumer
 MAX_COMMIT_FAILURES = 10       # consecutive failed commits: the member's view is stale
+COMMIT_TIMEOUT_S = 5.0         # a commit slower than this hung: re-join the group
 RECOVERY_CHECK_S = 1.0         # how often log ends are read (log went backwards? lag?)
 CHECK_TIMEOUT_S = 3.0          # a log-end read slower than this counts as failed
 READY_STALE_S = 5.0            # not ready when log ends could not be read for this long
@@ -114,6 +123,8 @@ class DeliveryConsumer:
         self._task: asyncio.Task[None] | None = None
         self._last_commit = 0.0
         self._commit_failures = 0
+        self._quiet = False         # fetching with the long deadline (no records for a while)
+        self._quiet_ended_at = float("-inf")
         self.topic = topic_name(settings.common.topic_prefix, DELIVERIES)
 
     def start(self) -> None:
@@ -153,7 +164,8 @@ class DeliveryConsumer:
         return AIOKafkaConsumer(
             bootstrap_servers=self._settings.common.kafka_bootstrap,
             group_id=self._settings.group_id, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=10, metadata_max_age_ms=3000,
+            auto_offset_reset="earliest", fetch_max_wait_ms=BUSY_WAIT_MS,
+            metadata_max_age_ms=3000,
             session_timeout_ms=session_ms,
             heartbeat_interval_ms=max(100, min(1000, session_ms // 3)),
             request_timeout_ms=15000,
@@ -196,6 +208,8 @@ class DeliveryConsumer:
         does not finish, re-create the consumer. A member that merely has no partitions (more
         dispatchers than partitions) stays: re-joining would rebalance the whole group."""
         healthy_since = assigned_since = last_check = time.monotonic()
+        last_record_at, wait_ms = healthy_since, BUSY_WAIT_MS
+        self._set_quiet(False)
         while not self._closing.is_set():
             stalled = False
             if self._stop_fetch.is_set() or self._pipeline.gates.full:
@@ -205,6 +219,12 @@ class DeliveryConsumer:
                 stalled = batches is None
                 for tp, records in (batches or {}).items():
                     self._accept(tp, records)
+                if batches:
+                    last_record_at = time.monotonic()
+                wanted = fetch_wait_ms(time.monotonic(), last_record_at)
+                if wanted != wait_ms and apply_fetch_wait(consumer, wanted):
+                    wait_ms = wanted
+                    self._set_quiet(wanted != BUSY_WAIT_MS)
             await self._maybe_commit(consumer)
             await self._maybe_check(consumer)
             now = time.monotonic()
@@ -218,10 +238,15 @@ class DeliveryConsumer:
                 self._had_assignment = self._had_assignment or bool(consumer.assignment())
             elif now - assigned_since > UNASSIGNED_RECHECK_S and now - last_check > 2.0:
                 last_check = now
-                if self._had_assignment and consumer.partitions_for_topic(self.topic) is None:
-                    # the topic we consumed is gone, and its log with it. The next session
-                    # re-creates it first and only then has the lost deliveries re-announced
-                    # (a message sent to a missing topic breaks it on Tansu)
+                listed = consumer.partitions_for_topic(self.topic)
+                expected = self._settings.common.kafka_partitions
+                if self._had_assignment and (listed is None or len(listed) != expected):
+                    # the topic we consumed is gone (or only a broken copy is listed, which
+                    # Tansu makes of a deleted topic that producers keep writing to), and its
+                    # log with it. The next session re-creates it first and only then has the
+                    # lost deliveries re-announced (a message sent to a missing topic breaks
+                    # it on Tansu)
+                    self._repair_topic = listed is not None
                     self._lost_pending = Backwards.TOPIC_VANISHED
                     self._ours.clear()
                     raise ConfigError(f"topic {self.topic} vanished; re-creating the consumer")
@@ -271,7 +296,8 @@ class DeliveryConsumer:
         if not offsets:
             return
         try:
-            await consumer.commit({tp: off for tp, off in offsets.items()})
+            await asyncio.wait_for(consumer.commit({tp: off for tp, off in offsets.items()}),
+                                   timeout=COMMIT_TIMEOUT_S)
             tracker.mark_committed(offsets)
             self._ours.update((tp, off) for tp, off in offsets.items() if off > 0)
             self._commit_failures = 0
@@ -281,6 +307,10 @@ class DeliveryConsumer:
             if self._commit_failures >= MAX_COMMIT_FAILURES:
                 self._commit_failures = 0
                 raise ConfigError("offset commits keep failing; re-joining the group") from exc
+        except TimeoutError as exc:
+            # a commit that hangs (seen against a broker whose topic was deleted under it)
+            # would stop the loop and every watchdog in it
+            raise ConfigError("an offset commit hung; re-joining the group") from exc
 
     async def _maybe_check(self, consumer: AIOKafkaConsumer) -> None:
         """Run :meth:`_check` when due: every ``RECOVERY_CHECK_S`` or after the assignment
@@ -429,6 +459,25 @@ class DeliveryConsumer:
             await consumer.commit(dict(starts))
         except KafkaError as exc:
             log.info("committing the start of rewound partitions failed (%s)", exc)
+
+    def _set_quiet(self, quiet: bool) -> None:
+        if self._quiet and not quiet:
+            self._quiet_ended_at = time.monotonic()
+        self._quiet = quiet
+
+    def takes_wakeups(self) -> bool:
+        """True while a fetch with the long deadline may still be waiting at the broker: the
+        consumer is quiet, or stopped being quiet less than that deadline ago. Only then is
+        a wake-up worth taking (otherwise the Kafka copy arrives within ``BUSY_WAIT_MS``)."""
+        if self._consumer is None or self._stop_fetch.is_set():
+            return False
+        return self._quiet or time.monotonic() - self._quiet_ended_at < QUIET_WAIT_MS / 1000
+
+    def owns(self, partition: int) -> bool:
+        """Whether ``partition`` of the deliveries topic is assigned to this member now."""
+        consumer = self._consumer
+        return consumer is not None and TopicPartition(self.topic, partition) in \
+            consumer.assignment()
 
     def readiness(self) -> str | None:
         """None while the consumer has a working assignment; otherwise why not (``kafka: ...``)."""

@@ -8,7 +8,10 @@ default sweeper settings. At 40% accepted the broker is killed with SIGKILL and 
 empty:
 
 - embedded Tansu broker: restarted on the same port 1 s later (memory only, so empty);
-- real Apache Kafka, one node: killed, its data wiped, started again (new cluster, same port).
+- real Apache Kafka, one node: killed, its data wiped, started again (new cluster, same port);
+- the deliveries topic deleted by an operator under the same load (embedded broker).
+
+And kill -9 of one broker of a 3-node real Kafka (replication 3, min.insync.replicas 2).
 
 Checks: ingest accepted every event (202) throughout; every delivery succeeded and reached its
 endpoint; every request carried a known ``webhook-id`` and a repeat carried the same body
@@ -29,12 +32,13 @@ from dataclasses import dataclass, field
 import aiohttp
 import asyncpg
 import pytest_asyncio
+from aiokafka.admin import AIOKafkaAdminClient
 
 from deploy.embedded.services import ServiceProcess
 from deploy.embedded.stack import EmbeddedStack
 from tests.conftest import TEST_API_KEY, RealKafkaFactory, RunService, ServiceEnvFactory
-from tests.dispatch_helpers import metric, poll
-from tests.receiver import Received, Receiver, Reply
+from tests.support.dispatch import metric, poll
+from tests.support.receiver import Received, Receiver, Reply
 
 AUTH = {"Authorization": f"Bearer {TEST_API_KEY}"}
 EVENTS = 1000
@@ -265,3 +269,36 @@ async def test_kill_9_of_one_broker_in_a_3_node_kafka_under_load_loses_nothing(
     await assert_all_delivered(rx, offered, database_url, ["/healthy", "/flaky"])
     after_kill = [r for r in rx.requests if r.at > killed_at + 1.0 and 200 <= r.status < 300]
     assert after_kill, "dispatch continued after the broker was killed"
+
+
+async def test_deliveries_topic_deleted_and_recreated_mid_flow_loses_nothing(
+        run_service: RunService, service_env: ServiceEnvFactory, rx: Receiver,
+        database_url: str, kafka_bootstrap: str) -> None:
+    """An operator deletes the deliveries topic while events flow (embedded broker): the
+    dispatcher notices the topic is gone, re-creates it and re-announces what was open."""
+    env = service_env(**SCENARIO_ENV)
+    ingest = run_service("ingest", env, wait=False)
+    dispatcher = run_service("dispatcher", dict(env), wait=False)
+    await ingest.wait_healthy_async(timeout_s=60)
+    await dispatcher.wait_healthy_async(timeout_s=60)
+    await poll(lambda: metric(dispatcher, "postwire_assigned_partitions"), lambda n: n > 0, 30)
+    rx.program("/healthy", [], default=Reply(200, delay_s=0.05))
+    flaky_first_attempts(rx, "/flaky")
+    account = "acct_topic_deleted"
+    await create_endpoints(ingest, account, [rx.url("/healthy"), rx.url("/flaky")])
+    topic = env["POSTWIRE_TOPIC_PREFIX"] + "deliveries"
+
+    def delete_topic() -> None:
+        async def go() -> None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+            await admin.start()
+            try:
+                await admin.delete_topics([topic])
+            finally:
+                await admin.close()
+        asyncio.run(go())
+
+    offered = await offer_load(ingest, account, delete_topic, lambda: None)
+    assert not offered.refused and len(offered.accepted) == EVENTS
+    await assert_all_delivered(rx, offered, database_url, ["/healthy", "/flaky"])
+    assert await metric(dispatcher, 'postwire_republished_total{cause="log_lost"}') > 0
