@@ -6,7 +6,9 @@ body is ``{"error": {"type", "message", "param"}}``) matches its schema, content
 headers as documented, and data that violates the request schema is refused (the models that
 generate the documents are the ones that validate). Real ids are supplied for the routes
 that need an existing object (an endpoint, its feed token, an event, a delivery, a replay),
-so generated requests reach the handlers instead of stopping at a 404.
+so generated requests reach the handlers instead of stopping at a 404; a dispatcher with a
+one-attempt schedule first turns the event's deliveries into dead letters with an attempt
+each, so the lists and views answer with data to check against their schemas.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -86,10 +89,26 @@ def served_document(base: str) -> dict[str, Any]:
     return document
 
 
+def wait_for_dead_letters(admin_base: str, token: str, event_id: str, count: int) -> None:
+    """Until the event's ``count`` deliveries are dead letters (one failed attempt each)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status, page = call(admin_base, "GET", f"/admin/v1/dead-letters?event_id={event_id}",
+                            token)
+        assert status == 200, page
+        if len(page["data"]) == count:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no {count} dead letters for {event_id}: {page}")
+
+
 def test_running_services_honour_their_openapi_documents(
-        run_service: Any, api_key: str, admin_token: str, tmp_path: Path) -> None:
+        run_service: Any, service_env: Any, api_key: str, admin_token: str,
+        tmp_path: Path) -> None:
     ingest: ServiceProcess = run_service("ingest")
     admin: ServiceProcess = run_service("dlq_replay")
+    # one attempt, to a port nothing listens on: real attempts and dead letters to list
+    run_service("dispatcher", service_env(RETRY_SCHEDULE="0"))
     base, admin_base = ingest.base_url, admin.base_url
 
     for url, name in ((base, "ingest"), (admin_base, "admin")):
@@ -108,6 +127,7 @@ def test_running_services_honour_their_openapi_documents(
     status, event = call(base, "POST", "/v1/events", api_key, {
         "account_id": "acct_st", "type": "invoice.paid", "data": {"amount": 1}})
     assert status == 202 and event["delivery_count"] == 3, event
+    wait_for_dead_letters(admin_base, admin_token, event["id"], 3)
     status, detail = call(base, "GET", f"/v1/events/{event['id']}", api_key)
     assert status == 200, detail
     delivery_id = detail["deliveries"][0]["id"]
