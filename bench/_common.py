@@ -448,14 +448,15 @@ SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables
 
 _DB_SQL = """
 SELECT xact_commit, deadlocks, pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') AS wal,
-       (SELECT wal_sync FROM pg_stat_wal) AS wal_sync
+       (SELECT coalesce(sum(fsyncs), 0) FROM pg_stat_io WHERE object = 'wal') AS wal_sync
 FROM pg_stat_database WHERE datname = current_database()
 """
 
 
 async def pg_counters(dsn: str) -> dict[str, float]:
     """Cumulative counters: ``commits`` (every transaction, read-only ones included),
-    ``wal_syncs`` (WAL flushes to disk: the fsyncs commits wait for, whole cluster),
+    ``wal_syncs`` (WAL fsyncs, Postgres 18's ``pg_stat_io``: what commits wait for; whole
+    cluster),
     ``deadlocks``, ``wal_bytes`` and, per table,
     ``<table>.ins|upd|del`` (Postgres publishes them within about a second)."""
     import asyncpg

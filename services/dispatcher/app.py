@@ -1,8 +1,9 @@
 """Wiring of the dispatcher: resources, the pipeline, background loops, health and metrics.
 
 Start order: Postgres pool (schema checked), Kafka publisher, outbox flusher and relay, HTTP
-client, pipeline, consumer, scheduler/sweeper. SIGTERM (the app's cleanup): stop fetching,
-drain or release in-flight attempts, flush outcomes, commit offsets, leave the group, close.
+client, pipeline, consumer, wake-up listener, scheduler/sweeper. SIGTERM (the app's
+cleanup): stop fetching, drain or release in-flight attempts, flush outcomes, commit offsets,
+leave the group, close.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.pipeline import Pipeline
 from services.dispatcher.scheduler import Republisher
 from services.dispatcher.settings import DispatcherSettings
+from services.dispatcher.wakeup import WakeupListener
 from shared.adapters.http_client import WebhookClient
 from shared.adapters.kafka.publisher import KafkaPublisher
 from shared.adapters.pg.pool import create_pool, ping
@@ -75,6 +77,7 @@ class _Resources:
     consumer: DeliveryConsumer
     republisher: Republisher
     metrics: DispatcherMetrics
+    wakeups: WakeupListener
 
     async def run(self, _: web.Application) -> AsyncIterator[None]:
         """Start the loops; on shutdown drain in order (see the module docstring)."""
@@ -82,10 +85,12 @@ class _Resources:
         self.relay.start()
         self.pipeline.start()
         self.consumer.start()
+        self.wakeups.start()
         self.republisher.start()
         gauges = asyncio.create_task(_gauges(self.pipeline, self.metrics), name="gauges")
         yield
         self.consumer.stop_fetching()
+        await self.wakeups.stop()
         await self.pipeline.shutdown(self.settings.drain_s)
         await self.consumer.stop()
         gauges.cancel()
@@ -122,9 +127,11 @@ async def make_app(settings: DispatcherSettings) -> web.Application:
     consumer = DeliveryConsumer(settings, pipeline, metrics,
                                 on_log_lost=republisher.request_recovery)
 
+    wakeups = WakeupListener(common.database_url, consumer, pipeline, metrics)
+
     app = web.Application(middlewares=[metrics.http.middleware(), error_middleware])
     resources = _Resources(settings, pool, publisher, flusher, relay, client, pipeline,
-                           consumer, republisher, metrics)
+                           consumer, republisher, metrics, wakeups)
     app.cleanup_ctx.append(resources.run)
     app.cleanup_ctx.append(retention)
     async def consuming() -> str | None:

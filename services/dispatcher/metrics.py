@@ -90,6 +90,10 @@ class DispatcherMetrics:
             "postwire_log_resets_total",
             "Partitions found with a log that went backwards (rewound to their start), by reason",
             ["reason"], registry=r)
+        self.wakeups = Counter(
+            "postwire_wakeup_messages_total",
+            "Delivery messages taken from the Postgres wake-up channel instead of waiting for a"
+            " quiet Kafka fetch (the first messages after a quiet spell)", registry=r)
         self.scheduler_backlog = Gauge(
             "postwire_scheduler_backlog", "Parked deliveries that are due but not yet re-published",
             registry=r)

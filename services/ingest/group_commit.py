@@ -42,6 +42,8 @@ from shared.adapters.kafka.topics import DELIVERIES
 from shared.core.errors import ApiError, Unavailable
 from shared.core.idempotency import WINDOW, AccountKey, StoredKey, first_uses
 from shared.core.timefmt import format_ts, utcnow
+from shared.core.wakeup import CHANNEL as WAKEUP_CHANNEL
+from shared.core.wakeup import WakeupWindow, encode_payload
 from shared.logging import fields
 
 T = TypeVar("T")
@@ -208,8 +210,10 @@ class EventWriter:
     only endpoints that are still enabled and not deleted at commit, claims idempotency keys
     and writes events, deliveries and outbox messages atomically. After the commit the outbox
     rows go to the flusher (a broker outage leaves them to the relay and never fails a
-    request). Each concurrent commit uses its own long-lived pooled connection (no
-    acquire/reset round trip per batch); :meth:`close` gives them back.
+    request); a commit at the start of a busy spell also sends them on the dispatchers'
+    wake-up channel (:mod:`shared.core.wakeup`). Each concurrent commit uses its own
+    long-lived pooled connection (no acquire/reset round trip per batch); :meth:`close` gives
+    them back.
     """
 
     def __init__(self, ctx: IngestContext, cache: EndpointCache) -> None:
@@ -218,6 +222,8 @@ class EventWriter:
         self._metrics = ctx.metrics
         self._cache = cache
         self._first_delay = timedelta(seconds=ctx.settings.common.retry_schedule[0])
+        self._partitions = ctx.settings.common.kafka_partitions
+        self._wakeup = WakeupWindow()
         self._idle: list[asyncpg.Connection] = []
 
     async def commit(self, events: list[EventInput]) -> list[Outcome]:
@@ -236,6 +242,8 @@ class EventWriter:
             key for i in candidates if (key := account_key(events[i])) is not None])
         messages = [Message(DELIVERIES, key, value) for _, key, value in written.outbox]
         self._flusher.submit([outbox_id for outbox_id, _, _ in written.outbox], messages)
+        if self._wakeup.should_notify(time.monotonic()) and written.outbox:
+            await self._wake_dispatchers([(key, value) for _, key, value in written.outbox])
         responses = {i: (rows.response_heads[j - 1] + f"{written.delivery_counts[j]}}}").encode()
                      for j, i in enumerate(candidates, start=1) if j in written.delivery_counts}
         won = {k for i in responses if (k := account_key(events[i])) is not None}
@@ -263,6 +271,16 @@ class EventWriter:
             return written, {}
         self._idle.append(conn)
         return written, taken
+
+    async def _wake_dispatchers(self, messages: list[tuple[bytes, bytes]]) -> None:
+        """NOTIFY the committed delivery messages (best effort: Kafka carries them anyway)."""
+        payload = encode_payload(messages, self._partitions)
+        if payload is None:
+            return
+        try:
+            await self._pool.execute("SELECT pg_notify($1, $2)", WAKEUP_CHANNEL, payload)
+        except _DB_ERRORS as exc:
+            log.info("dispatcher wake-up not sent (Kafka still carries it): %r", exc)
 
     async def close(self) -> None:
         """Give the held connections back to the pool."""

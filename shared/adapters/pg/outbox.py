@@ -27,6 +27,20 @@ async def delete_outbox(conn: asyncpg.Connection | asyncpg.Pool, ids: Sequence[i
         await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", sorted(ids))
 
 
+async def forget_published(conn: asyncpg.Connection, ids: Sequence[int]) -> None:
+    """Delete rows the broker acknowledged, committed without waiting for the WAL flush.
+
+    Losing this delete (Postgres crashing within its WAL writer delay) only leaves the rows
+    for the relay, which publishes them again: a duplicate message, which consumers ignore
+    because they check Postgres first. So it need not cost an fsync that a 202, a claim or
+    an outcome would queue behind.
+    """
+    if ids:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit = off")
+            await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", sorted(ids))
+
+
 async def lock_due_outbox(conn: asyncpg.Connection, min_age_s: float,
                           limit: int) -> list[tuple[int, Message]]:
     """Lock (SKIP LOCKED) up to ``limit`` rows older than ``min_age_s``, oldest first.
