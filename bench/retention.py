@@ -40,13 +40,13 @@ import uvloop
 
 from deploy.embedded.ports import free_port
 from deploy.embedded.postgres import EmbeddedPostgres
-from services.dlq_replay.testkit import insert_endpoint
 from shared.adapters.pg.migrations import apply_migrations
 from shared.core.ids import new_id
 from shared.core.retention import RetentionPolicy
 from shared.retention.loop import run_locked_round
 from shared.retention.seed import seed_day
 from shared.retention.storage import storage_stats
+from tests.support.seeding import insert_endpoint
 
 BATCH = 20
 TARGET_DROP = 0.10

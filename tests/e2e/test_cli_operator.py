@@ -18,8 +18,8 @@ import pytest
 import pytest_asyncio
 
 from deploy.embedded.services import ServiceProcess, start_service
-from services.dlq_replay.testkit import SeededEndpoint, insert_dead_deliveries, insert_endpoint
 from tests.conftest import TEST_ADMIN_TOKEN, ServiceEnvFactory
+from tests.support.seeding import SeededEndpoint, insert_dead_deliveries, insert_endpoint
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -22,14 +22,16 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from standardwebhooks.webhooks import Webhook
 
 from deploy.embedded.services import ServiceName, ServiceProcess, start_service
-from services.dlq_replay.testkit import Receiver, insert_dead_deliveries, insert_endpoint
 from shared.core.ids import new_id
 from shared.core.timefmt import utcnow
 from tests.conftest import TEST_ADMIN_TOKEN, ServiceEnvFactory
+from tests.support.receiver import Receiver
+from tests.support.seeding import insert_dead_deliveries, insert_endpoint
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 expect.set_options(timeout=15_000)  # the machine may be busy; every wait below is bounded
 
+HOOK = "/hook"  # the receiver path every endpoint of this module posts to
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
@@ -116,7 +118,8 @@ async def _reload_until(page: Page, selector: str, text: str, timeout_s: float =
 
 async def test_log_in_find_a_dead_letter_by_event_id_and_replay_it(
         live: Live, page: Page) -> None:
-    endpoint = await insert_endpoint(live.pool, account_id=_account(), url=live.receiver.url)
+    endpoint = await insert_endpoint(live.pool, account_id=_account(),
+                                     url=live.receiver.url(HOOK))
     [dead, *_] = await insert_dead_deliveries(live.pool, endpoint, 3)
     await _login(live, page)
     await page.goto(f"{live.base}/console/dead-letters")
@@ -130,7 +133,7 @@ async def test_log_in_find_a_dead_letter_by_event_id_and_replay_it(
     await page.fill("#replay-reason", "receiver fixed (browser test)")
     await page.click("#replay-selected")
     await expect(page.locator("td.outcome")).to_have_text("queued")
-    [received] = await live.receiver.wait_for(1)
+    [received] = await live.receiver.wait_for_count(1)
     assert received.headers["webhook-id"] == dead.event_id and received.body == dead.body
     await page.goto(f"{live.base}/console/events/{dead.event_id}")
     await _reload_until(page, f'[data-delivery="{dead.delivery_id}"] h3', "succeeded")
@@ -158,7 +161,8 @@ async def test_log_in_find_a_dead_letter_by_event_id_and_replay_it(
 async def test_bulk_replay_progress_bar_reaches_100_percent_and_cancel_works(
         live: Live, page: Page) -> None:
     account = _account()
-    endpoint = await insert_endpoint(live.pool, account_id=account, url=live.receiver.url)
+    endpoint = await insert_endpoint(live.pool, account_id=account,
+                                     url=live.receiver.url(HOOK))
     await insert_dead_deliveries(live.pool, endpoint, 20)
     await _login(live, page)
     await page.goto(f"{live.base}/console/replays")
@@ -176,7 +180,8 @@ async def test_bulk_replay_progress_bar_reaches_100_percent_and_cancel_works(
     assert int(await bar.evaluate("b => b.value")) == 20
     await page.screenshot(path=str(SCREENSHOTS / "console-replays.png"), full_page=True)
     # a slow one, cancelled from the page
-    other = await insert_endpoint(live.pool, account_id=_account(), url=live.receiver.url)
+    other = await insert_endpoint(live.pool, account_id=_account(),
+                                  url=live.receiver.url(HOOK))
     await insert_dead_deliveries(live.pool, other, 20)
     await page.fill("#bulk-reason", "slow replay to cancel")
     await page.fill("#bulk-account", other.account_id)
@@ -194,7 +199,7 @@ async def test_portal_rotation_gives_the_next_delivery_two_signatures(
     await page.goto(await live.portal_link(account))
     await page.click("#open-portal")
     await expect(page.locator("#account")).to_have_text(account)
-    await page.fill("#new-url", live.receiver.url)
+    await page.fill("#new-url", live.receiver.url(HOOK))
     await page.fill("#new-types", "invoice.*")
     await page.click("#add")
     old_secret = (await page.inner_text("#secret")).strip()
@@ -205,9 +210,9 @@ async def test_portal_rotation_gives_the_next_delivery_two_signatures(
     new_secret = (await page.inner_text("#secret")).strip()
     assert new_secret.startswith("whsec_") and new_secret != old_secret
     await page.click("#back")
-    sent = len(live.receiver.received)
+    sent = len(live.receiver.requests)
     await page.click("#send-test-event")
-    arrived = await live.receiver.wait_for(sent + 1)
+    arrived = await live.receiver.wait_for_count(sent + 1)
     webhook = arrived[sent]
     signatures = webhook.headers["webhook-signature"].split(" ")
     assert len(signatures) == 2 and all(s.startswith("v1,") for s in signatures)
@@ -222,7 +227,8 @@ async def test_portal_rotation_gives_the_next_delivery_two_signatures(
 
 async def test_an_xss_payload_stays_inert(live: Live, page: Page) -> None:
     account = _account()
-    endpoint = await insert_endpoint(live.pool, account_id=account, url=live.receiver.url)
+    endpoint = await insert_endpoint(live.pool, account_id=account,
+                                     url=live.receiver.url(HOOK))
     event_id, delivery_id = new_id("evt"), new_id("dlv")
     now = utcnow()
     data: dict[str, Any] = {"note": XSS_SCRIPT, "name": XSS_IMG}
@@ -257,8 +263,10 @@ async def test_an_xss_payload_stays_inert(live: Live, page: Page) -> None:
 
 
 async def test_the_portal_refuses_another_accounts_ids(live: Live, page: Page) -> None:
-    mine = await insert_endpoint(live.pool, account_id=_account(), url=live.receiver.url)
-    theirs = await insert_endpoint(live.pool, account_id=_account(), url=live.receiver.url)
+    mine = await insert_endpoint(live.pool, account_id=_account(),
+                                 url=live.receiver.url(HOOK))
+    theirs = await insert_endpoint(live.pool, account_id=_account(),
+                                   url=live.receiver.url(HOOK))
     [their_dead] = await insert_dead_deliveries(live.pool, theirs, 1)
     # the merchant clicks the link in an email: a navigation from another site
     link = await live.portal_link(mine.account_id)

@@ -16,16 +16,16 @@ import pytest
 import pytest_asyncio
 from standardwebhooks.webhooks import Webhook
 
-from tests.dispatch_helpers import (
+from tests.support.dispatch import (
     DispatcherFactory,
     Seeder,
     dispatchers,
     make_secret,
     poll,
-    read_deadletters,
     seeder,
 )
-from tests.receiver import Receiver, Reply
+from tests.support.receiver import Receiver, Reply
+from tests.support.topics import read_deadletters
 
 __all__ = ["dispatchers", "seeder"]
 

@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 
 import pytest_asyncio
 
-from tests.dispatch_helpers import (
+from tests.e2e.test_dispatch_ordering import max_in_window
+from tests.support.dispatch import (
     DispatcherFactory,
     Seeder,
     dispatchers,
@@ -20,8 +21,7 @@ from tests.dispatch_helpers import (
     poll,
     seeder,
 )
-from tests.e2e.test_dispatch_ordering import max_in_window
-from tests.receiver import Receiver, Reply
+from tests.support.receiver import Receiver, Reply
 
 __all__ = ["dispatchers", "seeder"]
 

@@ -5,7 +5,7 @@ successors but the releases themselves."""
 
 from __future__ import annotations
 
-from tests.dispatch_helpers import DispatcherFactory, Seeder, dispatchers_per_test, seeder
+from tests.support.dispatch import DispatcherFactory, Seeder, dispatchers_per_test, seeder
 
 __all__ = ["dispatchers_per_test", "seeder"]
 

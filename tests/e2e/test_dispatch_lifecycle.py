@@ -15,8 +15,8 @@ import aiohttp
 import pytest_asyncio
 
 from deploy.embedded.services import ServiceProcess
-from tests.dispatch_helpers import DispatcherFactory, Seeder, dispatchers, metric, seeder
-from tests.receiver import Receiver, Reply
+from tests.support.dispatch import DispatcherFactory, Seeder, dispatchers, metric, seeder
+from tests.support.receiver import Receiver, Reply
 
 __all__ = ["dispatchers", "seeder"]
 

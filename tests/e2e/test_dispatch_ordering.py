@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator
 
 import pytest_asyncio
 
-from tests.dispatch_helpers import DispatcherFactory, Seeder, dispatchers, seeder
-from tests.receiver import Received, Receiver, Reply
+from tests.support.dispatch import DispatcherFactory, Seeder, dispatchers, seeder
+from tests.support.receiver import Received, Receiver, Reply
 
 __all__ = ["dispatchers", "seeder"]
 

@@ -14,8 +14,8 @@ import pytest_asyncio
 from standardwebhooks.webhooks import Webhook
 
 from deploy.embedded.services import ServiceProcess, start_service
-from tests.dispatch_helpers import FAST_ENV, poll
-from tests.receiver import Receiver, Reply
+from tests.support.dispatch import FAST_ENV, poll
+from tests.support.receiver import Receiver, Reply
 
 AUTH = {"Authorization": "Bearer test-key"}
 

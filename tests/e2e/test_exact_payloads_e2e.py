@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from deploy.embedded.services import ServiceProcess, start_service
 from shared.core.event_body import stored_data
 from tests.conftest import TEST_ADMIN_TOKEN, TEST_API_KEY
-from tests.dispatch_helpers import FAST_ENV, poll
-from tests.json_documents import Doc, exact, spelled_objects
-from tests.receiver import Received, Receiver, Reply
+from tests.support.dispatch import FAST_ENV, poll
+from tests.support.json_documents import Doc, exact, spelled_objects
+from tests.support.receiver import Received, Receiver, Reply
 
 AUTH = {"Authorization": f"Bearer {TEST_API_KEY}", "Content-Type": "application/json"}
 EXAMPLES = 40

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from deploy.embedded.services import ServiceName, ServiceProcess, start_service
 from tests.conftest import TEST_ADMIN_TOKEN, TEST_API_KEY, ServiceEnvFactory
-from tests.raw_http import RawResponse, exchange_sync
+from tests.support.raw_http import RawResponse, exchange_sync
 
 INGEST_PATHS = ["/v1/events", "/v1/events/batch", "/v1/endpoints", "/v1/endpoints/ep_x",
                 "/v1/endpoints/ep_01HZZZZZZZZZZZZZZZZZZZZZZZ/rotate-secret",

@@ -18,7 +18,7 @@ import pytest
 from deploy.embedded.ports import free_port
 from deploy.embedded.services import ServiceName, ServiceProcess, start_service
 from tests.conftest import TEST_ADMIN_TOKEN, TEST_API_KEY, ServiceEnvFactory
-from tests.raw_http import RawResponse, exchange, request
+from tests.support.raw_http import RawResponse, exchange, request
 
 MARKER = b"zq" * 8  # part of every malformed input; must never come back or reach the log
 

@@ -18,7 +18,7 @@ import pytest
 
 from deploy.embedded.services import ServiceProcess, start_service
 from tests.conftest import TEST_API_KEY, ServiceEnvFactory
-from tests.raw_http import closed_within, read_response, request
+from tests.support.raw_http import closed_within, read_response, request
 
 AUTH = (b"Authorization", f"Bearer {TEST_API_KEY}".encode())
 JSON = (b"Content-Type", b"application/json")

@@ -19,8 +19,8 @@ import pytest_asyncio
 from deploy.embedded.services import ServiceProcess, start_service
 from postwire.client import BatchItemError, PostwireClient, SentEvent
 from postwire.webhooks import WebhookVerificationError, verify
-from tests.dispatch_helpers import FAST_ENV
-from tests.receiver import Receiver
+from tests.support.dispatch import FAST_ENV
+from tests.support.receiver import Receiver
 
 
 @pytest_asyncio.fixture(scope="module")

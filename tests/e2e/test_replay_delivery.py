@@ -16,11 +16,12 @@ import pytest_asyncio
 from standardwebhooks.webhooks import Webhook
 
 from deploy.embedded.services import ServiceName, ServiceProcess, start_service
-from services.dlq_replay.testkit import Receiver
 from tests.conftest import TEST_ADMIN_TOKEN, TEST_API_KEY, ServiceEnvFactory
+from tests.support.receiver import Receiver, Reply
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
+HOOK = "/hook"  # the receiver path every endpoint of this module posts to
 INGEST = {"Authorization": f"Bearer {TEST_API_KEY}"}
 ADMIN = {"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"}
 
@@ -66,14 +67,14 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 async def _endpoint(stack: Stack, receiver: Receiver) -> dict[str, Any]:
     status, endpoint = await stack.call(stack.ingest, "POST", "/v1/endpoints", {
-        "account_id": f"acct_{uuid.uuid4().hex[:8]}", "url": receiver.url})
+        "account_id": f"acct_{uuid.uuid4().hex[:8]}", "url": receiver.url(HOOK)})
     assert status == 201, endpoint
     return dict(endpoint)
 
 
 async def _dead_event(stack: Stack, receiver: Receiver, endpoint: dict[str, Any]) -> str:
     """Post an event the receiver refuses (400: dead at once); wait for its dead letter."""
-    receiver.status = lambda _: 400
+    receiver.program(HOOK, [], default=Reply(400))
     status, event = await stack.call(stack.ingest, "POST", "/v1/events", {
         "account_id": endpoint["account_id"], "type": "invoice.paid", "data": {"total": 42}})
     assert status == 202, event
@@ -97,15 +98,15 @@ async def test_replay_resends_same_id_and_body_signed_with_the_current_secret(
         live: Stack, receiver: Receiver) -> None:
     endpoint = await _endpoint(live, receiver)
     event_id = await _dead_event(live, receiver, endpoint)
-    [first] = receiver.received
+    [first] = receiver.requests
     status, rotated = await live.call(live.ingest, "POST",
                                        f"/v1/endpoints/{endpoint['id']}/rotate-secret",
                                        {"grace_period_s": 0})
     assert status == 200, rotated
-    receiver.status = lambda _: 200
+    receiver.program(HOOK, [], default=Reply(200))
     answer = await _replay(live, event_id)
     assert [d["outcome"] for d in answer["deliveries"]] == ["queued"]
-    [_, again] = await receiver.wait_for(2)
+    [_, again] = await receiver.wait_for_count(2)
     assert again.headers["webhook-id"] == first.headers["webhook-id"] == event_id
     assert again.body == first.body
     assert int(again.headers["webhook-timestamp"]) >= int(first.headers["webhook-timestamp"])
@@ -127,25 +128,25 @@ async def test_replay_resends_same_id_and_body_signed_with_the_current_secret(
 async def test_two_concurrent_replays_deliver_once(live: Stack, receiver: Receiver) -> None:
     endpoint = await _endpoint(live, receiver)
     event_id = await _dead_event(live, receiver, endpoint)
-    receiver.status = lambda _: 200
+    receiver.program(HOOK, [], default=Reply(200))
     answers = await asyncio.gather(_replay(live, event_id), _replay(live, event_id))
     assert sorted(a["deliveries"][0]["outcome"] for a in answers) == ["already_pending", "queued"]
-    await receiver.wait_for(2)
+    await receiver.wait_for_count(2)
     await asyncio.sleep(2.0)  # a second send would have arrived by now
     assert receiver.ids() == [event_id, event_id]
 
 
 async def test_a_replay_racing_a_retry_delivers_once(live: Stack, receiver: Receiver) -> None:
     endpoint = await _endpoint(live, receiver)
-    receiver.status = lambda _: 503  # retried after 2 s
+    receiver.program(HOOK, [], default=Reply(503))  # retried after 2 s
     status, event = await live.call(live.ingest, "POST", "/v1/events", {
         "account_id": endpoint["account_id"], "type": "invoice.paid", "data": {}})
     assert status == 202
-    await receiver.wait_for(1)
-    receiver.status = lambda _: 200
+    await receiver.wait_for_count(1)
+    receiver.program(HOOK, [], default=Reply(200))
     answer = await _replay(live, event["id"])
     assert [d["outcome"] for d in answer["deliveries"]] == ["already_pending"]
-    await receiver.wait_for(2)
+    await receiver.wait_for_count(2)
     await asyncio.sleep(3.0)
     assert receiver.ids() == [event["id"], event["id"]]  # the failure, then the one retry
 
@@ -160,14 +161,14 @@ async def test_deleted_and_disabled_endpoints_are_not_replayed(
     status, _ = await live.call(live.ingest, "PATCH", f"/v1/endpoints/{off['id']}",
                                  {"enabled": False})
     assert status == 200
-    receiver.status = lambda _: 200
-    sent = len(receiver.received)
+    receiver.program(HOOK, [], default=Reply(200))
+    sent = len(receiver.requests)
     gone_answer = await _replay(live, gone_event)
     off_answer = await _replay(live, off_event)
     assert [d["outcome"] for d in gone_answer["deliveries"]] == ["endpoint_deleted"]
     assert [d["outcome"] for d in off_answer["deliveries"]] == ["endpoint_disabled"]
     await asyncio.sleep(1.0)
-    assert len(receiver.received) == sent
+    assert len(receiver.requests) == sent
 
 
 async def test_unknown_event_is_404(live: Stack) -> None:

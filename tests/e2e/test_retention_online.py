@@ -22,15 +22,17 @@ import pytest
 import pytest_asyncio
 
 from deploy.embedded.services import ServiceName, ServiceProcess, start_service
-from services.dlq_replay.testkit import Receiver, insert_endpoint
 from shared.core.retention import RetentionPolicy
 from shared.retention.loop import run_locked_round
 from shared.retention.seed import seed_day
 from shared.retention.settings import load_retention_policy
 from tests.conftest import TEST_ADMIN_TOKEN, TEST_API_KEY, ServiceEnvFactory
+from tests.support.receiver import Receiver, Reply
+from tests.support.seeding import insert_endpoint
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
+HOOK = "/hook"  # the receiver path every endpoint of this module posts to
 INGEST = {"Authorization": f"Bearer {TEST_API_KEY}"}
 ADMIN = {"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"}
 EVENTS = 240
@@ -101,14 +103,14 @@ async def _churn(dsn: str, stop: asyncio.Event, loaded: list[date],
 async def test_ingest_dispatch_and_replay_work_while_partitions_churn(
         live: Live, database_url: str) -> None:
     good, flaky = await Receiver().start(), await Receiver().start()
-    flaky.status = lambda _: 400  # dead at once: non-retryable
+    flaky.program(HOOK, [], default=Reply(400))  # dead at once: non-retryable
     try:
         account = f"acct_{uuid.uuid4().hex[:8]}"
         endpoints = []
-        for url in (good.url, flaky.url):
+        for url in (good.url(HOOK), flaky.url(HOOK)):
             status, endpoint = await live.call(live.ingest, "POST", "/v1/endpoints", {
                 "account_id": account, "url": url, "event_types": [
-                    "invoice.paid" if url == good.url else "invoice.failed"]})
+                    "invoice.paid" if url == good.url(HOOK) else "invoice.failed"]})
             assert status == 201, endpoint
             endpoints.append(endpoint)
         stop = asyncio.Event()
@@ -132,17 +134,17 @@ async def test_ingest_dispatch_and_replay_work_while_partitions_churn(
                     assert status == 202, event
                     sent.append(event["id"])
                 await asyncio.sleep(0.05)
-            await flaky.wait_for(DEAD, timeout_s=60)
+            await flaky.wait_for_count(DEAD, timeout_s=60)
             await _wait_dead(live, endpoints[1]["id"], DEAD)
-            flaky.status = lambda _: 200
+            flaky.program(HOOK, [], default=Reply(200))
             for event_id in dead_ids:
                 status, body = await live.call(
                     live.admin, "POST", f"/admin/v1/events/{event_id}/replay",
                     {"reason": "receiver fixed"})
                 assert status == 202, body
                 assert [d["outcome"] for d in body["deliveries"]] == ["queued"]
-            await good.wait_for(EVENTS, timeout_s=90)
-            await flaky.wait_for(2 * DEAD, timeout_s=90)
+            await good.wait_for_count(EVENTS, timeout_s=90)
+            await flaky.wait_for_count(2 * DEAD, timeout_s=90)
             await asyncio.wait_for(enough.wait(), 60)  # a slow machine: let the churn catch up
         finally:
             stop.set()

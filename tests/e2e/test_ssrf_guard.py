@@ -16,8 +16,8 @@ import pytest
 import pytest_asyncio
 
 from deploy.embedded.services import ServiceProcess, start_service
-from tests.dispatch_helpers import FAST_ENV, DispatcherFactory, Seeder, dispatchers, poll, seeder
-from tests.receiver import Receiver
+from tests.support.dispatch import FAST_ENV, DispatcherFactory, Seeder, dispatchers, poll, seeder
+from tests.support.receiver import Receiver
 
 __all__ = ["dispatchers", "seeder"]  # module fixtures
 

@@ -16,20 +16,21 @@ import asyncpg
 import pytest
 
 from deploy.embedded.services import ServiceProcess
-from services.dlq_replay.testkit import (
-    Receiver,
+from tests.conftest import TEST_ADMIN_TOKEN, RunService, ServiceEnvFactory
+from tests.support.ledger import assert_ledger_balances
+from tests.support.receiver import Receiver
+from tests.support.seeding import (
     SeededDelivery,
     insert_dead_deliveries,
     insert_endpoint,
 )
-from tests.conftest import TEST_ADMIN_TOKEN, RunService, ServiceEnvFactory
-from tests.support.ledger import assert_ledger_balances
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 TOTAL = 5000
 ENDPOINTS = 10
 RATE = 1000
+HOOK = "/hook"  # the receiver path the endpoints post to
 AUTH = {"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"}
 
 
@@ -49,7 +50,7 @@ def busiest_second(times: list[float]) -> int:
 async def _seed(pool: asyncpg.Pool, receiver: Receiver, account: str) -> list[SeededDelivery]:
     made: list[SeededDelivery] = []
     for _ in range(ENDPOINTS):
-        endpoint = await insert_endpoint(pool, account_id=account, url=receiver.url,
+        endpoint = await insert_endpoint(pool, account_id=account, url=receiver.url(HOOK),
                                          max_in_flight=100)
         made.extend(await insert_dead_deliveries(pool, endpoint, TOTAL // ENDPOINTS))
     return made
@@ -58,12 +59,12 @@ async def _seed(pool: asyncpg.Pool, receiver: Receiver, account: str) -> list[Se
 async def _warm_up(http: aiohttp.ClientSession, admin: ServiceProcess, pool: asyncpg.Pool,
                    receiver: Receiver) -> None:
     """Replay one delivery of another account and wait for it: the dispatcher is consuming."""
-    endpoint = await insert_endpoint(pool, account_id="warm_up", url=receiver.url)
+    endpoint = await insert_endpoint(pool, account_id="warm_up", url=receiver.url(HOOK))
     [one] = await insert_dead_deliveries(pool, endpoint, 1)
     await _call(http, "POST", f"{admin.base_url}/admin/v1/events/{one.event_id}/replay",
                 {"reason": "warm-up"})
-    await receiver.wait_for(1, timeout_s=60)
-    receiver.received.clear()
+    await receiver.wait_for_count(1, timeout_s=60)
+    receiver.requests.clear()
 
 
 async def _poll(http: aiohttp.ClientSession, url: str, done: Callable[[dict[str, Any]], bool],
@@ -80,7 +81,7 @@ async def _poll(http: aiohttp.ClientSession, url: str, done: Callable[[dict[str,
 
 async def _assert_each_sent_once(pool: asyncpg.Pool, receiver: Receiver, account: str,
                                  made: list[SeededDelivery]) -> None:
-    received = await receiver.wait_for(TOTAL, timeout_s=90)
+    received = await receiver.wait_for_count(TOTAL, timeout_s=90)
     await asyncio.sleep(1.0)  # anything sent twice would arrive now
     ids = receiver.ids()
     assert len(ids) == TOTAL and set(ids) == {m.event_id for m in made}

@@ -15,7 +15,7 @@ import pytest_asyncio
 
 from deploy.embedded.services import ServiceProcess
 from deploy.embedded.stack import EmbeddedStack
-from tests.dispatch_helpers import (
+from tests.support.dispatch import (
     DispatcherFactory,
     Endpoint,
     Event,
@@ -25,8 +25,8 @@ from tests.dispatch_helpers import (
     poll,
     seeder,
 )
-from tests.receiver import Receiver, Reply
 from tests.support.ledger import assert_ledger_balances
+from tests.support.receiver import Receiver, Reply
 
 __all__ = ["dispatchers_per_test", "seeder"]
 

@@ -14,9 +14,9 @@ import asyncpg
 from deploy.embedded.ports import free_port
 from shared.adapters.kafka.topics import DELIVERIES, topic_name
 from tests.conftest import TEST_API_KEY, RunService, ServiceEnvFactory
-from tests.dispatch_helpers import poll
-from tests.integration.test_outbox import read_deliveries
+from tests.support.dispatch import poll
 from tests.support.ledger import assert_ledger_balances
+from tests.support.topics import read_deliveries_by_id
 
 AUTH = {"Authorization": f"Bearer {TEST_API_KEY}"}
 EVENTS = 30
@@ -59,8 +59,8 @@ async def test_relay_publishes_what_a_killed_ingest_left_while_the_broker_was_do
 
         run_service("ingest", service_env(), wait=True)  # the real broker this time
         wanted = {r["id"] for r in rows}
-        found = await read_deliveries(kafka_bootstrap, topic_name(topic_prefix, DELIVERIES),
-                                      wanted, timeout_s=60)
+        found = await read_deliveries_by_id(kafka_bootstrap, topic_name(topic_prefix, DELIVERIES),
+                                            wanted, timeout_s=60)
         assert set(found) == wanted
         for row in rows:
             key, message, _, _ = found[row["id"]]

@@ -14,13 +14,13 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from services.dlq_replay.harness import AdminApp, running_admin
 from services.dlq_replay.jobs import create_bulk_job, run_step
 from services.dlq_replay.schemas import parse_bulk_replay
-from services.dlq_replay.testkit import SeededEndpoint, insert_dead_deliveries, insert_endpoint
 from shared.core.ids import new_id
 from shared.core.timefmt import format_ts, utcnow
 from tests.conftest import ServiceEnvFactory
+from tests.support.admin_app import AdminApp, running_admin
+from tests.support.seeding import SeededEndpoint, insert_dead_deliveries, insert_endpoint
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -31,13 +31,6 @@ URL = "http://127.0.0.1:9/hook"
 async def admin(service_env: ServiceEnvFactory) -> AsyncIterator[AdminApp]:
     async with running_admin(service_env(ADMIN_JOB_POLL_S="0.1")) as app:
         yield app
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    yield created
-    await created.close()
 
 
 async def _endpoint(pool: asyncpg.Pool, **kwargs: Any) -> SeededEndpoint:

@@ -4,36 +4,20 @@ rows arrive), one event with deliveries and attempts, and the audit log."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
-from services.dlq_replay.harness import AdminApp, running_admin
-from services.dlq_replay.testkit import insert_dead_deliveries, insert_endpoint
 from shared.core.ids import new_id
 from shared.core.timefmt import format_ts, utcnow
-from tests.conftest import ServiceEnvFactory
+from tests.support.admin_app import AdminApp
+from tests.support.seeding import insert_dead_deliveries, insert_endpoint
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 URL = "http://127.0.0.1:9/hook"
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def admin(service_env: ServiceEnvFactory) -> AsyncIterator[AdminApp]:
-    async with running_admin(service_env()) as app:
-        yield app
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    yield created
-    await created.close()
 
 
 def _account() -> str:

@@ -13,21 +13,15 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from services.dlq_replay.harness import AdminApp, read_deliveries, running_admin
-from services.dlq_replay.testkit import SeededEndpoint, insert_dead_deliveries, insert_endpoint
 from shared.core.delivery_message import delivery_key
 from shared.core.ids import new_id
-from tests.conftest import ServiceEnvFactory
+from tests.support.admin_app import AdminApp
+from tests.support.seeding import SeededEndpoint, insert_dead_deliveries, insert_endpoint
+from tests.support.topics import read_deliveries
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 URL = "http://127.0.0.1:9/hook"  # never called: no dispatcher runs in these tests
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def admin(service_env: ServiceEnvFactory) -> AsyncIterator[AdminApp]:
-    async with running_admin(service_env()) as app:
-        yield app
 
 
 async def _jsonb(conn: asyncpg.Connection) -> None:

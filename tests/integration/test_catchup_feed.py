@@ -4,31 +4,21 @@ the commit horizon, feed-token authentication, and the Python catch-up helper.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import orjson
-import pytest_asyncio
 
 from shared.client.catchup import FeedClient, FeedError, find_unseen
 from shared.core.feed_token import feed_token
 from shared.core.ids import new_id
 from shared.core.timefmt import utcnow
-from tests.conftest import ServiceEnvFactory
-from tests.integration.ingest_fixtures import (
+from tests.support.ingest_app import (
     Ingest,
     assert_error,
     create_endpoint,
     new_account,
-    running_ingest,
 )
-
-
-@pytest_asyncio.fixture(scope="module")
-async def api(service_env: ServiceEnvFactory) -> AsyncIterator[Ingest]:
-    async with running_ingest(service_env()) as ingest:
-        yield ingest
 
 
 async def feed_page(api: Ingest, endpoint_id: str, token: str | None,

@@ -20,11 +20,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.dlq_replay.console.guard import web_guard
-from services.dlq_replay.harness import AdminApp, running_admin
-from services.dlq_replay.testkit import SeededEndpoint, insert_dead_deliveries, insert_endpoint
 from shared.core.ids import new_id
 from shared.core.timefmt import utcnow
 from tests.conftest import TEST_ADMIN_TOKEN, ServiceEnvFactory
+from tests.support.admin_app import AdminApp, running_admin
+from tests.support.seeding import SeededEndpoint, insert_dead_deliveries, insert_endpoint
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -64,19 +64,6 @@ class Browser:
                                              {"csrf_token": csrf, "token": token})
         assert status == 303, html
         return resp
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def admin(service_env: ServiceEnvFactory) -> AsyncIterator[AdminApp]:
-    async with running_admin(service_env()) as app:
-        yield app
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    yield created
-    await created.close()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -5,30 +5,21 @@ read from the real broker."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.dlq_replay.console.lag import LagSample, LagSampler
 from services.dlq_replay.console.overview import build_overview
 from services.dlq_replay.settings import load_admin_settings
-from services.dlq_replay.testkit import insert_dead_deliveries, insert_endpoint
 from shared.adapters.kafka.topics import DELIVERIES, ensure_topics, topic_name
 from shared.core.ids import new_id
 from shared.core.timefmt import utcnow
 from tests.conftest import ServiceEnvFactory
+from tests.support.seeding import insert_dead_deliveries, insert_endpoint
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    yield created
-    await created.close()
 
 
 async def test_overview_reads_attempts_and_dead_letters(pool: asyncpg.Pool) -> None:

@@ -10,7 +10,7 @@ import pytest_asyncio
 from deploy.embedded.ports import free_port
 from shared.adapters.http_client import WebhookClient, literal_host_block
 from shared.core.retry import FailureKind
-from tests.receiver import Receiver, Reply
+from tests.support.receiver import Receiver, Reply
 
 
 @pytest_asyncio.fixture

@@ -25,7 +25,7 @@ from shared.adapters.kafka.publisher import Message
 from shared.core.backoff import BackoffPolicy
 from shared.core.decision import AttemptResult, Dead, Decision, RetryAt, Succeeded
 from shared.core.delivery_message import DeliveryMessage, decode_delivery_message
-from tests.dispatch_helpers import Endpoint, Event, Seeder
+from tests.support.dispatch import Endpoint, Event, Seeder
 
 CFG = ClaimConfig(first_delay_s=0.0, lease_s=5.0, rate_horizon_s=1.0)
 

@@ -15,7 +15,7 @@ from shared.core.ids import is_valid_id, new_id
 from shared.core.signing import parse_secret
 from shared.core.timefmt import parse_ts
 from tests.conftest import TEST_ADMIN_TOKEN, ServiceEnvFactory
-from tests.integration.ingest_fixtures import (
+from tests.support.ingest_app import (
     PUBLIC_URL,
     Ingest,
     assert_error,
@@ -30,15 +30,6 @@ async def api(service_env: ServiceEnvFactory) -> AsyncIterator[Ingest]:
     """Ingest with the SSRF guard on (private targets refused)."""
     async with running_ingest(service_env(ALLOW_PRIVATE_TARGETS="false")) as ingest:
         yield ingest
-
-
-@pytest_asyncio.fixture(scope="module")
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 # --- create and read -------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from shared.adapters.pg.notify import notify_endpoints_changed
 from shared.adapters.pg.pool import create_pool
 from shared.core.ids import new_id
 from tests.conftest import ServiceEnvFactory
-from tests.integration.ingest_fixtures import (
+from tests.support.ingest_app import (
     Ingest,
     create_endpoint,
     new_account,

@@ -15,7 +15,7 @@ from shared.core.ids import new_id
 from shared.core.signing import parse_secret
 from shared.core.timefmt import parse_ts
 from tests.conftest import ServiceEnvFactory
-from tests.integration.ingest_fixtures import (
+from tests.support.ingest_app import (
     Ingest,
     assert_error,
     create_endpoint,
@@ -27,15 +27,6 @@ from tests.integration.ingest_fixtures import (
 async def api(service_env: ServiceEnvFactory) -> AsyncIterator[Ingest]:
     async with running_ingest(service_env(ALLOW_PRIVATE_TARGETS="false")) as ingest:
         yield ingest
-
-
-@pytest_asyncio.fixture(scope="module")
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 # --- PATCH ----------------------------------------------------------------------------------

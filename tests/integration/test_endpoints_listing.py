@@ -11,7 +11,7 @@ import pytest_asyncio
 
 from shared.core.cursor import encode_cursor
 from tests.conftest import ServiceEnvFactory
-from tests.integration.ingest_fixtures import (
+from tests.support.ingest_app import (
     Ingest,
     assert_error,
     create_endpoint,

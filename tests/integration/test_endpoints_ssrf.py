@@ -1,7 +1,7 @@
 """The SSRF guard at the API: private targets refused unless POSTWIRE_ALLOW_PRIVATE_TARGETS.
 
 No connection is made to any URL here; host names other than ``localhost`` are answered by
-the test resolver's table (see ``ingest_fixtures.FAKE_DNS``).
+the test resolver's table (see ``tests.support.ingest_app.FAKE_DNS``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from services.ingest.endpoints_api import ENDPOINT_RESOLVER, setup_endpoints
 from shared.adapters.dns import resolve_host
 from shared.core.ssrf import canonical_endpoint_url
 from tests.conftest import ServiceEnvFactory
-from tests.integration.ingest_fixtures import (
+from tests.support.ingest_app import (
     Ingest,
     assert_error,
     create_endpoint,
@@ -36,15 +36,6 @@ async def api(service_env: ServiceEnvFactory) -> AsyncIterator[Ingest]:
 async def lax_api(service_env: ServiceEnvFactory) -> AsyncIterator[Ingest]:
     async with running_ingest(service_env(ALLOW_PRIVATE_TARGETS="true")) as ingest:
         yield ingest
-
-
-@pytest_asyncio.fixture(scope="module")
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 PRIVATE_URLS = [

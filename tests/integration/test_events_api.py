@@ -23,7 +23,7 @@ from shared.core.errors import Unavailable
 from shared.core.ids import is_valid_id, new_id
 from shared.core.timefmt import format_ts, parse_ts, utcnow
 from tests.conftest import TEST_ADMIN_TOKEN, ServiceEnvFactory
-from tests.integration.ingest_fixtures import (
+from tests.support.ingest_app import (
     Ingest,
     assert_error,
     create_endpoint,
@@ -39,15 +39,6 @@ RESULT_FIELDS = {"id", "account_id", "type", "ordering_key", "created_at", "deli
 async def api(service_env: ServiceEnvFactory) -> AsyncIterator[Ingest]:
     async with running_ingest(service_env(MAX_PAYLOAD_BYTES=str(MAX_PAYLOAD))) as ingest:
         yield ingest
-
-
-@pytest_asyncio.fixture(scope="module")
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def post(api: Ingest, path: str, body: Any, *, key: str | None = None,

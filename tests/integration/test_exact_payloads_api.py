@@ -12,55 +12,30 @@ such item failed whole); data nested 252..254 levels was accepted and then every
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
-import pytest_asyncio
 
-from services.dlq_replay.harness import AdminApp, running_admin
 from services.ingest.event_validation import MAX_DATA_DEPTH
 from shared.core.event_body import render_body
 from shared.core.ids import new_id
 from shared.core.timefmt import format_ts, utcnow
-from tests.conftest import ServiceEnvFactory
-from tests.integration.ingest_fixtures import (
+from tests.support.admin_app import AdminApp
+from tests.support.ingest_app import (
     PUBLIC_URL,
     Ingest,
     assert_error,
     create_endpoint,
     new_account,
-    running_ingest,
 )
 
 EXACT = (b'{ "n": 123456789012345678901234567890, "neg": -98765432109876543210987654321,'
          b' "z": -0.0, "e": 1E+5, "tiny": 1e-400, "huge": 2.5e400,'
          b' "p": 0.10000000000000000001, "u": "\\u00e9\\ud83d\\ude00", "nul": "a\\u0000b",'
          b'\n "nested": [ {"k": 18446744073709551616} ] }')
-
-
-@pytest_asyncio.fixture(scope="module")
-async def api(service_env: ServiceEnvFactory) -> AsyncIterator[Ingest]:
-    async with running_ingest(service_env()) as ingest:
-        yield ingest
-
-
-@pytest_asyncio.fixture(scope="module")
-async def admin(service_env: ServiceEnvFactory) -> AsyncIterator[AdminApp]:
-    async with running_admin(service_env()) as app:
-        yield app
-
-
-@pytest_asyncio.fixture(scope="module")
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 def _exact(raw: bytes) -> Any:

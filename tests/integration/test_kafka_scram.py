@@ -22,9 +22,9 @@ import pytest
 import pytest_asyncio
 
 from deploy.embedded.services import start_service
-from tests.dispatch_helpers import FAST_ENV, poll
-from tests.receiver import Receiver
+from tests.support.dispatch import FAST_ENV, poll
 from tests.support.kafka_scram import ScramKafka
+from tests.support.receiver import Receiver
 
 USER, PASSWORD = "postwire-svc", "scram-secret-1"
 PARTITIONS = "4"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest_asyncio
 
-from tests.integration.ingest_fixtures import (
+from tests.support.ingest_app import (
     PUBLIC_URL,
     Ingest,
     assert_error,

@@ -9,12 +9,10 @@ and after a broker outage that never failed ingest.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import pytest_asyncio
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from deploy.embedded.ports import free_port
 from shared.adapters.kafka.partitioning import partition_for
@@ -28,24 +26,10 @@ from shared.core.delivery_message import (
 from shared.core.ids import new_id
 from shared.outbox_relay import OutboxRelay
 from tests.conftest import ServiceEnvFactory
-from tests.integration.ingest_fixtures import Ingest, create_endpoint, new_account, running_ingest
+from tests.support.ingest_app import Ingest, create_endpoint, new_account, running_ingest
+from tests.support.topics import read_deliveries_by_id
 
 Record = tuple[bytes, DeliveryMessage, int, bytes]  # key, decoded value, partition, raw value
-
-
-@pytest_asyncio.fixture(scope="module")
-async def api(service_env: ServiceEnvFactory) -> AsyncIterator[Ingest]:
-    async with running_ingest(service_env()) as ingest:
-        yield ingest
-
-
-@pytest_asyncio.fixture(scope="module")
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def post_event(api: Ingest, account: str, **extra: Any) -> dict[str, Any]:
@@ -54,32 +38,6 @@ async def post_event(api: Ingest, account: str, **extra: Any) -> dict[str, Any]:
     assert status == 202, data
     assert isinstance(data, dict)
     return data
-
-
-async def read_deliveries(bootstrap: str, topic: str, wanted: set[str],
-                          timeout_s: float = 20.0) -> dict[str, Record]:
-    """Consume ``topic`` from the beginning until every delivery id in ``wanted`` was seen."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=20,
-                                enable_auto_commit=False)
-    await consumer.start()
-    found: dict[str, Record] = {}
-    try:
-        await consumer.topics()  # loads metadata
-        partitions = consumer.partitions_for_topic(topic) or set()
-        assert partitions, f"topic {topic} does not exist"
-        consumer.assign([TopicPartition(topic, p) for p in partitions])
-        await consumer.seek_to_beginning()
-        async with asyncio.timeout(timeout_s):
-            while not wanted <= set(found):
-                batches = await consumer.getmany(timeout_ms=200)
-                for tp, records in batches.items():
-                    for record in records:
-                        message = decode_delivery_message(record.value)
-                        found[message.delivery_id] = (record.key, message, tp.partition,
-                                                      record.value)
-    finally:
-        await consumer.stop()
-    return {k: v for k, v in found.items() if k in wanted}
 
 
 async def topic_partitions(bootstrap: str, topic: str) -> list[int]:
@@ -166,7 +124,7 @@ async def test_messages_reach_the_broker_with_key_and_value(
     ordered = [await post_event(api, account, ordering_key="cust|7") for _ in range(2)]
     loose = await post_event(api, account)
     rows = await deliveries_of(db, [e["id"] for e in [*ordered, loose]])
-    found = await read_deliveries(kafka_bootstrap, f"{topic_prefix}deliveries",
+    found = await read_deliveries_by_id(kafka_bootstrap, f"{topic_prefix}deliveries",
                                   {r["id"] for r in rows})
     for row in rows:
         key, message, _, raw = found[row["id"]]
@@ -212,7 +170,7 @@ async def test_relay_publishes_rows_a_killed_publisher_left_behind(
     finally:
         await publisher.stop()
         await pool.close()
-    found = await read_deliveries(kafka_bootstrap, f"{topic_prefix}deliveries", wanted)
+    found = await read_deliveries_by_id(kafka_bootstrap, f"{topic_prefix}deliveries", wanted)
     assert {k: v[1] for k, v in found.items()} == {m.delivery_id: m for m in messages}
     assert await _outbox_ids(db, wanted) == []
 
@@ -236,6 +194,6 @@ async def test_broker_outage_still_accepts_and_the_relay_catches_up(
     finally:
         await publisher.stop()
         await pool.close()
-    found = await read_deliveries(kafka_bootstrap, f"{topic_prefix}deliveries", wanted)
+    found = await read_deliveries_by_id(kafka_bootstrap, f"{topic_prefix}deliveries", wanted)
     assert [found[r["id"]][1].sequence for r in rows] == [1, 2, 3]
     assert await _outbox_ids(db, wanted) == []

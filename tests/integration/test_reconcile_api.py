@@ -19,7 +19,7 @@ import orjson
 import pytest_asyncio
 
 from tests.conftest import ServiceEnvFactory
-from tests.integration.ingest_fixtures import (
+from tests.support.ingest_app import (
     Ingest,
     assert_error,
     create_endpoint,
@@ -28,12 +28,6 @@ from tests.integration.ingest_fixtures import (
 )
 
 NDJSON = "application/x-ndjson"
-
-
-@pytest_asyncio.fixture(scope="module")
-async def api(service_env: ServiceEnvFactory) -> AsyncIterator[Ingest]:
-    async with running_ingest(service_env()) as ingest:
-        yield ingest
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -11,15 +11,15 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from services.dlq_replay.harness import AdminApp, running_admin
-from services.dlq_replay.testkit import insert_endpoint
 from shared.core.ids import new_id
 from shared.core.retention import RetentionPolicy, day_start, partition_name
 from shared.core.timefmt import format_ts
 from shared.retention.loop import run_locked_round
 from shared.retention.seed import seed_day
 from tests.conftest import ServiceEnvFactory
-from tests.integration.ingest_fixtures import Ingest, running_ingest
+from tests.support.admin_app import AdminApp
+from tests.support.ingest_app import Ingest, running_ingest
+from tests.support.seeding import insert_endpoint
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -54,12 +54,6 @@ async def purged(database_url: str) -> dict[str, str]:
         pytest.fail("the old day was not dropped")
     return {"event_id": seeded.first_event_id, "delivery_id": seeded.first_delivery_id,
             "endpoint_id": endpoint.id}
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def admin(service_env: ServiceEnvFactory) -> AsyncIterator[AdminApp]:
-    async with running_admin(service_env()) as app:
-        yield app
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

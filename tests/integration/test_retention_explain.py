@@ -21,10 +21,10 @@ import pytest_asyncio
 
 from services.dispatcher import claims
 from services.dlq_replay.reads import DeadLetterQuery, list_dead_letters
-from services.dlq_replay.testkit import insert_endpoint
 from services.ingest import events_repo
 from shared.core.retention import day_start, partition_name
 from shared.retention.seed import seed_day
+from tests.support.seeding import insert_endpoint
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -13,13 +13,13 @@ import pytest
 import pytest_asyncio
 
 from services.dlq_replay.queueing import queue_deliveries
-from services.dlq_replay.testkit import SeededEndpoint, insert_endpoint
 from shared.core.ids import lowest_id_at, new_id
 from shared.core.retention import RetentionPolicy, day_start, partition_name
 from shared.retention import horizon, partitions
 from shared.retention.loop import LOCK_ID, run_locked_round
 from shared.retention.purge import RoundReport
 from shared.retention.seed import seed_day
+from tests.support.seeding import SeededEndpoint, insert_endpoint
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

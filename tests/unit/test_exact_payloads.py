@@ -30,7 +30,7 @@ from shared.core.event_body import (
 )
 from shared.core.json_text import JsonCursor, JsonSyntaxError, nesting_depth, skip_value
 from shared.http.body import parse_json_object
-from tests.json_documents import Doc, documents, exact, render_compact, render_document
+from tests.support.json_documents import Doc, documents, exact, render_compact, render_document
 
 LIMIT = 1 << 20
 HEAD = b'{"account_id":"acct_1","type":"invoice.paid","data":'

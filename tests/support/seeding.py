@@ -1,24 +1,20 @@
-"""Helpers for tests, benchmarks and demos of the admin service: dead letters made by SQL in
-bulk, and a webhook receiver on a loopback port.
+"""Rows made by SQL in bulk for tests and benchmarks, and the webhook body as ingest renders it.
 
 Seeding writes rows exactly as the ingest and dispatcher services would leave them (an endpoint,
 events with their webhook body bytes, ``dead`` deliveries, dead letters), so a replay of them
-goes through normal dispatch. Never used by the running service.
+goes through normal dispatch. :func:`webhook_body` is the test suite's one renderer of the
+webhook body. Never imported by product code.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 import orjson
-from aiohttp import web
 
 from shared.core.ids import new_id
 from shared.core.timefmt import format_ts, utcnow
@@ -103,56 +99,3 @@ async def insert_dead_deliveries(
             endpoint.account_id, event_type, reason, at)
     return made
 
-
-@dataclass(frozen=True)
-class Received:
-    """One webhook request as the receiver saw it."""
-
-    at: float             # time.monotonic() on arrival
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Receiver:
-    """A webhook endpoint on ``127.0.0.1``: records every request and answers ``status()``."""
-
-    status: Callable[[Received], int] = field(default=lambda _: 200)
-    received: list[Received] = field(default_factory=list)
-    url: str = ""
-    _runner: web.AppRunner | None = None
-    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def start(self) -> Receiver:
-        """Listen on a free loopback port; ``url`` is set on return."""
-        app = web.Application()
-        app.router.add_post("/hook", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}/hook"
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        item = Received(time.monotonic(), dict(request.headers), await request.read())
-        self.received.append(item)
-        self._arrived.set()
-        return web.Response(status=self.status(item))
-
-    def ids(self) -> list[str]:
-        """The ``webhook-id`` of every request, in arrival order."""
-        return [r.headers.get("webhook-id", "") for r in self.received]
-
-    async def wait_for(self, count: int, timeout_s: float = 30.0) -> list[Received]:
-        """Wait until at least ``count`` requests arrived; raises TimeoutError otherwise."""
-        async with asyncio.timeout(timeout_s):
-            while len(self.received) < count:
-                self._arrived.clear()
-                await self._arrived.wait()
-        return list(self.received)

@@ -84,7 +84,8 @@ class Receiver:
                         tb: TracebackType | None) -> None:
         await self.stop()
 
-    async def start(self) -> None:
+    async def start(self) -> Receiver:
+        """Listen on a free loopback port (``port``); returns the receiver itself."""
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
@@ -92,6 +93,7 @@ class Receiver:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
+        return self
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -113,6 +115,16 @@ class Receiver:
 
     def requests_for(self, path: str) -> list[Received]:
         return [r for r in self.requests if r.path == path]
+
+    def ids(self) -> list[str]:
+        """The ``webhook-id`` of every request, in arrival order."""
+        return [r.webhook_id for r in self.requests]
+
+    async def wait_for_count(self, count: int, timeout_s: float = 30.0) -> list[Received]:
+        """Wait until at least ``count`` requests arrived (any path); returns them all, in
+        arrival order. Raises TimeoutError after ``timeout_s``."""
+        await self.wait_for(lambda: len(self.requests) >= count, timeout_s)
+        return list(self.requests)
 
     async def wait_for(self, predicate: Callable[[], bool], timeout_s: float) -> None:
         """Return once ``predicate()`` holds; raises TimeoutError after ``timeout_s``."""

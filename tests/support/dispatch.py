@@ -3,7 +3,7 @@
 :class:`Seeder` writes an endpoint, or an event with its deliveries and their outbox rows in
 one transaction (sequence per (endpoint, ordering key) from ``ordering_keys``), then publishes
 the messages to Kafka itself and deletes the outbox rows (the fast path of ingest), so tests do
-not depend on the ingest service. Also: reading the ``deadletter`` topic and a few waits.
+not depend on the ingest service. Also: waits, metrics and dispatcher process fixtures.
 """
 
 from __future__ import annotations
@@ -21,18 +21,16 @@ from typing import Any, TypeVar
 
 import aiohttp
 import asyncpg
-import orjson
 import pytest
 import pytest_asyncio
-from aiokafka import AIOKafkaConsumer
 
 from deploy.embedded.services import ServiceProcess, start_service
 from shared.adapters.kafka.publisher import KafkaPublisher, Message, PublishFailed
-from shared.adapters.kafka.topics import DEADLETTER, DELIVERIES, topic_name
+from shared.adapters.kafka.topics import DELIVERIES
 from shared.adapters.pg.outbox import delete_outbox, insert_outbox
 from shared.core.delivery_message import DeliveryMessage, encode_delivery_message
 from shared.core.ids import new_id
-from shared.core.timefmt import format_ts
+from tests.support.seeding import webhook_body
 
 T = TypeVar("T")
 
@@ -92,8 +90,7 @@ class Seeder:
         """Store an event for ``endpoints`` (same account) and announce its deliveries."""
         event_id, now = new_id("evt"), datetime.now(UTC)
         account_id = endpoints[0].account_id
-        body = orjson.dumps({"id": event_id, "type": event_type, "timestamp": format_ts(now),
-                             "account_id": account_id, "data": data or {"n": 1}})
+        body = webhook_body(event_id, event_type, now, account_id, data or {"n": 1})
         messages: list[Message] = []
         ids: dict[str, str] = {}
         async with self.pool.acquire() as conn, conn.transaction():
@@ -170,25 +167,6 @@ async def poll(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool],
         if time.monotonic() > deadline:
             raise TimeoutError(f"condition not met within {timeout_s}s; last value: {value!r}")
         await asyncio.sleep(interval_s)
-
-
-async def read_deadletters(bootstrap: str, prefix: str, want: int,
-                           timeout_s: float) -> list[dict[str, Any]]:
-    """Read at least ``want`` records from the ``deadletter`` topic (from the beginning)."""
-    consumer = AIOKafkaConsumer(topic_name(prefix, DEADLETTER), bootstrap_servers=bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                fetch_max_wait_ms=10, group_id=None)
-    await consumer.start()
-    out: list[dict[str, Any]] = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        while len(out) < want and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=200)
-            for records in batches.values():
-                out.extend(orjson.loads(r.value) | {"_key": r.key.decode()} for r in records)
-    finally:
-        await consumer.stop()
-    return out
 
 
 # ---------------------------------------------------------------------------------- fixtures

@@ -1,12 +1,12 @@
-"""Running the admin app in-process over real loopback HTTP, and reading what it published.
+"""Running the admin app in-process over real loopback HTTP.
 
-For integration tests and demos: the app is built by :func:`app.make_app` against real
-Postgres and Kafka (from ``env``) and served with aiohttp's TestServer on 127.0.0.1.
+For integration tests: the app is built by ``services.dlq_replay.app.make_app`` against real
+Postgres and Kafka (from ``env``) and served with aiohttp's TestServer on 127.0.0.1. What it
+publishes is read with ``tests.support.topics``.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,13 +14,10 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from aiokafka import AIOKafkaConsumer
 
 from services.dlq_replay.app import make_app
 from services.dlq_replay.context import CTX, AdminContext
 from services.dlq_replay.settings import load_admin_settings
-from shared.adapters.kafka.topics import topic_name
-from shared.core.delivery_message import DeliveryMessage, decode_delivery_message
 
 
 @dataclass
@@ -63,24 +60,3 @@ async def running_admin(env: Mapping[str, str]) -> AsyncIterator[AdminApp]:
     finally:
         await client.close()
 
-
-async def read_deliveries(bootstrap: str, prefix: str, *, expect: int,
-                          timeout_s: float = 20.0) -> list[tuple[bytes, DeliveryMessage]]:
-    """Read the ``deliveries`` topic from the beginning until ``expect`` messages arrived (or
-    the timeout passed); returns (key, message) pairs in partition order."""
-    consumer = AIOKafkaConsumer(topic_name(prefix, "deliveries"), bootstrap_servers=bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                fetch_max_wait_ms=50)
-    await consumer.start()
-    found: list[tuple[bytes, DeliveryMessage]] = []
-    try:
-        async with asyncio.timeout(timeout_s):
-            while len(found) < expect:
-                batches = await consumer.getmany(timeout_ms=200)
-                for records in batches.values():
-                    found.extend((r.key, decode_delivery_message(r.value)) for r in records)
-    except TimeoutError:
-        pass
-    finally:
-        await consumer.stop()
-    return found
