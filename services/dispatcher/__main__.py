@@ -1,36 +1,19 @@
-"""``python -m services.dispatcher``: delivers webhooks; serves health and metrics."""
+"""``python -m services.dispatcher``: delivers webhooks; serves health and metrics.
+
+Logs at ``POSTWIRE_LOG_LEVEL`` (default INFO); exits with status 2 on an invalid setting."""
 
 from __future__ import annotations
 
 import os
-import sys
-
-from aiohttp import web
 
 from services.dispatcher.app import make_app
 from services.dispatcher.settings import load_dispatcher_settings
-from shared.config_http import load_http_settings
-from shared.core.errors import ConfigError
-from shared.http.server import run_service
-from shared.logging import configure_logging
-
-_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR"})
+from shared.service_main import log_level_from, serve_from_environment
 
 
 def main() -> None:
-    level = os.environ.get("POSTWIRE_LOG_LEVEL", "INFO").upper()
-    configure_logging("dispatcher", level if level in _LEVELS else "INFO")
-    try:
-        settings = load_dispatcher_settings(os.environ)
-        http = load_http_settings(os.environ, settings.common.host)
-    except ConfigError as exc:
-        print(f"postwire dispatcher: {exc}", file=sys.stderr)
-        sys.exit(2)
-
-    async def factory() -> web.Application:
-        return await make_app(settings)
-
-    run_service("dispatcher", factory, settings.common.host, settings.port, http)
+    serve_from_environment("dispatcher", load_dispatcher_settings, make_app,
+                           log_level=log_level_from(os.environ))
 
 
 if __name__ == "__main__":
