@@ -76,6 +76,8 @@ RECOVERY_CHECK_S = 1.0         # how often log ends are read (log went backwards
 CHECK_TIMEOUT_S = 3.0          # a log-end read slower than this counts as failed
 READY_STALE_S = 5.0            # not ready when log ends could not be read for this long
 READY_STALL_S = 3.0            # not ready while fetches have stalled this long
+WOKEN_FORGET_S = 5.0           # a wake-up's Kafka copy comes within QUIET_WAIT_MS; then forget
+WOKEN_MAX = 10_000
 FETCH_STUCK_S = 5.0            # messages waiting and positions frozen this long: re-create
 
 
@@ -125,6 +127,7 @@ class DeliveryConsumer:
         self._commit_failures = 0
         self._quiet = False         # fetching with the long deadline (no records for a while)
         self._quiet_ended_at = float("-inf")
+        self._woken: dict[str, float] = {}  # delivery id -> when taken from the wake-up channel
         self.topic = topic_name(settings.common.topic_prefix, DELIVERIES)
 
     def start(self) -> None:
@@ -217,9 +220,10 @@ class DeliveryConsumer:
             else:
                 batches = await self._fetch(consumer)
                 stalled = batches is None
+                fresh = 0
                 for tp, records in (batches or {}).items():
-                    self._accept(tp, records)
-                if batches:
+                    fresh += self._accept(tp, records)
+                if fresh:  # the Kafka copy of a wake-up does not end a quiet spell
                     last_record_at = time.monotonic()
                 wanted = fetch_wait_ms(time.monotonic(), last_record_at)
                 if wanted != wait_ms and apply_fetch_wait(consumer, wanted):
@@ -268,8 +272,11 @@ class DeliveryConsumer:
         except TimeoutError:
             return None
 
-    def _accept(self, tp: TopicPartition, records: list[Any]) -> None:
+    def _accept(self, tp: TopicPartition, records: list[Any]) -> int:
+        """Hand ``records`` to the pipeline; returns how many were not the Kafka copy of a
+        message already taken from the wake-up channel (those are claimed all the same)."""
         tracker = self._pipeline.tracker
+        fresh = 0
         for record in records:
             ticket = tracker.track(tp, record.offset)
             try:
@@ -278,7 +285,23 @@ class DeliveryConsumer:
                 log.error("skipping undecodable message at %s:%d: %s", tp, record.offset, exc)
                 tracker.done(ticket)
                 continue
+            if self._woken.pop(message.delivery_id, None) is None:
+                fresh += 1
             self._pipeline.accept(ticket, message)
+        return fresh
+
+    def note_woken(self, delivery_id: str) -> None:
+        """A message of ``delivery_id`` was taken from the wake-up channel: its Kafka copy,
+        expected within ``QUIET_WAIT_MS``, will not count as traffic. Entries older than
+        ``WOKEN_FORGET_S`` are forgotten (at most ``WOKEN_MAX`` kept)."""
+        now = time.monotonic()
+        woken = self._woken
+        while woken:
+            oldest, at = next(iter(woken.items()))
+            if now - at < WOKEN_FORGET_S and len(woken) < WOKEN_MAX:
+                break
+            del woken[oldest]
+        woken[delivery_id] = now
 
     async def _maybe_commit(self, consumer: AIOKafkaConsumer, force: bool = False) -> None:
         now = time.monotonic()

@@ -41,6 +41,8 @@ class WakeupConsumer(Protocol):
 
     def owns(self, partition: int) -> bool: ...
 
+    def note_woken(self, delivery_id: str) -> None: ...
+
 
 class WakeupPipeline(Protocol):
     """Where taken messages go (``Pipeline``)."""
@@ -86,6 +88,7 @@ class WakeupListener:
             except (ValueError, TypeError) as exc:
                 log.warning("skipping an undecodable wake-up message: %s", exc)
                 continue
+            self._consumer.note_woken(message.delivery_id)
             ticket = self._pipeline.tracker.track(WAKEUP_PARTITION, next(self._seq))
             self._pipeline.accept(ticket, message)
             taken += 1

@@ -27,6 +27,9 @@ class _Consumer:
     def owns(self, partition: int) -> bool:
         return True
 
+    def note_woken(self, delivery_id: str) -> None:
+        pass
+
 
 @dataclass
 class _Pipeline:

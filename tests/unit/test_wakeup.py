@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
+import pytest
+from aiokafka import TopicPartition
+
+import services.dispatcher.consumer as consumer_module
+from services.dispatcher.consumer import DeliveryConsumer
 from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.offsets import OffsetTracker, Ticket
+from services.dispatcher.pipeline import Pipeline
+from services.dispatcher.settings import load_dispatcher_settings
 from services.dispatcher.wakeup import WAKEUP_PARTITION, WakeupListener
 from shared.adapters.kafka.partitioning import partition_for
 from shared.core.delivery_message import (
     DeliveryMessage,
+    decode_delivery_message,
     delivery_key,
     encode_delivery_message,
 )
@@ -70,12 +79,16 @@ def test_malformed_lines_are_left_out() -> None:
 class _Consumer:
     quiet: bool = True
     owned: set[int] = field(default_factory=set)
+    woken: list[str] = field(default_factory=list)
 
     def takes_wakeups(self) -> bool:
         return self.quiet
 
     def owns(self, partition: int) -> bool:
         return partition in self.owned
+
+    def note_woken(self, delivery_id: str) -> None:
+        self.woken.append(delivery_id)
 
 
 @dataclass
@@ -97,6 +110,7 @@ def test_a_quiet_dispatcher_takes_only_the_messages_of_its_partitions() -> None:
     expected = [k for k, _ in messages if partition_of(k, 4) in {1, 2}]
     assert taken == len(expected) == len(pipeline.accepted) > 0
     assert all(t.partition == WAKEUP_PARTITION for t, _ in pipeline.accepted)
+    assert consumer.woken == [m.delivery_id for _, m in pipeline.accepted]
     # wake-up tickets are never offsets of a Kafka partition
     assert pipeline.tracker.committable({0, 1, 2, 3}) == {}
     for ticket, _ in pipeline.accepted:
@@ -111,3 +125,46 @@ def test_a_busy_dispatcher_ignores_wake_ups() -> None:
     listener = WakeupListener("postgresql://unused", consumer, pipeline, DispatcherMetrics())
     assert listener.take(payload) == 0
     assert pipeline.accepted == []
+
+
+@dataclass
+class _Record:
+    offset: int
+    value: bytes
+
+
+def _consumer(pipeline: _Pipeline) -> DeliveryConsumer:
+    settings = load_dispatcher_settings({
+        "POSTWIRE_DATABASE_URL": "postgresql://u@127.0.0.1:5432/db",
+        "POSTWIRE_KAFKA_BOOTSTRAP": "127.0.0.1:9092"})
+    return DeliveryConsumer(settings, cast(Pipeline, pipeline), DispatcherMetrics(),
+                            on_log_lost=lambda: None)
+
+
+def test_the_kafka_copy_of_a_wake_up_is_claimed_but_is_not_traffic() -> None:
+    """The copy still goes to the claim (Postgres decides), but it must not end the quiet
+    spell: otherwise every lone event would buy a second of 10 ms polling."""
+    pipeline = _Pipeline()
+    consumer = _consumer(pipeline)
+    woken, other = _message(1)[1], _message(2)[1]
+    consumer.note_woken(decode_delivery_message(woken).delivery_id)
+    tp = TopicPartition("t", 0)
+    records = [_Record(0, woken), _Record(1, other)]
+    assert consumer._accept(tp, records) == 1              # only the other one is fresh
+    assert len(pipeline.accepted) == 2                     # both are claimed
+    assert consumer._accept(tp, [_Record(2, woken)]) == 1  # a second copy counts again
+
+
+def test_woken_ids_are_forgotten_after_a_while_and_bounded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer = _consumer(_Pipeline())
+    clock = [1000.0]
+    monkeypatch.setattr(consumer_module.time, "monotonic", lambda: clock[0])  # type: ignore[attr-defined]
+    consumer.note_woken("a")
+    clock[0] += consumer_module.WOKEN_FORGET_S + 0.1
+    consumer.note_woken("b")
+    assert list(consumer._woken) == ["b"]
+    monkeypatch.setattr(consumer_module, "WOKEN_MAX", 3)
+    for name in "cdef":
+        consumer.note_woken(name)
+    assert list(consumer._woken) == ["d", "e", "f"]
