@@ -64,7 +64,7 @@ SELECT d.id, d.endpoint_id, d.status, d.generation, d.round_attempt_count, d.nex
        ep.enabled, ep.deleted_at IS NOT NULL AS deleted, ep.max_in_flight, ep.rate_limit_per_s,
        statement_timestamp() AS now
 FROM deliveries d JOIN endpoints ep ON ep.id = d.endpoint_id
-WHERE d.id = ANY($1::text[])
+WHERE d.id = ANY($1::text[]) AND d.id >= $2 AND d.id <= $3
 """
 
 # deliveries and events are partitioned by day (migration 0008). A custom plan prunes the
@@ -72,8 +72,11 @@ WHERE d.id = ANY($1::text[])
 # EXISTS of the read cannot be pruned: over 48 partitions, planning the read took 12-14 ms
 # (0.3 ms unpartitioned) against 0.8 ms to run it. The claim transaction therefore uses
 # generic plans, planned once per connection whatever the plan cache's cost estimate would
-# pick; the id array then costs one index descent (2-4 blocks) in each day that holds none of
-# the ids (tests/integration/test_retention_explain.py).
+# pick. A generic plan cannot prune by the id array, so the read and the lease also bound the
+# id by the batch's smallest and largest: scalar parameters, pruned when the executor starts,
+# so only the days the batch spans are opened (500 ids of one day: read 7.8 ms -> 2.7 ms, as
+# fast as unpartitioned; a day inside the bounds that holds none of the ids costs one index
+# descent, tests/integration/test_retention_explain.py).
 _GENERIC_PLANS_SQL = "SET LOCAL plan_cache_mode = force_generic_plan"
 
 _LEASED_SQL = """
@@ -91,7 +94,7 @@ _CLAIM_SQL = """
 WITH leased AS (
     UPDATE deliveries d SET lease_owner = $1, lease_until = u.lease_until
     FROM unnest($2::text[], $3::timestamptz[]) AS u(id, lease_until)
-    WHERE d.id = u.id AND d.id = ANY($2::text[])
+    WHERE d.id = u.id AND d.id = ANY($2::text[]) AND d.id >= $4 AND d.id <= $5
       AND d.status IN ('pending', 'retrying')
       AND (d.lease_until IS NULL OR d.lease_until <= statement_timestamp())
     RETURNING d.id, d.event_id, d.endpoint_id, d.account_id, d.ordering_key, d.attempt_count,
@@ -224,7 +227,9 @@ class ClaimStore:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(_GENERIC_PLANS_SQL)
             health_rows = await conn.fetch(_LOCK_HEALTH_SQL, endpoint_ids)
-            rows = await conn.fetch(_ROWS_SQL, [p.message.delivery_id for p in batch])
+            delivery_ids = [p.message.delivery_id for p in batch]
+            rows = await conn.fetch(_ROWS_SQL, delivery_ids, min(delivery_ids, default=""),
+                                    max(delivery_ids, default=""))
             if not rows:
                 return ClaimResult(settled=[(p, "unknown") for p in batch])
             now: datetime = rows[0]["now"]
@@ -283,7 +288,7 @@ class ClaimStore:
                      now: datetime, local_now: float, result: ClaimResult) -> None:
         ids = sorted(claims)
         rows = await conn.fetch(_CLAIM_SQL, self._owner, ids,
-                                [claims[i][1].lease_until for i in ids])
+                                [claims[i][1].lease_until for i in ids], ids[0], ids[-1])
         got = {r["id"]: r for r in rows}
         for delivery_id in ids:
             if delivery_id not in got:
