@@ -108,7 +108,7 @@ def run_cli(upload: Path, answer: Path, url: str) -> tuple[float, int, int, floa
     started = time.monotonic()
     with answer.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli.main", "reconcile", str(upload), "--account",
+            [sys.executable, "-m", "cli.main", "reconcile", str(upload), "--account",
              ACCOUNT, "--json", "--url", url, "--key", API_KEY], stdout=out, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)

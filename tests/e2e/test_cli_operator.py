@@ -55,7 +55,7 @@ def _env(admin: ServiceProcess, token: str | None = TEST_ADMIN_TOKEN) -> dict[st
 
 def cli(admin: ServiceProcess, *args: str, token: str | None = TEST_ADMIN_TOKEN,
         ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shared.cli.main", *args], env=_env(admin, token),
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], env=_env(admin, token),
                           capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -122,7 +122,7 @@ async def test_ctrl_c_leaves_the_job_running_and_cancel_stops_it(
     await insert_dead_deliveries(pool, endpoint, 40)
     proc = await asyncio.to_thread(
         subprocess.Popen,
-        [sys.executable, "-m", "shared.cli.main", "replays", "start", "--reason", "slow",
+        [sys.executable, "-m", "cli.main", "replays", "start", "--reason", "slow",
          "--endpoint", endpoint.id, "--rate", "2"],
         env=_env(admin), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         # a Ctrl-C at a terminal: the suite itself may run with SIGINT ignored (a background

@@ -48,7 +48,7 @@ def test_dev_up_starts_everything_prints_working_credentials_and_stops_cleanly(
     env.update({"POSTWIRE_INGEST_PORT": str(free_port()),
                 "POSTWIRE_DISPATCHER_PORT": str(free_port()),
                 "POSTWIRE_ADMIN_PORT": str(free_port())})
-    argv = [sys.executable, "-m", "shared.cli.main", "dev", "up", "--dir", str(state),
+    argv = [sys.executable, "-m", "cli.main", "dev", "up", "--dir", str(state),
             "--pg-port", str(free_port()), "--broker-port", str(free_port())]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)

@@ -49,7 +49,7 @@ def test_the_readme_tour_works_as_written(tmp_path: Path) -> None:
                 "POSTWIRE_DISPATCHER_PORT": str(free_port()),
                 "POSTWIRE_ADMIN_PORT": str(free_port()), "PYTHONPATH": str(REPO)})
     dev = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli.main", "dev", "up", "--pg-port", str(free_port()),
+        [sys.executable, "-m", "cli.main", "dev", "up", "--pg-port", str(free_port()),
          "--broker-port", str(free_port())], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
     try:

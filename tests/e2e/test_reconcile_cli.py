@@ -52,7 +52,7 @@ async def call(method: str, url: str, token: str, body: object = None) -> dict[s
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("POSTWIRE_")}
-    return subprocess.run([sys.executable, "-m", "shared.cli.main", *args], env={**base, **env},
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], env={**base, **env},
                           capture_output=True, text=True, timeout=120, check=False)
 
 

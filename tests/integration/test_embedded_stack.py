@@ -162,7 +162,7 @@ def test_stop_leaves_no_process(tmp_path: Path) -> None:
 
 def test_dev_infra_prints_exports_refuses_a_second_run_and_stops_cleanly(tmp_path: Path) -> None:
     state = tmp_path / "dev"
-    argv = [sys.executable, "-m", "shared.cli.main", "dev", "infra", "--dir", str(state)]
+    argv = [sys.executable, "-m", "cli.main", "dev", "infra", "--dir", str(state)]
     ports = ["--pg-port", str(free_port()), "--broker-port", str(free_port())]
     proc = subprocess.Popen(
         [*argv, *ports], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

@@ -45,7 +45,7 @@ def _postwire(*args: str, dsn: str | None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSTWIRE_")}
     if dsn is not None:
         env["POSTWIRE_DATABASE_URL"] = dsn
-    return subprocess.run([sys.executable, "-m", "shared.cli.main", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env,
                           capture_output=True, text=True, timeout=120, check=False)
 
 

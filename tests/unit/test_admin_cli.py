@@ -7,15 +7,15 @@ import json
 
 import pytest
 
-from shared.cli.admin_client import (
+from cli.admin_client import (
     EXIT_AUTH,
     EXIT_NOT_FOUND,
     EXIT_REFUSED,
     EXIT_UNREACHABLE,
     http_error,
 )
-from shared.cli.main import build_parser, main
-from shared.cli.tables import cell, progress_line, render_fields, render_table
+from cli.main import build_parser, main
+from cli.tables import cell, progress_line, render_fields, render_table
 
 
 def test_table_columns_are_aligned_and_cells_cleaned() -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from cli import dev
+from cli.main import build_parser, cmd_migrate, main
 from deploy.embedded import devstate
-from shared.cli import dev
-from shared.cli.main import build_parser, cmd_migrate, main
 
 
 def test_dev_up_defaults() -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli.dev_context import find_dev_dir, load_dev_context, remove_urls, write_urls
-from shared.cli.main import main
+from cli.dev_context import find_dev_dir, load_dev_context, remove_urls, write_urls
+from cli.main import main
 from shared.core.version import POSTWIRE_VERSION
 
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import yaml
 
+from cli.main import build_parser
 from services.dispatcher.settings import load_dispatcher_settings
 from services.dlq_replay.settings import load_admin_settings
 from services.ingest.settings import load_ingest_settings
-from shared.cli.main import build_parser
 from shared.config import load_kafka_topic_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,6 +94,21 @@ def test_dockerfile_is_slim_non_root_and_installs_the_runtime_dependencies() -> 
     assert re.search(r"^EXPOSE 8080 8081 8082$", text, re.MULTILINE)
     assert "POSTWIRE_HOST=0.0.0.0" in text
 
+
+
+def test_the_image_copies_every_package_the_wheel_ships() -> None:
+    """pyproject's package list, the Dockerfile's COPY lines and the ignore file agree: a
+    package added to the wheel but not to the build context would be missing from the image."""
+    found = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = {pattern.rstrip("*") for pattern in found["packages"]["find"]["include"]}
+    assert {"services", "shared", "deploy", "postwire", "cli"} <= packages
+    text = (DEPLOY / "Dockerfile").read_text()
+    copied = {source.split("/")[0] for source in
+              re.findall(r"^COPY (?!--from)(\S+)", text, re.MULTILINE)}
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+    allowed = {line[1:].split("/")[0] for line in ignore if line.startswith("!")}
+    assert packages <= copied, sorted(packages - copied)
+    assert packages <= allowed, sorted(packages - allowed)
 
 # -- compose ---------------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
-from shared.cli import dev, operator, reconcile, topics
+from cli import dev, operator, reconcile, topics
 from shared.core.version import POSTWIRE_VERSION
 
 #: What ``register`` functions receive (argparse's own, private, class).

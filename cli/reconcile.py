@@ -22,9 +22,9 @@ import urllib.request
 from collections.abc import Iterator
 from typing import IO, Any
 
-from shared.cli.admin_client import EXIT_UNREACHABLE, EXIT_USAGE, CliError, http_error
-from shared.cli.operator import _common, _run
-from shared.cli.tables import render_fields
+from cli.admin_client import EXIT_UNREACHABLE, EXIT_USAGE, CliError, http_error
+from cli.operator import _common, _run
+from cli.tables import render_fields
 
 EXIT_DISCREPANCY = 6
 EXIT_INTERRUPTED = 130

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from cli.tables import render_table
 from shared.adapters.kafka.security import client_options
 from shared.adapters.kafka.topics import (
     LOGICAL_TOPICS,
@@ -29,12 +30,11 @@ from shared.adapters.kafka.topics import (
     topic_name,
     unreachable_message,
 )
-from shared.cli.tables import render_table
 from shared.config import KafkaTopicSettings, load_kafka_topic_settings
 from shared.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from shared.cli.main import Subparsers
+    from cli.main import Subparsers
 
 EXIT_MISMATCH, EXIT_CONFIG, EXIT_UNREACHABLE = 1, 2, 5
 

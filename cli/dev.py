@@ -20,6 +20,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeAlias
 
+from cli import dev_env
+from cli.dev_context import remove_urls, write_urls
 from deploy.embedded.broker import BrokerError
 from deploy.embedded.devstate import (
     ADMIN_OPERATOR,
@@ -41,8 +43,6 @@ from deploy.embedded.services import (
     start_service,
 )
 from deploy.embedded.stack import EmbeddedStack
-from shared.cli import dev_env
-from shared.cli.dev_context import remove_urls, write_urls
 
 _Handler: TypeAlias = "Callable[[int, FrameType | None], Any] | int | signal.Handlers | None"
 DEFAULT_DIR = Path(".postwire/dev")

@@ -2,7 +2,7 @@
 
 ``eval "$(.venv/bin/postwire dev env)"`` in a second terminal sets ``POSTWIRE_API_KEY``,
 ``POSTWIRE_INGEST_URL``, ``POSTWIRE_ADMIN_URL`` and ``POSTWIRE_ADMIN_TOKEN`` from what
-``postwire dev up`` wrote (see :mod:`shared.cli.dev_context`). Exit status 1, with nothing on
+``postwire dev up`` wrote (see :mod:`cli.dev_context`). Exit status 1, with nothing on
 stdout, when no running dev stack is found.
 """
 
@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shared.cli.dev_context import find_dev_dir, read_dev_context
+from cli.dev_context import find_dev_dir, read_dev_context
 
 if TYPE_CHECKING:
-    from shared.cli.main import Subparsers
+    from cli.main import Subparsers
 
 
 def register(actions: Subparsers) -> None:

@@ -4,7 +4,7 @@ links, audit log.
 They talk to the admin API over HTTP (``--url``, default ``$POSTWIRE_ADMIN_URL`` or
 http://127.0.0.1:8082) with an admin token (``--token`` or ``$POSTWIRE_ADMIN_TOKEN``). Exit
 status: 0 ok, 1 refused, 2 usage, 3 not found, 4 authentication failed, 5 service unreachable,
-130 interrupted (see :mod:`shared.cli.admin_client`).
+130 interrupted (see :mod:`cli.admin_client`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from shared.cli.admin_client import DEFAULT_URL, EXIT_USAGE, AdminClient, CliError
-from shared.cli.dev_context import load_dev_context
-from shared.cli.tables import progress_line, render_fields, render_table
+from cli.admin_client import DEFAULT_URL, EXIT_USAGE, AdminClient, CliError
+from cli.dev_context import load_dev_context
+from cli.tables import progress_line, render_fields, render_table
 
 EXIT_INTERRUPTED = 130
 Command = Callable[[argparse.Namespace, AdminClient], int]
