@@ -21,6 +21,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from deploy.embedded.services import ServiceProcess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,6 +104,7 @@ def wait_for_dead_letters(admin_base: str, token: str, event_id: str, count: int
     raise AssertionError(f"no {count} dead letters for {event_id}: {page}")
 
 
+@pytest.mark.timeout(600)  # two runs of up to 240 s each on a loaded machine; 35 s when quiet
 def test_running_services_honour_their_openapi_documents(
         run_service: Any, service_env: Any, api_key: str, admin_token: str,
         tmp_path: Path) -> None:
