@@ -15,8 +15,8 @@ OUTSIDE = re.compile(r"\.\./shared|/work/shared|\bAPI\.md\b|\bDESIGN\.md\b")
 def scanned_files() -> list[Path]:
     files = list(DOCUMENTS)
     for folder, patterns in (("services", ("*.py",)), ("shared", ("*.py", "*.sql")),
-                             ("postwire", ("*.py",)), ("deploy", ("*.py", "*.yml", "*.yaml",
-                                                                  "*.json", "Dockerfile*"))):
+                             ("postwire", ("*.py",)), ("cli", ("*.py",)),
+                             ("deploy", ("*.py", "*.yml", "*.yaml", "*.json", "Dockerfile*"))):
         for pattern in patterns:
             files.extend((REPO / folder).rglob(pattern))
     allowed = REPO / "tests" / "support" / "real_kafka.py"  # locates the real Kafka (CI)
