@@ -2,9 +2,12 @@
 
 ``retention_horizon`` holds one row per family (``events``, ``dead_letters``, ``audit_log``):
 rows created before ``purged_before`` may have been removed. The purge moves it forward
-(never back) *before* it removes anything, and a replay reads it under a share lock, so a
-replay and a purge of the same day cannot cross: one waits for the other, and a replay of a
-delivery below the horizon is refused.
+(never back) *before* it removes anything, holding the transaction-level advisory lock
+:data:`HORIZON_LOCK` exclusively; a replay takes the same lock shared before it reads the
+horizon. So a replay and a purge of the same day cannot cross: one waits for the other, and a
+replay of a delivery below the horizon is refused. (An advisory lock rather than a row lock:
+before the first purge there is no row to lock.) Transaction-level locks end with the
+transaction, so nothing is left on a pooled connection.
 """
 
 from __future__ import annotations
@@ -20,29 +23,34 @@ from shared.core.retention import past_retention_message
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
+HORIZON_LOCK = 0x686F7269_7A6F6E21 & 0x7FFFFFFFFFFFFFFF  # "horizon!"
+
 
 async def advance(conn: asyncpg.Connection, family: str, purged_before: datetime) -> None:
-    """Move the horizon of ``family`` to ``purged_before`` if that is later (own transaction)."""
-    await conn.execute(
-        "INSERT INTO retention_horizon (family, purged_before) VALUES ($1, $2)"
-        " ON CONFLICT (family) DO UPDATE SET purged_before = EXCLUDED.purged_before,"
-        " updated_at = now() WHERE retention_horizon.purged_before < EXCLUDED.purged_before",
-        family, purged_before)
+    """Move the horizon of ``family`` to ``purged_before`` if that is later, in a transaction
+    of its own that first waits for every replay transaction in progress."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", HORIZON_LOCK)
+        await conn.execute(
+            "INSERT INTO retention_horizon (family, purged_before) VALUES ($1, $2)"
+            " ON CONFLICT (family) DO UPDATE SET purged_before = EXCLUDED.purged_before,"
+            " updated_at = now() WHERE retention_horizon.purged_before < EXCLUDED.purged_before",
+            family, purged_before)
 
 
-async def read(conn: Conn, family: str, *, share_lock: bool = False) -> datetime | None:
-    """The horizon of ``family`` (None: nothing purged yet). With ``share_lock`` (inside the
-    caller's transaction) a purge cannot move it until that transaction ends."""
-    lock = " FOR SHARE" if share_lock else ""
+async def read(conn: Conn, family: str) -> datetime | None:
+    """The horizon of ``family`` (None: nothing purged yet)."""
     value = await conn.fetchval(
-        f"SELECT purged_before FROM retention_horizon WHERE family = $1{lock}", family)
+        "SELECT purged_before FROM retention_horizon WHERE family = $1", family)
     return value if isinstance(value, datetime) else None
 
 
 async def history_floor_ids(conn: asyncpg.Connection) -> tuple[str, str] | None:
-    """(lowest event id, lowest delivery id) still inside retention, with a share lock on the
-    horizon for the caller's transaction; None when nothing was ever purged."""
-    horizon = await read(conn, "events", share_lock=True)
+    """(lowest event id, lowest delivery id) still inside retention; None when nothing was
+    ever purged. Must run inside the caller's transaction: until it ends, no purge can move
+    the horizon (the shared :data:`HORIZON_LOCK`)."""
+    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", HORIZON_LOCK)
+    horizon = await read(conn, "events")
     if horizon is None:
         return None
     ms = int(horizon.timestamp() * 1000)

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from services.dlq_replay.queueing import queue_deliveries
+from services.dlq_replay.requeue import queue_deliveries
 from shared.core.ids import lowest_id_at, new_id
 from shared.core.retention import RetentionPolicy, day_start, partition_name
 from shared.retention import horizon, partitions
@@ -290,3 +290,29 @@ async def test_a_shorter_account_retention_deletes_only_that_accounts_closed_his
         == "retrying"
     assert await conn.fetchval("SELECT count(*) FROM dead_letters") == 2  # own retention
     assert (await _round(fresh_database_url, policy)).account_events_deleted == 0
+
+
+async def test_a_replay_in_progress_holds_the_purge_and_keeps_its_day(
+        conn: asyncpg.Connection, fresh_database_url: str) -> None:
+    """A replay that started before the purge (even before any purge ever ran: no horizon row
+    yet) makes the purge wait; it then sees the replayed delivery open and keeps the day."""
+    endpoint = await _endpoint(conn)
+    old = TODAY - timedelta(days=40)
+    await seed_day(conn, old, 5, endpoint_id=endpoint.id, account_id=endpoint.account_id)
+    [dead] = await _day_ids(conn, old, 1)
+    await _kill(conn, [dead], datetime.now(UTC))
+    replay = await asyncpg.connect(fresh_database_url)
+    try:
+        tx = replay.transaction()
+        await tx.start()
+        result = await queue_deliveries(replay, [dead], False)
+        assert [o.outcome for o in result.outcomes] == ["queued"]
+        purge = asyncio.create_task(_round(fresh_database_url))
+        await asyncio.sleep(1.0)
+        assert not purge.done()  # waiting for the replay's transaction
+        await tx.commit()
+        report = await asyncio.wait_for(purge, 30)
+    finally:
+        await replay.close()
+    assert report.dropped == [] and report.blocked == {old.isoformat(): 1}
+    assert await conn.fetchval("SELECT status FROM deliveries WHERE id = $1", dead) == "pending"
