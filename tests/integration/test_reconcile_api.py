@@ -9,6 +9,7 @@ surrounding whitespace ignored).
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ class DataSet:
     cancelled: set[tuple[str, str]] = field(default_factory=set)
 
 
-async def reconcile(api: Ingest, body: bytes, content_type: str = NDJSON,
+async def reconcile(api: Ingest, body: bytes | AsyncIterator[bytes], content_type: str = NDJSON,
                     **query: str) -> tuple[int, list[dict[str, Any]]]:
     headers = {**api.auth, "Content-Type": content_type}
     async with api.client.post("/v1/reconcile", data=body, params=query,
@@ -236,11 +237,27 @@ async def test_bad_requests_are_contract_errors(api: Ingest, data: DataSet) -> N
         assert response.status == 401
 
 
-async def test_an_upload_over_the_id_limit_is_refused(service_env: ServiceEnvFactory) -> None:
-    async with running_ingest(service_env(RECONCILE_MAX_IDS="5")) as small:
+async def test_an_upload_over_the_id_limit_is_refused_and_slots_are_bounded(
+        service_env: ServiceEnvFactory) -> None:
+    async with running_ingest(service_env(RECONCILE_MAX_IDS="5",
+                                          RECONCILE_CONCURRENCY="1")) as small:
         status, items = await reconcile(small, b"".join(b'"k%d"\n' % i for i in range(6)),
                                         account_id="acct_x")
         assert_error(status, items[0], 413, "payload_too_large")
         status, items = await reconcile(small, b"".join(b'"k%d"\n' % i for i in range(5)),
                                         account_id="acct_x")
         assert status == 200 and items[-1]["ids_missing"] == 5
+        release = asyncio.Event()
+
+        async def held_body() -> AsyncIterator[bytes]:
+            yield b'"k0"\n'
+            await release.wait()
+
+        await asyncio.sleep(0.5)  # the last answer's slot is freed once its connection closed
+        first = asyncio.create_task(reconcile(small, held_body(), account_id="acct_x"))
+        await asyncio.sleep(0.5)  # ...and this one has taken the only slot
+        status, items = await reconcile(small, b'"k1"\n', account_id="acct_x")
+        assert_error(status, items[0], 429, "rate_limited")
+        release.set()
+        status, items = await first
+        assert status == 200 and items[-1]["ids_received"] == 1
