@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from services.dispatcher.deadletters import kill_waiting, record_dead_letters
+from services.dispatcher.endpoint_health_plan import HealthChange
 from services.dispatcher.model import Finished
-from services.dispatcher.outcome_plan import HealthChange
 from shared.adapters.kafka.publisher import Message
 from shared.adapters.kafka.topics import DELIVERIES
 from shared.adapters.pg.notify import notify_endpoints_changed

@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 
 import asyncpg
 
+from services.dispatcher.endpoint_health_plan import HealthChange, plan_health
 from services.dispatcher.metrics import DispatcherMetrics, status_class
 from services.dispatcher.model import Finished
-from services.dispatcher.outcome_plan import HealthChange, plan_health
 from services.dispatcher.outcome_sql import (
     LOCK_HEALTH_SQL,
     READ_HEALTH_SQL,

@@ -13,11 +13,11 @@ from services.dlq_replay.api_write import setup_write_routes
 from services.dlq_replay.console.guard import route_auth
 from services.dlq_replay.console.routes import setup_console
 from services.dlq_replay.context import CTX, AdminContext
+from services.dlq_replay.housekeeping import HousekeepingLoop
 from services.dlq_replay.ledger import setup_ledger
 from services.dlq_replay.metrics import AdminMetrics
 from services.dlq_replay.openapi import document
 from services.dlq_replay.settings import AdminSettings
-from services.dlq_replay.stats import StatsLoop
 from services.dlq_replay.worker import BulkReplayWorker
 from shared.adapters.kafka.publisher import KafkaPublisher
 from shared.adapters.pg.pool import create_pool, ping
@@ -29,11 +29,11 @@ from shared.outbox_relay import OutboxFlusher, OutboxRelay
 from shared.retention.service import retention_context
 from shared.retention.settings import load_retention_policy
 
-STATS_INTERVAL_S = 5.0
+HOUSEKEEPING_INTERVAL_S = 5.0
 
 
-def _lifecycle(ctx: AdminContext, relay: OutboxRelay,
-               stats: StatsLoop) -> Callable[[web.Application], AsyncIterator[None]]:
+def _lifecycle(ctx: AdminContext, relay: OutboxRelay, housekeeping: HousekeepingLoop
+               ) -> Callable[[web.Application], AsyncIterator[None]]:
     """Start the background loops with the app; on shutdown stop them in reverse order (the
     worker releases its job leases), then close Kafka and Postgres."""
 
@@ -41,9 +41,9 @@ def _lifecycle(ctx: AdminContext, relay: OutboxRelay,
         ctx.flusher.start()
         relay.start()
         ctx.worker.start()
-        stats.start()
+        housekeeping.start()
         yield
-        await stats.stop()
+        await housekeeping.stop()
         await ctx.worker.stop()
         await relay.stop()
         await ctx.flusher.stop()
@@ -68,8 +68,8 @@ async def make_app(settings: AdminSettings) -> web.Application:
     flusher = OutboxFlusher(pool, publisher)
     relay = OutboxRelay(pool, publisher, on_backlog=metrics.outbox_backlog.set)
     worker = BulkReplayWorker(pool, flusher, metrics, settings)
-    stats = StatsLoop(pool, metrics, interval_s=STATS_INTERVAL_S,
-                      idempotency_window_s=settings.idempotency_window_s)
+    housekeeping = HousekeepingLoop(pool, metrics, interval_s=HOUSEKEEPING_INTERVAL_S,
+                                    idempotency_window_s=settings.idempotency_window_s)
     ctx = AdminContext(settings=settings, pool=pool, publisher=publisher, flusher=flusher,
                        worker=worker, metrics=metrics)
 
@@ -80,7 +80,7 @@ async def make_app(settings: AdminSettings) -> web.Application:
     )
     app[CTX] = ctx
 
-    app.cleanup_ctx.append(_lifecycle(ctx, relay, stats))
+    app.cleanup_ctx.append(_lifecycle(ctx, relay, housekeeping))
     setup_ledger(app, metrics, pool)
     app.cleanup_ctx.append(retention)
     setup_storage_routes(app, retention_policy)

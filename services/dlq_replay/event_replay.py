@@ -1,7 +1,7 @@
 """Replay of one event's deliveries (``POST /admin/v1/events/{id}/replay``).
 
 One transaction holds everything: the Idempotency-Key claim, the conditional requeue and its
-outbox messages (:mod:`queueing`), the ``replay_jobs`` row (kind ``event``, already completed,
+outbox messages (:mod:`requeue`), the ``replay_jobs`` row (kind ``event``, already completed,
 so ``GET /admin/v1/replays/{id}`` shows its counts too), the audit row and the stored response.
 """
 
@@ -15,7 +15,7 @@ import asyncpg
 
 from services.dlq_replay.audit import ACTION_EVENT_REPLAY, write_audit
 from services.dlq_replay.idempotency import IdempotencyInput, claim_key, store_response
-from services.dlq_replay.queueing import QueueResult, queue_deliveries
+from services.dlq_replay.requeue import QueueResult, queue_deliveries
 from services.dlq_replay.schemas import EventReplayRequest
 from shared.adapters.kafka.publisher import Message
 from shared.core.errors import Conflict, InvalidRequest, NotFound

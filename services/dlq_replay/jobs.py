@@ -19,7 +19,7 @@ import asyncpg
 
 from services.dlq_replay.audit import ACTION_BULK_CANCEL, ACTION_BULK_START, write_audit
 from services.dlq_replay.lists import Where
-from services.dlq_replay.queueing import DeliveryOutcome, queue_deliveries
+from services.dlq_replay.requeue import DeliveryOutcome, queue_deliveries
 from services.dlq_replay.schemas import BulkReplayRequest
 from shared.adapters.kafka.publisher import Message
 from shared.core.errors import Conflict, NotFound

@@ -1,6 +1,6 @@
 """Replay policy, pure: what a replay does to one delivery, and how fast a bulk replay may go.
 
-Nothing here does I/O; time is passed in. The shell (``queueing``, ``worker``) carries the
+Nothing here does I/O; time is passed in. The shell (``requeue``, ``worker``) carries the
 decisions out inside Postgres transactions.
 """
 

@@ -43,7 +43,7 @@ from services.ingest.event_reading import (
 )
 from shared.core.errors import ApiError, InvalidRequest, PayloadTooLarge
 from shared.core.event_body import render_body
-from shared.core.idempotency import check_idempotency_key, request_hash
+from shared.core.event_fingerprint import check_idempotency_key, request_hash
 from shared.core.json_text import TOO_DEEP, nesting_depth
 from shared.models.common import ACCOUNT_ID_RE as ACCOUNT_ID_RE
 from shared.models.common import EVENT_TYPE_RE

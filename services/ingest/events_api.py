@@ -52,7 +52,7 @@ from services.ingest.key_scope import account_error, require_account
 from shared.core.cursor import decode_cursor, encode_cursor
 from shared.core.errors import ApiError, InvalidRequest, NotFound
 from shared.core.event_body import data_fragment
-from shared.core.idempotency import check_idempotency_key
+from shared.core.event_fingerprint import check_idempotency_key
 from shared.core.ids import is_valid_id
 from shared.core.timefmt import format_ts
 from shared.http.body import check_json_content_type, read_body_bytes

@@ -40,7 +40,7 @@ from services.ingest.idempotency import (
 from shared.adapters.kafka.publisher import Message
 from shared.adapters.kafka.topics import DELIVERIES
 from shared.core.errors import ApiError, Unavailable
-from shared.core.idempotency import WINDOW, AccountKey, StoredKey, first_uses
+from shared.core.event_fingerprint import WINDOW, AccountKey, StoredKey, first_uses
 from shared.core.timefmt import format_ts, utcnow
 from shared.core.wakeup import CHANNEL as WAKEUP_CHANNEL
 from shared.core.wakeup import WakeupWindow, encode_payload

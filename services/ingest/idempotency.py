@@ -9,7 +9,7 @@ share its outcome. A key that was not won is read back after the commit (:func:`
 its stored response is replayed, or the request refused with 409 when its hash differs.
 Expired rows are deleted in the background (:class:`IdempotencyPurger`).
 
-Pure rules (what "the same request" means) live in :mod:`shared.core.idempotency`.
+Pure rules (what "the same request" means) live in :mod:`shared.core.event_fingerprint`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import asyncpg
 
 from services.ingest.event_validation import EventInput
 from shared.core.errors import ApiError, IdempotencyConflict, Unavailable
-from shared.core.idempotency import WINDOW, AccountKey, StoredKey, replay
+from shared.core.event_fingerprint import WINDOW, AccountKey, StoredKey, replay
 from shared.core.timefmt import utcnow
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""Idempotency keys for ``POST /v1/events``: what counts as "the same request". Pure.
+"""Ingest's event fingerprint: what counts as "the same request" for an Idempotency-Key of
+``POST /v1/events``. Pure.
 
 A key is scoped to an account and lives 24 hours (:data:`WINDOW`). The request it protects is
 identified by :func:`request_hash`, a SHA-256 over a *canonical* JSON rendering of the parsed

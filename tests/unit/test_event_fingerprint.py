@@ -12,7 +12,7 @@ import pytest
 from services.ingest.event_validation import EventInput, parse_batch, parse_event
 from services.ingest.idempotency import Accepted, resolve_outcomes
 from shared.core.errors import IdempotencyConflict, InvalidRequest, Unavailable
-from shared.core.idempotency import (
+from shared.core.event_fingerprint import (
     StoredKey,
     check_idempotency_key,
     first_uses,

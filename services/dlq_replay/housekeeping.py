@@ -1,4 +1,6 @@
-"""Gauges that describe the whole installation (not just this process), refreshed in a loop."""
+"""The admin service's housekeeping loop: the gauges that describe the whole installation (not
+just this process) are refreshed every interval, and expired admin Idempotency-Keys are purged
+every 60th round."""
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ async def refresh_gauges(pool: asyncpg.Pool, metrics: AdminMetrics) -> None:
     metrics.bulk_remaining.set(sum(int(r["remaining"]) for r in rows if r["status"] == "running"))
 
 
-class StatsLoop:
+class HousekeepingLoop:
     """Refreshes the gauges every ``interval_s`` and purges expired Idempotency-Keys."""
 
     def __init__(self, pool: asyncpg.Pool, metrics: AdminMetrics, *, interval_s: float,
@@ -43,7 +45,7 @@ class StatsLoop:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="admin-stats")
+        self._task = asyncio.create_task(self._run(), name="admin-housekeeping")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -59,8 +61,8 @@ class StatsLoop:
                 if rounds % 60 == 0:
                     await purge_expired(self._pool, self._window_s)
             except _TRANSIENT as exc:
-                log.warning("admin stats refresh failed: %r", exc)
+                log.warning("admin housekeeping round failed: %r", exc)
             except Exception:  # a gauge is not worth a dead loop
-                log.exception("admin stats refresh failed")
+                log.exception("admin housekeeping round failed")
             rounds += 1
             await asyncio.sleep(self._interval_s)

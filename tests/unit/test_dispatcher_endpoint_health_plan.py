@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.dispatcher.endpoint_health_plan import Effect, effect_of, plan_health
 from services.dispatcher.model import Claimed, Finished, Pending
 from services.dispatcher.offsets import Ticket
-from services.dispatcher.outcome_plan import Effect, effect_of, plan_health
 from shared.core.backoff import BackoffPolicy, EndpointHealth
 from shared.core.decision import AttemptResult, Dead, Decision, RetryAt, Succeeded
 from shared.core.delivery_message import DeliveryMessage
