@@ -32,7 +32,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -79,6 +79,27 @@ READY_STALL_S = 3.0            # not ready while fetches have stalled this long
 WOKEN_FORGET_S = 5.0           # a wake-up's Kafka copy comes within QUIET_WAIT_MS; then forget
 WOKEN_MAX = 10_000
 FETCH_STUCK_S = 5.0            # messages waiting and positions frozen this long: re-create
+
+
+async def bounded(awaitable: Awaitable[object], timeout_s: float) -> bool:
+    """Run ``awaitable`` for at most ``timeout_s``; True when it finished (its exception, if
+    any, is raised). On time-out it is cancelled and left behind, never awaited: aiokafka
+    shields parts of its commit and its stop, and ``asyncio.wait_for`` would then wait for
+    those however long they take (a stop against a dead coordinator never returned)."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if task in done:
+        task.result()
+        return True
+    task.cancel()
+    task.add_done_callback(_retrieve)
+    return False
+
+
+def _retrieve(task: asyncio.Future[object]) -> None:
+    """Done callback of an abandoned task: read its outcome so asyncio does not log it."""
+    if not task.cancelled():
+        task.exception()
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -319,21 +340,26 @@ class DeliveryConsumer:
         if not offsets:
             return
         try:
-            await asyncio.wait_for(consumer.commit({tp: off for tp, off in offsets.items()}),
-                                   timeout=COMMIT_TIMEOUT_S)
-            tracker.mark_committed(offsets)
-            self._ours.update((tp, off) for tp, off in offsets.items() if off > 0)
-            self._commit_failures = 0
+            # bounded: a commit that hangs (a topic deleted under it, a coordinator failing
+            # over) must not stop the loop and every watchdog in it; it counts as failed
+            finished = await bounded(consumer.commit({tp: off for tp, off in offsets.items()}),
+                                     COMMIT_TIMEOUT_S)
         except KafkaError as exc:
-            self._commit_failures += 1
-            log.info("offset commit failed (%s); will retry", exc)
-            if self._commit_failures >= MAX_COMMIT_FAILURES:
-                self._commit_failures = 0
-                raise ConfigError("offset commits keep failing; re-joining the group") from exc
-        except TimeoutError as exc:
-            # a commit that hangs (seen against a broker whose topic was deleted under it)
-            # would stop the loop and every watchdog in it
-            raise ConfigError("an offset commit hung; re-joining the group") from exc
+            self._commit_failed(str(exc))
+            return
+        if not finished:
+            self._commit_failed(f"no answer within {COMMIT_TIMEOUT_S:g} s")
+            return
+        tracker.mark_committed(offsets)
+        self._ours.update((tp, off) for tp, off in offsets.items() if off > 0)
+        self._commit_failures = 0
+
+    def _commit_failed(self, why: str) -> None:
+        self._commit_failures += 1
+        log.info("offset commit failed (%s); will retry", why)
+        if self._commit_failures >= MAX_COMMIT_FAILURES:
+            self._commit_failures = 0
+            raise ConfigError("offset commits keep failing; re-joining the group")
 
     async def _maybe_check(self, consumer: AIOKafkaConsumer) -> None:
         """Run :meth:`_check` when due: every ``RECOVERY_CHECK_S`` or after the assignment
@@ -532,12 +558,12 @@ class DeliveryConsumer:
     async def _close(self, consumer: AIOKafkaConsumer) -> None:
         if self._lost_pending is None and not self._repair_topic:
             # offsets of a log that is gone would park the next session above the new end
-            with contextlib.suppress(KafkaError, OSError, TimeoutError, ConfigError):
-                await asyncio.wait_for(self._maybe_commit(consumer, force=True), timeout=5)
+            with contextlib.suppress(KafkaError, OSError, ConfigError):
+                await bounded(self._maybe_commit(consumer, force=True), 5.0)
         self._pipeline.revoke(None)
         self._pipeline.tracker.drop(None)
         self._consumer = None
         self._assigned = 0
         self._checked_assignment = frozenset()
-        with contextlib.suppress(KafkaError, OSError, TimeoutError):
-            await asyncio.wait_for(consumer.stop(), timeout=10)
+        with contextlib.suppress(KafkaError, OSError):
+            await bounded(consumer.stop(), 10.0)
