@@ -31,8 +31,8 @@ from datetime import datetime, timedelta
 
 from services.dispatcher.model import Pending
 from shared.core.backoff import CircuitState, EndpointHealth, circuit_state, reserve_send_time
+from shared.core.delivery_status import OPEN_STATUSES
 
-OPEN_STATUSES = ("pending", "retrying")
 RATE_SAFETY = 1.05
 
 

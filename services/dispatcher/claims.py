@@ -36,6 +36,7 @@ from services.dispatcher.outcome_sql import release_next_in_keys
 from shared.adapters.kafka.publisher import Message
 from shared.adapters.pg.outbox import insert_outbox
 from shared.core.backoff import CircuitState, EndpointHealth, circuit_state
+from shared.core.delivery_status import OPEN_SQL
 from shared.core.signing import active_secrets
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,13 @@ SELECT endpoint_id, consecutive_failures, failing_since, circuit_open_until, pro
 FROM endpoint_health WHERE endpoint_id = ANY($1::text[]) ORDER BY endpoint_id FOR UPDATE
 """
 
-_ROWS_SQL = """
+_ROWS_SQL = f"""
 SELECT d.id, d.endpoint_id, d.status, d.generation, d.round_attempt_count, d.next_attempt_at,
        d.updated_at, coalesce(d.lease_until > statement_timestamp(), false) AS lease_active,
        (d.ordering_key IS NOT NULL AND EXISTS (
            SELECT 1 FROM deliveries p
            WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key
-             AND p.status IN ('pending', 'retrying') AND p.id <> d.id
+             AND p.status IN {OPEN_SQL} AND p.id <> d.id
              AND (p.sequence < d.sequence OR p.lease_until > statement_timestamp())
        )) AS blocked,
        ep.enabled, ep.deleted_at IS NOT NULL AS deleted, ep.max_in_flight, ep.rate_limit_per_s,
@@ -90,12 +91,12 @@ GROUP BY endpoint_id
 # The lease and everything an attempt needs, in one round trip. The event and the endpoint
 # are fetched per claimed row through LATERAL subqueries, i.e. by primary key, whatever the
 # planner thinks of the CTE's size (a plain join once hashed whole tables).
-_CLAIM_SQL = """
+_CLAIM_SQL = f"""
 WITH leased AS (
     UPDATE deliveries d SET lease_owner = $1, lease_until = u.lease_until
     FROM unnest($2::text[], $3::timestamptz[]) AS u(id, lease_until)
     WHERE d.id = u.id AND d.id = ANY($2::text[]) AND d.id >= $4 AND d.id <= $5
-      AND d.status IN ('pending', 'retrying')
+      AND d.status IN {OPEN_SQL}
       AND (d.lease_until IS NULL OR d.lease_until <= statement_timestamp())
     RETURNING d.id, d.event_id, d.endpoint_id, d.account_id, d.ordering_key, d.attempt_count,
               d.round_attempt_count
@@ -114,17 +115,17 @@ SELECT DISTINCT endpoint_id, ordering_key FROM deliveries
 WHERE id = ANY($1::text[]) AND ordering_key IS NOT NULL AND status = 'dead'
 """
 
-_PARK_SQL = """
+_PARK_SQL = f"""
 UPDATE deliveries d SET next_attempt_at = u.at, updated_at = now()
 FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at)
-WHERE d.id = u.id AND d.id = ANY($1::text[]) AND d.status IN ('pending', 'retrying')
+WHERE d.id = u.id AND d.id = ANY($1::text[]) AND d.status IN {OPEN_SQL}
   AND (d.lease_until IS NULL OR d.lease_until <= statement_timestamp())
 """
 
-_CANCEL_SQL = """
+_CANCEL_SQL = f"""
 UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, lease_owner = NULL,
        lease_until = NULL, updated_at = now()
-WHERE id = ANY($1::text[]) AND status IN ('pending', 'retrying')
+WHERE id = ANY($1::text[]) AND status IN {OPEN_SQL}
 """
 
 _SAVE_SLOTS_SQL = """

@@ -15,9 +15,8 @@ import orjson
 
 from shared.adapters.kafka.publisher import Message
 from shared.adapters.kafka.topics import DEADLETTER
+from shared.core.delivery_status import OPEN_SQL
 from shared.core.timefmt import format_ts
-
-OPEN = "('pending', 'retrying')"
 
 # A replayed delivery that dies again keeps its replay_count and moves to the top of the list
 # (EXCLUDED.seq is the fresh value the bigserial default drew for the proposed row).
@@ -42,7 +41,7 @@ RETURNING delivery_id, event_id, endpoint_id, account_id, type, reason, attempt_
 _MARK_DEAD_SQL = f"""
 UPDATE deliveries SET status = 'dead', next_attempt_at = NULL, lease_owner = NULL,
        lease_until = NULL, updated_at = now()
-WHERE id = ANY($1::text[]) AND status IN {OPEN}
+WHERE id = ANY($1::text[]) AND status IN {OPEN_SQL}
 RETURNING id
 """
 
@@ -51,7 +50,7 @@ RETURNING id
 _KILL_WAITING_SQL = f"""
 UPDATE deliveries SET status = 'dead', next_attempt_at = NULL, lease_owner = NULL,
        lease_until = NULL, updated_at = now()
-WHERE endpoint_id = ANY($1::text[]) AND status IN {OPEN}
+WHERE endpoint_id = ANY($1::text[]) AND status IN {OPEN_SQL}
   AND (lease_until IS NULL OR lease_until <= now() OR lease_owner = $2)
 RETURNING id
 """

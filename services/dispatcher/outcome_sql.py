@@ -20,11 +20,11 @@ from services.dispatcher.deadletters import kill_waiting, record_dead_letters
 from services.dispatcher.endpoint_health_plan import HealthChange
 from services.dispatcher.model import Finished
 from shared.adapters.kafka.publisher import Message
-from shared.adapters.kafka.topics import DELIVERIES
+from shared.adapters.pg.announce import delivery_record
 from shared.adapters.pg.notify import notify_endpoints_changed
 from shared.core.backoff import EndpointHealth
 from shared.core.decision import Dead, RetryAt, Succeeded
-from shared.core.delivery_message import DeliveryMessage, encode_delivery_message
+from shared.core.delivery_status import OPEN_SQL
 from shared.core.ids import new_id
 
 READ_HEALTH_SQL = """
@@ -39,7 +39,7 @@ LOCK_HEALTH_SQL = READ_HEALTH_SQL + " FOR UPDATE"
 # way), apply each attempt's effect where this dispatcher still owns the delivery (lease held,
 # still open), clear leases it held, and insert the attempt rows numbered by the new
 # attempt_count. Ownership is read from the locked (latest) row versions, inside the statement.
-_RECORD_SQL = """
+_RECORD_SQL = f"""
 WITH u AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::int[], $5::text[],
                          $6::timestamptz[], $7::int[], $8::text[], $9::text[])
@@ -48,7 +48,7 @@ WITH u AS (
 ),
 locked AS (
     SELECT d.id, d.lease_owner IS NOT DISTINCT FROM $10 AS mine,
-           (d.lease_owner IS NOT DISTINCT FROM $10 AND d.status IN ('pending', 'retrying'))
+           (d.lease_owner IS NOT DISTINCT FROM $10 AND d.status IN {OPEN_SQL})
                AS owned
     FROM deliveries d WHERE d.id = ANY($1::text[]) ORDER BY d.id FOR UPDATE
 ),
@@ -80,12 +80,12 @@ inserted AS (
 SELECT id, attempt_count, owned FROM upd
 """
 
-_NEXT_IN_KEY_SQL = """
+_NEXT_IN_KEY_SQL = f"""
 WITH heads AS (
     SELECT DISTINCT ON (d.endpoint_id, d.ordering_key) d.id
     FROM unnest($1::text[], $2::text[]) AS k(endpoint_id, ordering_key)
     JOIN deliveries d ON d.endpoint_id = k.endpoint_id AND d.ordering_key = k.ordering_key
-    WHERE d.status IN ('pending', 'retrying')
+    WHERE d.status IN {OPEN_SQL}
     ORDER BY d.endpoint_id, d.ordering_key, d.sequence
 )
 UPDATE deliveries d SET published_at = now() FROM heads WHERE d.id = heads.id
@@ -118,16 +118,6 @@ class Recorded:
     dead: dict[str, str] = field(default_factory=dict)          # delivery id -> reason
     disabled: dict[str, str] = field(default_factory=dict)      # endpoint id -> reason
     attempt_numbers: dict[str, int] = field(default_factory=dict)
-
-
-def delivery_message(row: asyncpg.Record) -> Message:
-    """A ``deliveries`` topic record for a delivery row."""
-    msg = DeliveryMessage(
-        delivery_id=row["id"], event_id=row["event_id"], endpoint_id=row["endpoint_id"],
-        account_id=row["account_id"], ordering_key=row["ordering_key"],
-        sequence=row["sequence"], generation=row["generation"],
-    )
-    return Message(DELIVERIES, msg.key, encode_delivery_message(msg))
 
 
 def health_of(row: asyncpg.Record) -> EndpointHealth:
@@ -168,7 +158,7 @@ async def release_next_in_keys(conn: asyncpg.Connection,
         return []
     ordered = sorted(keys)
     rows = await conn.fetch(_NEXT_IN_KEY_SQL, [k[0] for k in ordered], [k[1] for k in ordered])
-    return [delivery_message(r) for r in rows]
+    return [delivery_record(r) for r in rows]
 
 
 async def save_health(conn: asyncpg.Connection, changes: dict[str, HealthChange]) -> None:

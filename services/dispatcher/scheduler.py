@@ -34,9 +34,9 @@ from datetime import datetime
 import asyncpg
 
 from services.dispatcher.metrics import DispatcherMetrics
-from services.dispatcher.outcome_sql import delivery_message
 from shared.adapters.kafka.publisher import Message
-from shared.adapters.pg.outbox import insert_outbox
+from shared.adapters.pg.announce import announce
+from shared.core.delivery_status import OPEN_SQL
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ _UNANNOUNCED = "next_attempt_at > coalesce(published_at, created_at)"
 _DUE_SQL = f"""
 WITH due AS (
     SELECT id FROM deliveries
-    WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now() AND {_UNANNOUNCED}
+    WHERE status IN {OPEN_SQL} AND next_attempt_at <= now() AND {_UNANNOUNCED}
       AND (lease_until IS NULL OR lease_until <= now())
     ORDER BY next_attempt_at LIMIT $1
     FOR UPDATE SKIP LOCKED
@@ -61,16 +61,16 @@ UPDATE deliveries d SET published_at = now() FROM due WHERE d.id = due.id
 {_RETURNING}
 """
 
-_HEAD = """(d.ordering_key IS NULL OR NOT EXISTS (
+_HEAD = f"""(d.ordering_key IS NULL OR NOT EXISTS (
         SELECT 1 FROM deliveries p
         WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key
-          AND p.status IN ('pending', 'retrying') AND p.sequence < d.sequence))"""
+          AND p.status IN {OPEN_SQL} AND p.sequence < d.sequence))"""
 
 _EXPIRED_SQL = f"""
 WITH stuck AS (
     SELECT d.id FROM deliveries d
     WHERE d.lease_until IS NOT NULL AND d.lease_until <= now()
-      AND d.status IN ('pending', 'retrying')
+      AND d.status IN {OPEN_SQL}
       AND (d.published_at IS NULL OR d.published_at < d.lease_until)
     LIMIT $1
     FOR UPDATE OF d SKIP LOCKED
@@ -82,7 +82,7 @@ UPDATE deliveries d SET published_at = now() FROM stuck WHERE d.id = stuck.id
 _STALE_SQL = f"""
 WITH stuck AS (
     SELECT d.id FROM deliveries d
-    WHERE d.status IN ('pending', 'retrying')
+    WHERE d.status IN {OPEN_SQL}
       AND d.updated_at < now() - make_interval(secs => $2)
       AND (d.published_at IS NULL OR d.published_at < now() - make_interval(secs => $2))
       AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now())
@@ -97,12 +97,12 @@ UPDATE deliveries d SET published_at = now() FROM stuck WHERE d.id = stuck.id
 
 _BACKLOG_SQL = f"""
 SELECT count(*) FROM deliveries
-WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now() AND {_UNANNOUNCED}
+WHERE status IN {OPEN_SQL} AND next_attempt_at <= now() AND {_UNANNOUNCED}
 """
 
 # Announced (or created) before the moment the log was found to have gone backwards, so its
 # message may be gone; still open, due and unleased (an expired lease counts as none).
-_LOST_WHERE = f"""d.status IN ('pending', 'retrying')
+_LOST_WHERE = f"""d.status IN {OPEN_SQL}
       AND coalesce(d.published_at, d.created_at) < $2
       AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now())
       AND (d.lease_until IS NULL OR d.lease_until <= now())
@@ -225,8 +225,7 @@ class Republisher:
     async def _announce(self, sql: str, cause: str, *args: object) -> int:
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(sql, self._batch, *args)
-            messages = [delivery_message(r) for r in rows]
-            ids = await insert_outbox(conn, messages)
+            messages, ids = await announce(conn, rows)
         self._publish(ids, messages)
         if rows:
             self._metrics.republished.labels(cause).inc(len(rows))

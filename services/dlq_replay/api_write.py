@@ -6,9 +6,6 @@ to the flusher only after commit.
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
 from aiohttp import web
 
 from services.dlq_replay.actions import run_bulk_start, run_cancel, run_event_replay
@@ -30,13 +27,9 @@ from shared.http.body import (
     read_json_object,
 )
 from shared.http.query import check_query
+from shared.http.responses import json_response
 
 MAX_BODY_BYTES = 256 * 1024
-
-
-def _json(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json",
-                        headers=headers)
 
 
 async def post_event_replay(request: web.Request) -> web.Response:
@@ -53,7 +46,7 @@ async def post_event_replay(request: web.Request) -> web.Response:
     result = await run_event_replay(ctx, actor=operator, event_id=event_id, request=parsed,
                                     idempotency=idem)
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None
-    return _json(result.body, 202, headers)
+    return json_response(result.body, 202, headers)
 
 
 async def post_bulk_replay(request: web.Request) -> web.Response:
@@ -67,7 +60,7 @@ async def post_bulk_replay(request: web.Request) -> web.Response:
     idem = None if key is None else IdempotencyInput(
         key, request_hash("bulk", body), ctx.settings.idempotency_window_s)
     job, replayed = await run_bulk_start(ctx, actor=operator, request=parsed, idempotency=idem)
-    return _json(job, 202, {"Idempotent-Replayed": "true"} if replayed else None)
+    return json_response(job, 202, {"Idempotent-Replayed": "true"} if replayed else None)
 
 
 async def _optional_reason(request: web.Request) -> str | None:
@@ -87,7 +80,7 @@ async def post_cancel(request: web.Request) -> web.Response:
     operator = principal_of(request)
     reason = await _optional_reason(request)
     job = await run_cancel(ctx, actor=operator, job_id=job_id, reason=reason)
-    return _json(job, 200)
+    return json_response(job, 200)
 
 
 def setup_write_routes(app: web.Application) -> None:

@@ -29,8 +29,9 @@ from services.dlq_replay.context import CTX
 from services.dlq_replay.ledger_sql import oldest_open, read_ledger
 from services.dlq_replay.metrics import AdminMetrics
 from shared.config import env_float
+from shared.core.delivery_status import STATUSES
 from shared.core.errors import InvalidRequest
-from shared.core.ledger import STATUSES, Ledger
+from shared.core.ledger import Ledger
 from shared.core.timefmt import utcnow
 from shared.http.query import check_query, query_ts
 from shared.logging import fields

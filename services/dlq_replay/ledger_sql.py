@@ -11,6 +11,7 @@ from datetime import datetime
 
 import asyncpg
 
+from shared.core.delivery_status import OPEN_SQL, STATUSES
 from shared.core.ledger import Ledger, OldestOpen, id_bounds
 
 
@@ -41,7 +42,7 @@ WITH ev AS (
 ), oldest AS (
     SELECT d.id, d.event_id, d.endpoint_id, d.status, d.created_at
       FROM deliveries d
-     WHERE d.status IN ('pending', 'retrying') AND {_window("d", "$1", "$2")}
+     WHERE d.status IN {OPEN_SQL} AND {_window("d", "$1", "$2")}
      ORDER BY d.created_at, d.id LIMIT 1
 )
 SELECT ev.*, dl.*, o.id AS oldest_id, o.event_id AS oldest_event_id,
@@ -50,9 +51,9 @@ SELECT ev.*, dl.*, o.id AS oldest_id, o.event_id AS oldest_event_id,
   FROM ev, dl LEFT JOIN oldest o ON true
 """
 
-_OLDEST_OPEN_SQL = """
+_OLDEST_OPEN_SQL = f"""
 SELECT id, event_id, endpoint_id, status, created_at, now() AS as_of FROM deliveries
- WHERE status IN ('pending', 'retrying') ORDER BY created_at, id LIMIT 1
+ WHERE status IN {OPEN_SQL} ORDER BY created_at, id LIMIT 1
 """
 
 
@@ -77,8 +78,7 @@ async def read_ledger(conn: asyncpg.Pool | asyncpg.Connection, since: datetime |
     return Ledger(
         since=since, until=until, as_of=as_of, events_accepted=int(row["events"]),
         deliveries_created=int(row["created"]),
-        by_status={s: int(row[s]) for s in ("pending", "retrying", "succeeded", "dead",
-                                            "cancelled")},
+        by_status={s: int(row[s]) for s in STATUSES},
         dead_without_dead_letter=int(row["dead_unrecorded"]),
         oldest_open=_oldest(row, "oldest_", as_of))
 

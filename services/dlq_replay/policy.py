@@ -11,10 +11,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
+from shared.core.delivery_status import OPEN_STATUSES
+
 Outcome = Literal["queued", "already_pending", "endpoint_deleted", "endpoint_disabled", "not_dead"]
 OUTCOMES: tuple[Outcome, ...] = (
     "queued", "already_pending", "endpoint_deleted", "endpoint_disabled", "not_dead")
-OPEN_STATUSES = frozenset({"pending", "retrying"})
 
 MAX_BATCH = 500          # deliveries queued by one bulk step (one transaction)
 STEPS_PER_SECOND = 10    # a bulk job aims for this many steps per second at full rate

@@ -19,9 +19,7 @@ import asyncpg
 
 from services.dlq_replay.policy import DeliveryState, Outcome, classify, replayable_statuses
 from shared.adapters.kafka.publisher import Message
-from shared.adapters.kafka.topics import DELIVERIES
-from shared.adapters.pg.outbox import insert_outbox
-from shared.core.delivery_message import DeliveryMessage, encode_delivery_message
+from shared.adapters.pg.announce import announce
 from shared.retention import horizon
 
 
@@ -95,15 +93,6 @@ async def lock_states(conn: asyncpg.Connection, delivery_ids: Sequence[str]) -> 
             for r in rows]
 
 
-def _message(row: asyncpg.Record) -> Message:
-    msg = DeliveryMessage(
-        delivery_id=row["id"], event_id=row["event_id"], endpoint_id=row["endpoint_id"],
-        account_id=row["account_id"], ordering_key=row["ordering_key"],
-        sequence=row["sequence"], generation=row["generation"],
-    )
-    return Message(DELIVERIES, msg.key, encode_delivery_message(msg))
-
-
 async def queue_deliveries(conn: asyncpg.Connection, delivery_ids: Sequence[str],
                            include_succeeded: bool) -> QueueResult:
     """Requeue every replayable delivery among ``delivery_ids``; report each one's outcome.
@@ -130,10 +119,10 @@ async def queue_deliveries(conn: asyncpg.Connection, delivery_ids: Sequence[str]
         for d in wanted:
             if d not in requeued:  # impossible under the row lock; never report a false queue
                 planned[d] = "already_pending"
-        result.messages = [_message(r) for r in sorted(rows, key=lambda r: r["id"])]
         counts = {r["delivery_id"]: r["replay_count"]
                   for r in await conn.fetch(_COUNT_SQL, sorted(requeued))}
-        result.outbox_ids = await insert_outbox(conn, result.messages)
+        result.messages, result.outbox_ids = await announce(
+            conn, sorted(rows, key=lambda r: r["id"]))
     result.outcomes = [
         DeliveryOutcome(s.delivery_id, s.endpoint_id, planned[s.delivery_id],
                         counts.get(s.delivery_id) if planned[s.delivery_id] == "queued" else None)

@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from services.ingest.context import IngestContext
@@ -41,16 +40,13 @@ from shared.endpoints.validation import (
 )
 from shared.http.body import read_json_object
 from shared.http.query import check_query, query_limit
+from shared.http.responses import json_response
 
 ENDPOINT_RESOLVER: web.AppKey[Resolver] = web.AppKey("endpoint_resolver")
 """Resolves URL hosts for the SSRF guard; tests may replace it before the app starts."""
 
 MAX_BODY_BYTES = 64 * 1024
 _CURSOR_KIND = "endpoints"
-
-
-def _json(body: dict[str, Any], status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
 
 def _endpoint_id(request: web.Request) -> str:
@@ -84,7 +80,7 @@ class _Handlers:
         async with self.ctx.pool.acquire() as conn, conn.transaction():
             created = await ops.create_endpoint(conn, spec)
         self.cache.invalidate(spec.account_id)
-        return _json({**render_endpoint(created.row), "secret": created.secret}, status=201)
+        return json_response({**render_endpoint(created.row), "secret": created.secret}, status=201)
 
     async def list_endpoints(self, request: web.Request) -> web.Response:
         check_query(request, ("account_id", "limit", "cursor"))
@@ -102,7 +98,7 @@ class _Handlers:
         has_more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = encode_cursor(_CURSOR_KIND, [rows[-1]["id"]]) if has_more else None
-        return _json({"data": [render_endpoint(r) for r in rows], "has_more": has_more,
+        return json_response({"data": [render_endpoint(r) for r in rows], "has_more": has_more,
                       "next_cursor": next_cursor})
 
     async def get(self, request: web.Request) -> web.Response:
@@ -110,7 +106,7 @@ class _Handlers:
         endpoint_id = _endpoint_id(request)
         async with self.ctx.pool.acquire() as conn:
             row = await ops.fetch_endpoint(conn, endpoint_id)
-        return _json(render_endpoint(row))
+        return json_response(render_endpoint(row))
 
     async def patch(self, request: web.Request) -> web.Response:
         check_query(request, ())
@@ -127,7 +123,7 @@ class _Handlers:
         async with self.ctx.pool.acquire() as conn, conn.transaction():
             row = await ops.patch_endpoint(conn, endpoint_id, changes)
         self.cache.invalidate(row["account_id"])
-        return _json(render_endpoint(row))
+        return json_response(render_endpoint(row))
 
     async def delete(self, request: web.Request) -> web.Response:
         check_query(request, ())
@@ -142,7 +138,7 @@ class _Handlers:
         endpoint_id = _endpoint_id(request)
         async with self.ctx.pool.acquire() as conn:
             secret = await ops.reveal_secret(conn, endpoint_id)
-        return _json({"secret": secret})
+        return json_response({"secret": secret})
 
     async def rotate_secret(self, request: web.Request) -> web.Response:
         check_query(request, ())
@@ -152,7 +148,7 @@ class _Handlers:
             account_id, secret = await ops.rotate_endpoint_secret(conn, endpoint_id,
                                                                   grace_period_s)
         self.cache.invalidate(account_id)
-        return _json({"secret": secret})
+        return json_response({"secret": secret})
 
 
 def setup_endpoints(app: web.Application, ctx: IngestContext) -> None:

@@ -57,15 +57,12 @@ from shared.core.ids import is_valid_id
 from shared.core.timefmt import format_ts
 from shared.http.body import check_json_content_type, read_body_bytes
 from shared.http.query import check_query, query_limit, query_str, query_ts
+from shared.http.responses import json_response
 from shared.retention import horizon
 
 COMMITTER: web.AppKey[GroupCommitter[EventInput, Outcome]] = web.AppKey(
     "events_committer", GroupCommitter)
 REPLAYED_HEADER = "Idempotent-Replayed"
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
 
 def _accepted(body: bytes, replayed: bool = False) -> web.Response:
@@ -77,7 +74,7 @@ def _accepted(body: bytes, replayed: bool = False) -> web.Response:
 
 def _page(items: list[Any], next_cursor: str | None) -> web.Response:
     """A list response; there is more exactly when there is a next cursor."""
-    return _json({"data": items, "has_more": next_cursor is not None,
+    return json_response({"data": items, "has_more": next_cursor is not None,
                   "next_cursor": next_cursor})
 
 
@@ -165,7 +162,8 @@ class _Handlers:
             if row is None:
                 raise await horizon.not_found(conn, "event", event_id, f"no event {event_id!r}")
             deliveries = await repo.fetch_event_deliveries(conn, event_id)
-        return _json({**render_event(row), "deliveries": [render_delivery(d) for d in deliveries]})
+        return json_response({**render_event(row),
+                              "deliveries": [render_delivery(d) for d in deliveries]})
 
     async def list_events(self, request: web.Request) -> web.Response:
         check_query(request, ("account_id", "type", "since", "until", "limit", "cursor"))

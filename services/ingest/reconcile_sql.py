@@ -20,6 +20,7 @@ from datetime import datetime
 
 import asyncpg
 
+from shared.core import delivery_status
 from shared.core.reconcile import IdType
 
 _SETUP = """
@@ -72,10 +73,10 @@ SELECT count(*) FILTER (WHERE event_id IS NULL) AS ids_missing,
   FROM x
 """
 
-_FOUND_SUMMARY = """
+_FOUND_SUMMARY = f"""
 SELECT count(DISTINCT event_id) AS events_with_issues,
-       count(DISTINCT event_id) FILTER (WHERE status IN ('pending', 'retrying')) AS events_open,
-       count(*) FILTER (WHERE status IN ('pending', 'retrying')) AS deliveries_open,
+       count(DISTINCT event_id) FILTER (WHERE status IN {delivery_status.OPEN_SQL}) AS events_open,
+       count(*) FILTER (WHERE status IN {delivery_status.OPEN_SQL}) AS deliveries_open,
        count(*) FILTER (WHERE status = 'dead') AS deliveries_dead,
        count(*) FILTER (WHERE status = 'cancelled') AS deliveries_cancelled,
        (SELECT coalesce(sum(delivery_count), 0) FROM (
@@ -84,14 +85,14 @@ SELECT count(DISTINCT event_id) AS events_with_issues,
   FROM reconcile_found WHERE delivery_id IS NOT NULL
 """
 
-_OPEN_BY_ENDPOINT = """
+_OPEN_BY_ENDPOINT = f"""
 SELECT endpoint_id, count(*) AS n FROM reconcile_found
- WHERE status IN ('pending', 'retrying') GROUP BY endpoint_id ORDER BY endpoint_id
+ WHERE status IN {delivery_status.OPEN_SQL} GROUP BY endpoint_id ORDER BY endpoint_id
 """
 
 MISSING_SQL = "SELECT id FROM reconcile_found WHERE event_id IS NULL ORDER BY id"
-OPEN_SQL = """
-SELECT * FROM reconcile_found WHERE status IN ('pending', 'retrying')
+OPEN_SQL = f"""
+SELECT * FROM reconcile_found WHERE status IN {delivery_status.OPEN_SQL}
  ORDER BY endpoint_id, delivery_id
 """
 FAILED_SQL = """

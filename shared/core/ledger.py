@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.core.delivery_status import OPEN_STATUSES, STATUSES
 from shared.core.timefmt import format_ts
 
-STATUSES = ("pending", "retrying", "succeeded", "dead", "cancelled")
-OPEN_STATUSES = ("pending", "retrying")
 ID_TIME_MARGIN = timedelta(minutes=5)
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 

@@ -22,7 +22,6 @@ from shared.core.ids import id_unix_ms, lowest_id_at
 # (table, id prefix of its partition key): attempts are partitioned by delivery_id.
 HISTORY_TABLES: tuple[tuple[str, str], ...] = (
     ("events", "evt"), ("deliveries", "dlv"), ("attempts", "dlv"))
-OPEN_STATUSES = ("pending", "retrying")
 _DAY_NAME = re.compile(r"^(?P<table>[a-z_]+)_p(?P<day>\d{8})$")
 
 

@@ -16,6 +16,7 @@ import asyncpg
 
 from shared.adapters.pg.notify import ENDPOINTS_CHANNEL as ENDPOINTS_CHANNEL
 from shared.adapters.pg.notify import notify_endpoints_changed as notify_endpoints_changed
+from shared.core.delivery_status import OPEN_SQL
 from shared.endpoints.validation import EndpointSpec
 
 MANUAL_DISABLED_REASON = "manual"
@@ -117,8 +118,8 @@ async def soft_delete_endpoint(conn: asyncpg.Connection, endpoint_id: str,
     if account_id is None:
         return None
     status: str = await conn.execute(
-        """UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, updated_at = $2
-           WHERE endpoint_id = $1 AND status IN ('pending', 'retrying')""", endpoint_id, now)
+        f"""UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, updated_at = $2
+           WHERE endpoint_id = $1 AND status IN {OPEN_SQL}""", endpoint_id, now)
     return account_id, int(status.rsplit(" ", 1)[-1])
 
 

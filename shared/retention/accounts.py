@@ -15,8 +15,9 @@ from datetime import datetime
 
 import asyncpg
 
+from shared.core.delivery_status import OPEN_STATUSES
 from shared.core.ids import id_unix_ms, lowest_id_at
-from shared.core.retention import DELIVERY_WINDOW_MS, ID_SLACK_MS, OPEN_STATUSES
+from shared.core.retention import DELIVERY_WINDOW_MS, ID_SLACK_MS
 
 EVENT_BATCH = 1000
 MAX_BATCHES_PER_ROUND = 100  # a round stays bounded; the next one carries on

@@ -10,8 +10,9 @@ from datetime import date, datetime, timedelta
 
 import asyncpg
 
+from shared.core.delivery_status import OPEN_STATUSES
 from shared.core.ids import lowest_id_at
-from shared.core.retention import HISTORY_TABLES, OPEN_STATUSES, Unit
+from shared.core.retention import HISTORY_TABLES, Unit
 
 _PARENTS = [t for t, _ in HISTORY_TABLES]
 _OPEN = list(OPEN_STATUSES)

@@ -36,6 +36,7 @@ from services.dlq_replay.console.sessions import (
 from services.dlq_replay.context import CTX
 from services.dlq_replay.schemas import EventReplayRequest
 from services.dlq_replay.txn import in_transaction
+from shared.core.delivery_status import STATUSES
 from shared.core.errors import (
     AuthenticationFailed,
     Conflict,
@@ -55,7 +56,7 @@ from shared.logging import fields
 log = logging.getLogger(__name__)
 
 FAILED_STATUSES = frozenset({"dead"})
-DELIVERY_STATUSES = ("pending", "retrying", "succeeded", "dead", "cancelled")
+DELIVERY_STATUSES = STATUSES
 
 
 def _page(request: web.Request, template: str, **context: Any) -> web.Response:

@@ -14,6 +14,7 @@ import asyncpg
 
 from services.dlq_replay.jobs import job_json
 from services.dlq_replay.reads import attempt_json
+from shared.core.delivery_status import OPEN_SQL
 from shared.core.errors import NotFound
 from shared.core.ids import lowest_id_at
 from shared.core.timefmt import format_ts
@@ -21,7 +22,7 @@ from shared.endpoints.operations import render_endpoint
 
 PAGE_ROWS = 50
 
-_ENDPOINTS_SQL = """
+_ENDPOINTS_SQL = f"""
 SELECT e.id, e.account_id, e.url, e.event_types, e.description, e.enabled, e.disabled_reason,
        e.rate_limit_per_s, e.max_in_flight, e.metadata, e.created_at, e.updated_at,
        coalesce(h.consecutive_failures, 0) AS consecutive_failures, h.failing_since,
@@ -30,9 +31,9 @@ SELECT e.id, e.account_id, e.url, e.event_types, e.description, e.enabled, e.dis
        CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret_expires_at END
            AS previous_secret_until,
        (SELECT count(*) FROM deliveries d WHERE d.endpoint_id = e.id
-          AND d.status IN ('pending', 'retrying') AND d.lease_until > now()) AS in_flight,
+          AND d.status IN {OPEN_SQL} AND d.lease_until > now()) AS in_flight,
        (SELECT count(*) FROM deliveries d WHERE d.endpoint_id = e.id
-          AND d.status IN ('pending', 'retrying')) AS waiting
+          AND d.status IN {OPEN_SQL}) AS waiting
 FROM endpoints e LEFT JOIN endpoint_health h ON h.endpoint_id = e.id
 WHERE e.deleted_at IS NULL AND ($1::text IS NULL OR e.account_id = $1)
   AND ($2::text IS NULL OR e.id = $2) AND ($4::text IS NULL OR e.id < $4)
