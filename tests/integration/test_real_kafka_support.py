@@ -8,13 +8,19 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.conftest import RealKafkaFactory
 from tests.support.real_kafka import RealKafkaCluster, RealKafkaError, kafka_dist_dir, ports_of
 
 
 async def _round_trip(bootstrap: str, topic: str) -> bytes:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:  # Postwire's clients never auto-create topics (shared/adapters/kafka/metadata.py)
+        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    finally:
+        await admin.close()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
