@@ -27,6 +27,7 @@ from shared.adapters.pg.outbox import (
     lock_due_outbox,
     outbox_backlog,
 )
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +66,7 @@ class OutboxFlusher:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._drain_now(), timeout=5)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._cleanup(), timeout=5)
 
@@ -139,10 +138,7 @@ class OutboxRelay:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def relay_once(self) -> int:
         """Publish one batch of due rows; returns how many were published (0 when none due).

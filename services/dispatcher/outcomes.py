@@ -11,7 +11,6 @@ while the process lives (after a crash, the lease expires and the sweeper re-sen
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
@@ -35,6 +34,7 @@ from shared.core.backoff import BackoffPolicy
 from shared.core.decision import Dead, RetryAt, Succeeded
 from shared.core.timefmt import utcnow
 from shared.logging import fields
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +80,7 @@ class OutcomeWriter:
             return False
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _next_batch(self) -> list[Finished]:
         batch = [await self._queue.get()]

@@ -26,7 +26,6 @@ duplicate announcement is harmless: the claim step skips what is not claimable.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -37,6 +36,7 @@ from services.dispatcher.metrics import DispatcherMetrics
 from shared.adapters.kafka.publisher import Message
 from shared.adapters.pg.announce import announce
 from shared.core.delivery_status import OPEN_SQL
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +154,7 @@ class Republisher:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
 
     def request_recovery(self) -> None:
         """The broker's log went backwards: re-announce, at once and in the background, every

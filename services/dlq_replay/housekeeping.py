@@ -5,13 +5,13 @@ every 60th round."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import asyncpg
 
 from services.dlq_replay.idempotency import purge_expired
 from services.dlq_replay.metrics import AdminMetrics
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,7 @@ class HousekeepingLoop:
         self._task = asyncio.create_task(self._run(), name="admin-housekeeping")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         rounds = 0

@@ -14,7 +14,6 @@ and the database pays one range scan of the window per refresh, not one per scra
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -35,6 +34,7 @@ from shared.core.ledger import Ledger
 from shared.core.timefmt import utcnow
 from shared.http.query import check_query, query_ts
 from shared.logging import fields
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 DEFAULT_SPAN = timedelta(hours=24)
@@ -111,10 +111,7 @@ class LedgerLoop:
         self._task = asyncio.create_task(self._run(), name="admin-ledger")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:

@@ -35,6 +35,7 @@ from services.dlq_replay.settings import AdminSettings
 from services.dlq_replay.txn import RETRYABLE, in_transaction
 from shared.logging import fields
 from shared.outbox_relay import OutboxFlusher
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +73,7 @@ class BulkReplayWorker:
     async def stop(self) -> None:
         """Stop claiming, stop walking (a step in flight is cancelled, so rolled back) and
         release the leases so another process resumes at once."""
-        tasks = [t for t in (self._task, *self._jobs.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._task, *self._jobs.values())
         with contextlib.suppress(*TRANSIENT):
             await asyncio.wait_for(release_jobs(self._pool, self.owner), timeout=5)
 

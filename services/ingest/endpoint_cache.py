@@ -25,6 +25,7 @@ from aiohttp import web
 from services.ingest.metrics import IngestMetrics
 from shared.adapters.pg.notify import ENDPOINTS_CHANNEL
 from shared.endpoints.store import load_routes
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +90,8 @@ class EndpointCache:
 
     async def stop(self) -> None:
         """Stop listening, close the connection and drop every entry."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         self.clear()
 
     def invalidate(self, account_id: str) -> None:

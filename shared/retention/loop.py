@@ -9,7 +9,6 @@ partitions stay ahead as long as any service runs, and two rounds never overlap.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -20,6 +19,7 @@ from shared.core.timefmt import utcnow
 from shared.logging import fields
 from shared.retention.metrics import RetentionMetrics
 from shared.retention.purge import RoundReport, run_round
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,7 @@ class RetentionLoop:
         self._task = asyncio.create_task(self._run(), name="retention")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:

@@ -24,6 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from shared.adapters.kafka.security import client_options
 from shared.adapters.kafka.topics import DELIVERIES, topic_name
 from shared.config import CommonSettings
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,7 @@ class LagSampler:
         self._task = asyncio.create_task(self._run(), name="console-lag-sampler")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         await self._close()
 
     def latest(self) -> LagSample | None:
