@@ -2,9 +2,9 @@
 
 Each runs in one transaction with its audit row, hands the outbox messages to the flusher only
 after commit, counts the request in the metrics and logs it. The HTTP handlers
-(:mod:`api_write`) and the browser pages (:mod:`console`) only parse their input differently;
-the effect, the audit row and the metrics are the same, under whichever actor they pass (an
-operator name, or ``portal:<account>`` for the merchant portal).
+(:mod:`events_api`, :mod:`replays_api`) and the browser pages (:mod:`console`) only parse their
+input differently; the effect, the audit row and the metrics are the same, under whichever
+actor they pass (an operator name, or ``portal:<account>`` for the merchant portal).
 """
 
 from __future__ import annotations

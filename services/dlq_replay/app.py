@@ -7,17 +7,19 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from services.dlq_replay.api_read import setup_read_routes
-from services.dlq_replay.api_storage import setup_storage_routes
-from services.dlq_replay.api_write import setup_write_routes
+from services.dlq_replay.audit_api import setup_audit_routes
 from services.dlq_replay.console.guard import route_auth
 from services.dlq_replay.console.routes import setup_console
 from services.dlq_replay.context import CTX, AdminContext
+from services.dlq_replay.dead_letters_api import setup_dead_letter_routes
+from services.dlq_replay.events_api import setup_event_routes
 from services.dlq_replay.housekeeping import HousekeepingLoop
 from services.dlq_replay.ledger import setup_ledger
 from services.dlq_replay.metrics import AdminMetrics
 from services.dlq_replay.openapi import document
+from services.dlq_replay.replays_api import setup_replay_routes
 from services.dlq_replay.settings import AdminSettings
+from services.dlq_replay.storage_api import setup_storage_routes
 from services.dlq_replay.worker import BulkReplayWorker
 from shared.adapters.kafka.publisher import KafkaPublisher
 from shared.adapters.pg.pool import create_pool, ping
@@ -84,8 +86,10 @@ async def make_app(settings: AdminSettings) -> web.Application:
     setup_ledger(app, metrics, pool)
     app.cleanup_ctx.append(retention)
     setup_storage_routes(app, retention_policy)
-    setup_read_routes(app)
-    setup_write_routes(app)
+    setup_dead_letter_routes(app)
+    setup_event_routes(app)
+    setup_replay_routes(app)
+    setup_audit_routes(app)
     setup_console(app, ctx)
     add_health_routes(app, [lambda: ping(pool), publisher.ping], metrics.registry)
     add_openapi_route(app, document())

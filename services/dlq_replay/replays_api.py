@@ -1,21 +1,21 @@
-"""Mutating admin routes: replay one event, start and cancel a bulk replay.
+"""The replays resource: start a bulk replay (``POST /admin/v1/replays``), read a replay's
+progress (``GET /admin/v1/replays/{id}``) and cancel one (``POST /admin/v1/replays/{id}/cancel``).
 
-Each runs in one transaction with its audit row (see :mod:`audit`); outbox messages are handed
-to the flusher only after commit.
+Starting and cancelling run in one transaction with their audit row (see :mod:`audit`).
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from services.dlq_replay.actions import run_bulk_start, run_cancel, run_event_replay
-from services.dlq_replay.api_read import path_id
+from services.dlq_replay.actions import run_bulk_start, run_cancel
 from services.dlq_replay.context import CTX
 from services.dlq_replay.idempotency import IdempotencyInput
+from services.dlq_replay.jobs import get_job
+from services.dlq_replay.params import MAX_BODY_BYTES, path_id
 from services.dlq_replay.schemas import (
     parse_bulk_replay,
     parse_cancel,
-    parse_event_replay,
     parse_idempotency_key,
     request_hash,
 )
@@ -28,25 +28,6 @@ from shared.http.body import (
 )
 from shared.http.query import check_query
 from shared.http.responses import json_response
-
-MAX_BODY_BYTES = 256 * 1024
-
-
-async def post_event_replay(request: web.Request) -> web.Response:
-    """``POST /admin/v1/events/{event_id}/replay`` -> 202 with one outcome per delivery."""
-    check_query(request, ())
-    ctx = request.app[CTX]
-    event_id = path_id(request, "event_id", "evt", "event")
-    operator = principal_of(request)
-    key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
-    body = await read_json_object(request, MAX_BODY_BYTES)
-    parsed = parse_event_replay(body)
-    idem = None if key is None else IdempotencyInput(
-        key, request_hash(event_id, body), ctx.settings.idempotency_window_s)
-    result = await run_event_replay(ctx, actor=operator, event_id=event_id, request=parsed,
-                                    idempotency=idem)
-    headers = {"Idempotent-Replayed": "true"} if result.replayed else None
-    return json_response(result.body, 202, headers)
 
 
 async def post_bulk_replay(request: web.Request) -> web.Response:
@@ -61,6 +42,13 @@ async def post_bulk_replay(request: web.Request) -> web.Response:
         key, request_hash("bulk", body), ctx.settings.idempotency_window_s)
     job, replayed = await run_bulk_start(ctx, actor=operator, request=parsed, idempotency=idem)
     return json_response(job, 202, {"Idempotent-Replayed": "true"} if replayed else None)
+
+
+async def get_replay(request: web.Request) -> web.Response:
+    """``GET /admin/v1/replays/{id}``: a bulk or single-event replay and its progress."""
+    check_query(request, ())
+    job_id = path_id(request, "id", "rpl", "replay")
+    return web.json_response(await get_job(request.app[CTX].pool, job_id))
 
 
 async def _optional_reason(request: web.Request) -> str | None:
@@ -83,7 +71,7 @@ async def post_cancel(request: web.Request) -> web.Response:
     return json_response(job, 200)
 
 
-def setup_write_routes(app: web.Application) -> None:
-    app.router.add_post("/admin/v1/events/{event_id}/replay", post_event_replay)
+def setup_replay_routes(app: web.Application) -> None:
     app.router.add_post("/admin/v1/replays", post_bulk_replay)
+    app.router.add_get("/admin/v1/replays/{id}", get_replay)
     app.router.add_post("/admin/v1/replays/{id}/cancel", post_cancel)
