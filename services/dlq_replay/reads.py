@@ -9,9 +9,10 @@ from typing import Any
 
 import asyncpg
 
-from services.dlq_replay.lists import Page, Where, page_of
+from services.dlq_replay.lists import Where
 from shared.core.cursor import decode_cursor, encode_cursor
 from shared.core.event_body import JsonText, stored_data_text
+from shared.core.paging import Page, page_of
 from shared.core.retention import delivery_id_window
 from shared.core.timefmt import format_ts
 from shared.retention import horizon

@@ -28,6 +28,7 @@ from services.ingest.endpoint_cache import ENDPOINT_CACHE, EndpointCache
 from services.ingest.key_scope import require_account
 from shared.adapters.dns import Resolver, resolve_host
 from shared.core.cursor import decode_cursor, encode_cursor
+from shared.core.paging import page_of
 from shared.endpoints import operations as ops
 from shared.endpoints import store
 from shared.endpoints.operations import render_endpoint
@@ -95,11 +96,9 @@ class _Handlers:
             before_id = str(key[0])
         async with self.ctx.pool.acquire() as conn:
             rows = await store.list_endpoints(conn, account_id, before_id, limit + 1)
-        has_more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = encode_cursor(_CURSOR_KIND, [rows[-1]["id"]]) if has_more else None
-        return json_response({"data": [render_endpoint(r) for r in rows], "has_more": has_more,
-                      "next_cursor": next_cursor})
+        page = page_of(rows, limit, render_endpoint,
+                       lambda last: encode_cursor(_CURSOR_KIND, [last["id"]]))
+        return json_response(page.to_json())
 
     async def get(self, request: web.Request) -> web.Response:
         check_query(request, ())

@@ -54,6 +54,7 @@ from shared.core.errors import ApiError, InvalidRequest, NotFound
 from shared.core.event_body import data_fragment
 from shared.core.event_fingerprint import check_idempotency_key
 from shared.core.ids import is_valid_id
+from shared.core.paging import page_of
 from shared.core.timefmt import format_ts
 from shared.http.body import check_json_content_type, read_body_bytes
 from shared.http.query import check_query, query_limit, query_str, query_ts
@@ -70,12 +71,6 @@ def _accepted(body: bytes, replayed: bool = False) -> web.Response:
     if replayed:
         response.headers[REPLAYED_HEADER] = "true"
     return response
-
-
-def _page(items: list[Any], next_cursor: str | None) -> web.Response:
-    """A list response; there is more exactly when there is a next cursor."""
-    return json_response({"data": items, "has_more": next_cursor is not None,
-                  "next_cursor": next_cursor})
 
 
 def render_event(row: asyncpg.Record) -> dict[str, Any]:
@@ -179,9 +174,9 @@ class _Handlers:
         where = repo.EventFilter(account_id, event_type, query_ts(request, "since"),
                                  query_ts(request, "until"), before)
         rows = await repo.list_events(self._pool, where, limit + 1)
-        next_cursor = (encode_cursor("events", [rows[limit - 1]["id"]])
-                       if len(rows) > limit else None)
-        return _page([render_event(r) for r in rows[:limit]], next_cursor)
+        page = page_of(rows, limit, render_event,
+                       lambda last: encode_cursor("events", [last["id"]]))
+        return json_response(page.to_json())
 
     async def list_attempts(self, request: web.Request) -> web.Response:
         check_query(request, ("limit", "cursor"))
@@ -201,9 +196,9 @@ class _Handlers:
                 raise await horizon.not_found(conn, "delivery", delivery_id,
                                               f"no delivery {delivery_id!r}")
             rows = await repo.list_attempts(conn, delivery_id, after, limit + 1)
-        next_cursor = (encode_cursor("attempts", [delivery_id, rows[limit - 1]["attempt"]])
-                       if len(rows) > limit else None)
-        return _page([render_attempt(r) for r in rows[:limit]], next_cursor)
+        page = page_of(rows, limit, render_attempt,
+                       lambda last: encode_cursor("attempts", [delivery_id, last["attempt"]]))
+        return json_response(page.to_json())
 
 
 def _commit_concurrency(pool_size: int) -> int:
