@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from services.dlq_replay.lists import Where
+from shared.adapters.pg.where import Where
 from shared.core.cursor import decode_cursor, encode_cursor
 from shared.core.paging import Page, page_of
 from shared.core.timefmt import format_ts

@@ -18,10 +18,10 @@ from typing import Any
 import asyncpg
 
 from services.dlq_replay.audit import ACTION_BULK_CANCEL, ACTION_BULK_START, write_audit
-from services.dlq_replay.lists import Where
 from services.dlq_replay.requeue import DeliveryOutcome, queue_deliveries
 from services.dlq_replay.schemas import BulkReplayRequest
 from shared.adapters.kafka.publisher import Message
+from shared.adapters.pg.where import Where
 from shared.core.errors import Conflict, NotFound
 from shared.core.ids import new_id
 from shared.core.timefmt import format_ts
@@ -45,7 +45,7 @@ def job_json(row: Mapping[str, Any]) -> dict[str, Any]:
 def _match_sql(job_id: str, request: BulkReplayRequest) -> tuple[str, list[Any]]:
     """INSERT of the job's items: dead deliveries whose dead letter matches, in id order."""
     where = Where(args=[job_id])  # $1 is the job id
-    where.conditions.append("d.status = 'dead'")
+    where.fixed("d.status = 'dead'")
     flt = request.filter
     where.eq("dl.endpoint_id", flt.endpoint_id)
     where.eq("dl.account_id", flt.account_id)

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from services.dlq_replay.lists import Where
+from shared.adapters.pg.where import Where
 from shared.core.cursor import decode_cursor, encode_cursor
 from shared.core.event_body import JsonText, stored_data_text
 from shared.core.paging import Page, page_of

@@ -20,6 +20,7 @@ import orjson
 
 from services.ingest.endpoint_cache import EndpointRoute
 from services.ingest.event_validation import EventInput, webhook_body
+from shared.adapters.pg.where import Where
 from shared.core.ids import new_id
 from shared.core.matching import matches
 from shared.core.retention import delivery_id_window, event_id_ceiling, event_id_floor
@@ -230,21 +231,16 @@ async def list_events(conn: Conn, where: EventFilter, limit: int) -> list[asyncp
     account). ``since``/``until`` also bound the id (ids carry the creation time), so only
     the partitions of those days are searched.
     """
-    conditions = ["TRUE"]
-    args: list[object] = []
     low = None if where.since is None else event_id_floor(where.since)
     high = None if where.until is None else event_id_ceiling(where.until)
-    for column, op, value in (("account_id", "=", where.account_id), ("type", "=", where.type),
-                              ("created_at", ">=", where.since),
-                              ("created_at", "<", where.until), ("id", "<", where.before_id),
-                              ("id", ">=", low), ("id", "<", high)):
-        if value is not None:
-            args.append(value)
-            conditions.append(f"{column} {op} ${len(args)}")
-    args.append(limit)
+    sql = Where()
+    for condition, value in (("account_id = {}", where.account_id), ("type = {}", where.type),
+                             ("created_at >= {}", where.since), ("created_at < {}", where.until),
+                             ("id < {}", where.before_id), ("id >= {}", low), ("id < {}", high)):
+        sql.when(condition, value)
     return list(await conn.fetch(
-        f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(conditions)}"
-        f" ORDER BY id DESC LIMIT ${len(args)}", *args))
+        f"SELECT {_EVENT_COLUMNS} FROM events {sql.sql()}"
+        f" ORDER BY id DESC LIMIT {sql.param(limit)}", *sql.args))
 
 
 async def delivery_exists(conn: Conn, delivery_id: str) -> bool:

@@ -14,6 +14,7 @@ import asyncpg
 
 from services.dlq_replay.jobs import job_json
 from services.dlq_replay.reads import attempt_json
+from shared.adapters.pg.where import Where
 from shared.core.delivery_status import OPEN_SQL
 from shared.core.errors import NotFound
 from shared.core.ids import lowest_id_at
@@ -22,7 +23,7 @@ from shared.endpoints.operations import render_endpoint
 
 PAGE_ROWS = 50
 
-_ENDPOINTS_SQL = f"""
+_ENDPOINTS_SELECT = f"""
 SELECT e.id, e.account_id, e.url, e.event_types, e.description, e.enabled, e.disabled_reason,
        e.rate_limit_per_s, e.max_in_flight, e.metadata, e.created_at, e.updated_at,
        coalesce(h.consecutive_failures, 0) AS consecutive_failures, h.failing_since,
@@ -35,9 +36,6 @@ SELECT e.id, e.account_id, e.url, e.event_types, e.description, e.enabled, e.dis
        (SELECT count(*) FROM deliveries d WHERE d.endpoint_id = e.id
           AND d.status IN {OPEN_SQL}) AS waiting
 FROM endpoints e LEFT JOIN endpoint_health h ON h.endpoint_id = e.id
-WHERE e.deleted_at IS NULL AND ($1::text IS NULL OR e.account_id = $1)
-  AND ($2::text IS NULL OR e.id = $2) AND ($4::text IS NULL OR e.id < $4)
-ORDER BY e.id DESC LIMIT $3
 """
 
 
@@ -66,7 +64,14 @@ async def endpoints_with_health(pool: asyncpg.Pool, *, account_id: str | None = 
                                 endpoint_id: str | None = None, before: str | None = None,
                                 limit: int = PAGE_ROWS) -> list[dict[str, Any]]:
     """Live endpoints, newest first (ids below ``before``), optionally of one account or id."""
-    rows = await pool.fetch(_ENDPOINTS_SQL, account_id, endpoint_id, limit, before)
+    where = Where()
+    where.fixed("e.deleted_at IS NULL")
+    where.eq("e.account_id", account_id)
+    where.eq("e.id", endpoint_id)
+    where.when("e.id < {}", before)
+    rows = await pool.fetch(
+        f"{_ENDPOINTS_SELECT} {where.sql()} ORDER BY e.id DESC LIMIT {where.param(limit)}",
+        *where.args)
     return [endpoint_health_json(r) for r in rows]
 
 
@@ -92,11 +97,14 @@ async def search_events(pool: asyncpg.Pool, search: EventSearch, before: str | N
     until = lowest_id_at("evt", _ms(search.until)) if search.until else None
     if before is not None and (until is None or before < until):
         until = before
+    where = Where()
+    where.eq("account_id", search.account_id)
+    where.eq("type", search.type)
+    where.when("id >= {}", since)
+    where.when("id < {}", until)
     rows = await pool.fetch(
         "SELECT id, account_id, type, ordering_key, created_at, delivery_count FROM events"
-        " WHERE ($1::text IS NULL OR account_id = $1) AND ($2::text IS NULL OR type = $2)"
-        " AND ($3::text IS NULL OR id >= $3) AND ($4::text IS NULL OR id < $4)"
-        " ORDER BY id DESC LIMIT $5", search.account_id, search.type, since, until, limit)
+        f" {where.sql()} ORDER BY id DESC LIMIT {where.param(limit)}", *where.args)
     return [{"id": r["id"], "account_id": r["account_id"], "type": r["type"],
              "ordering_key": r["ordering_key"], "created_at": format_ts(r["created_at"]),
              "delivery_count": r["delivery_count"]} for r in rows]
@@ -134,11 +142,14 @@ async def endpoint_deliveries(pool: asyncpg.Pool, *, account_id: str, endpoint_i
                               limit: int = PAGE_ROWS) -> list[dict[str, Any]]:
     """Deliveries to one of ``account_id``'s endpoints, newest first: ids below ``before``,
     optionally only those in ``status``."""
+    where = Where()
+    where.add("d.endpoint_id = {}", endpoint_id)
+    where.add("d.account_id = {}", account_id)
+    where.when("d.id < {}", before)
+    where.eq("d.status", status)
     rows = await pool.fetch(
         "SELECT d.*, ev.type FROM deliveries d JOIN events ev ON ev.id = d.event_id"
-        " WHERE d.endpoint_id = $1 AND d.account_id = $2 AND ($4::text IS NULL OR d.id < $4)"
-        " AND ($5::text IS NULL OR d.status = $5) ORDER BY d.id DESC LIMIT $3",
-        endpoint_id, account_id, limit, before, status)
+        f" {where.sql()} ORDER BY d.id DESC LIMIT {where.param(limit)}", *where.args)
     return [_delivery_row_json(r) for r in rows]
 
 
