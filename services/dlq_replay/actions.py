@@ -19,7 +19,7 @@ from services.dlq_replay.event_replay import EventReplayResult, replay_event
 from services.dlq_replay.idempotency import IdempotencyInput, claim_key, store_response
 from services.dlq_replay.jobs import cancel_job, create_bulk_job
 from services.dlq_replay.schemas import BulkReplayRequest, EventReplayRequest
-from services.dlq_replay.txn import in_transaction
+from shared.adapters.pg.txn import in_transaction
 from shared.logging import fields
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from services.dlq_replay.jobs import (
 from services.dlq_replay.metrics import AdminMetrics
 from services.dlq_replay.policy import SlidingWindowPacer, batch_size
 from services.dlq_replay.settings import AdminSettings
-from services.dlq_replay.txn import RETRYABLE, in_transaction
+from shared.adapters.pg.txn import RETRYABLE, in_transaction
 from shared.logging import fields
 from shared.outbox_relay import OutboxFlusher
 from shared.tasks import cancel_and_wait

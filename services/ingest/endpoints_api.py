@@ -27,6 +27,7 @@ from services.ingest.context import IngestContext
 from services.ingest.endpoint_cache import ENDPOINT_CACHE, EndpointCache
 from services.ingest.key_scope import require_account
 from shared.adapters.dns import Resolver, resolve_host
+from shared.adapters.pg.txn import in_transaction
 from shared.core.cursor import decode_cursor, encode_cursor
 from shared.core.paging import page_of
 from shared.endpoints import operations as ops
@@ -78,8 +79,8 @@ class _Handlers:
         spec = validate_create(await read_json_object(request, MAX_BODY_BYTES))
         require_account(request, spec.account_id)
         await self._check_url(request, spec.url)
-        async with self.ctx.pool.acquire() as conn, conn.transaction():
-            created = await ops.create_endpoint(conn, spec)
+        created = await in_transaction(self.ctx.pool,
+                                       lambda conn: ops.create_endpoint(conn, spec))
         self.cache.invalidate(spec.account_id)
         return json_response({**render_endpoint(created.row), "secret": created.secret}, status=201)
 
@@ -119,16 +120,16 @@ class _Handlers:
             async with self.ctx.pool.acquire() as conn:
                 current = await ops.fetch_endpoint(conn, endpoint_id)
             await self._check_url(request, current["url"])
-        async with self.ctx.pool.acquire() as conn, conn.transaction():
-            row = await ops.patch_endpoint(conn, endpoint_id, changes)
+        row = await in_transaction(self.ctx.pool,
+                                   lambda conn: ops.patch_endpoint(conn, endpoint_id, changes))
         self.cache.invalidate(row["account_id"])
         return json_response(render_endpoint(row))
 
     async def delete(self, request: web.Request) -> web.Response:
         check_query(request, ())
         endpoint_id = _endpoint_id(request)
-        async with self.ctx.pool.acquire() as conn, conn.transaction():
-            account_id, _ = await ops.delete_endpoint(conn, endpoint_id)
+        account_id, _ = await in_transaction(self.ctx.pool,
+                                             lambda conn: ops.delete_endpoint(conn, endpoint_id))
         self.cache.invalidate(account_id)
         return web.Response(status=204)
 
@@ -143,9 +144,9 @@ class _Handlers:
         check_query(request, ())
         endpoint_id = _endpoint_id(request)
         grace_period_s = validate_rotate(await _read_optional_body(request))
-        async with self.ctx.pool.acquire() as conn, conn.transaction():
-            account_id, secret = await ops.rotate_endpoint_secret(conn, endpoint_id,
-                                                                  grace_period_s)
+        account_id, secret = await in_transaction(
+            self.ctx.pool,
+            lambda conn: ops.rotate_endpoint_secret(conn, endpoint_id, grace_period_s))
         self.cache.invalidate(account_id)
         return json_response({"secret": secret})
 

@@ -18,8 +18,8 @@ import asyncpg
 
 from services.dlq_replay.audit import write_audit
 from services.dlq_replay.context import AdminContext
-from services.dlq_replay.txn import in_transaction
 from shared.adapters.dns import resolve_host
+from shared.adapters.pg.txn import in_transaction
 from shared.endpoints import operations as ops
 from shared.endpoints.test_event import TEST_EVENT_TYPE, TestEvent, insert_test_event
 from shared.endpoints.validation import EndpointSpec, check_url_target

@@ -35,7 +35,7 @@ from services.dlq_replay.console.sessions import (
 )
 from services.dlq_replay.context import CTX
 from services.dlq_replay.schemas import EventReplayRequest
-from services.dlq_replay.txn import in_transaction
+from shared.adapters.pg.txn import in_transaction
 from shared.core.delivery_status import STATUSES
 from shared.core.errors import (
     AuthenticationFailed,

@@ -20,7 +20,7 @@ from services.dlq_replay.api_models import PortalSessionCreate
 from services.dlq_replay.audit import write_audit
 from services.dlq_replay.console.sessions import create_portal_link
 from services.dlq_replay.context import CTX
-from services.dlq_replay.txn import in_transaction
+from shared.adapters.pg.txn import in_transaction
 from shared.core.timefmt import format_ts
 from shared.endpoints.validation import validate_account_id
 from shared.http.auth import principal_of

@@ -30,7 +30,7 @@ from services.dlq_replay.console.render import render_page
 from services.dlq_replay.console.sessions import create_session, end_session, new_token
 from services.dlq_replay.console.state import CONSOLE
 from services.dlq_replay.context import CTX
-from services.dlq_replay.txn import in_transaction
+from shared.adapters.pg.txn import in_transaction
 from shared.core.errors import Forbidden, RateLimited
 from shared.logging import fields
 

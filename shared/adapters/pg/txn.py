@@ -1,4 +1,5 @@
-"""Running a unit of work in one transaction, retried when Postgres aborted it on a conflict."""
+"""Running a unit of work in one transaction, retried when Postgres aborted it on a conflict
+(deadlock or serialization failure): the one deadlock-retrying transaction of every service."""
 
 from __future__ import annotations
 
