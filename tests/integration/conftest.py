@@ -1,11 +1,13 @@
 """Fixtures shared by the integration tests (module scope, the session's event loop).
 
-- ``api``: the ingest app in-process over loopback HTTP with the default test environment.
-- ``admin``: the admin app in-process the same way.
+- ``api``: the ingest app in-process over loopback HTTP with the test environment, changed by
+  the module's ``INGEST_ENV`` (a dict of ``service_env`` overrides) when it has one.
+- ``admin``: the admin app in-process the same way, changed by the module's ``ADMIN_ENV``.
 - ``db``: one asyncpg connection to the module's database.
 - ``pool``: a small asyncpg pool (1 to 4 connections) to the module's database.
 
-A module that needs other settings defines its own fixture of the same name, which wins.
+A module that needs more than other settings defines its own fixture of the same name, which
+wins.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import asyncpg
+import pytest
 import pytest_asyncio
 
 from tests.conftest import ServiceEnvFactory
@@ -21,14 +24,18 @@ from tests.support.ingest_app import Ingest, running_ingest
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def api(service_env: ServiceEnvFactory) -> AsyncIterator[Ingest]:
-    async with running_ingest(service_env()) as ingest:
+async def api(request: pytest.FixtureRequest,
+              service_env: ServiceEnvFactory) -> AsyncIterator[Ingest]:
+    overrides: dict[str, str] = getattr(request.module, "INGEST_ENV", {})
+    async with running_ingest(service_env(**overrides)) as ingest:
         yield ingest
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def admin(service_env: ServiceEnvFactory) -> AsyncIterator[AdminApp]:
-    async with running_admin(service_env()) as app:
+async def admin(request: pytest.FixtureRequest,
+                service_env: ServiceEnvFactory) -> AsyncIterator[AdminApp]:
+    overrides: dict[str, str] = getattr(request.module, "ADMIN_ENV", {})
+    async with running_admin(service_env(**overrides)) as app:
         yield app
 
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
-import pytest_asyncio
 
 from services.dlq_replay.jobs import create_bulk_job, run_step
 from services.dlq_replay.schemas import parse_bulk_replay
@@ -27,10 +25,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 URL = "http://127.0.0.1:9/hook"
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def admin(service_env: ServiceEnvFactory) -> AsyncIterator[AdminApp]:
-    async with running_admin(service_env(ADMIN_JOB_POLL_S="0.1")) as app:
-        yield app
+ADMIN_ENV = {"ADMIN_JOB_POLL_S": "0.1"}
 
 
 async def _endpoint(pool: asyncpg.Pool, **kwargs: Any) -> SeededEndpoint:

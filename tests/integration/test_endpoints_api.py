@@ -3,33 +3,25 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
 from shared.core.ids import is_valid_id, new_id
 from shared.core.signing import parse_secret
 from shared.core.timefmt import parse_ts
-from tests.conftest import TEST_ADMIN_TOKEN, ServiceEnvFactory
+from tests.conftest import TEST_ADMIN_TOKEN
 from tests.support.ingest_app import (
     PUBLIC_URL,
     Ingest,
     assert_error,
     create_endpoint,
     new_account,
-    running_ingest,
 )
 
-
-@pytest_asyncio.fixture(scope="module")
-async def api(service_env: ServiceEnvFactory) -> AsyncIterator[Ingest]:
-    """Ingest with the SSRF guard on (private targets refused)."""
-    async with running_ingest(service_env(ALLOW_PRIVATE_TARGETS="false")) as ingest:
-        yield ingest
+INGEST_ENV = {"ALLOW_PRIVATE_TARGETS": "false"}  # the SSRF guard on: private targets refused
 
 
 # --- create and read -------------------------------------------------------------------------

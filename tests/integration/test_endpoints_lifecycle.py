@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
 from shared.core.ids import new_id
 from shared.core.signing import parse_secret
 from shared.core.timefmt import parse_ts
-from tests.conftest import ServiceEnvFactory
 from tests.support.ingest_app import (
     Ingest,
     assert_error,
     create_endpoint,
-    running_ingest,
 )
 
-
-@pytest_asyncio.fixture(scope="module")
-async def api(service_env: ServiceEnvFactory) -> AsyncIterator[Ingest]:
-    async with running_ingest(service_env(ALLOW_PRIVATE_TARGETS="false")) as ingest:
-        yield ingest
+INGEST_ENV = {"ALLOW_PRIVATE_TARGETS": "false"}  # the SSRF guard on: private targets refused
 
 
 # --- PATCH ----------------------------------------------------------------------------------

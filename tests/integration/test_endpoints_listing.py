@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from shared.core.cursor import encode_cursor
-from tests.conftest import ServiceEnvFactory
 from tests.support.ingest_app import (
     Ingest,
     assert_error,
     create_endpoint,
     new_account,
-    running_ingest,
 )
 
-
-@pytest_asyncio.fixture(scope="module")
-async def api(service_env: ServiceEnvFactory) -> AsyncIterator[Ingest]:
-    async with running_ingest(service_env(ALLOW_PRIVATE_TARGETS="false")) as ingest:
-        yield ingest
+INGEST_ENV = {"ALLOW_PRIVATE_TARGETS": "false"}  # the SSRF guard on: private targets refused
 
 
 async def walk(api: Ingest, query: str) -> tuple[list[str], int]:

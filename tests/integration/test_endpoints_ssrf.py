@@ -25,11 +25,7 @@ from tests.support.ingest_app import (
     running_ingest,
 )
 
-
-@pytest_asyncio.fixture(scope="module")
-async def api(service_env: ServiceEnvFactory) -> AsyncIterator[Ingest]:
-    async with running_ingest(service_env(ALLOW_PRIVATE_TARGETS="false")) as ingest:
-        yield ingest
+INGEST_ENV = {"ALLOW_PRIVATE_TARGETS": "false"}  # the SSRF guard on: private targets refused
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -14,7 +14,6 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest
-import pytest_asyncio
 
 from services.ingest.event_validation import batch_body_limit, parse_event
 from services.ingest.group_commit import EventWriter, GroupCommitter
@@ -22,23 +21,19 @@ from services.ingest.idempotency import Accepted
 from shared.core.errors import Unavailable
 from shared.core.ids import is_valid_id, new_id
 from shared.core.timefmt import format_ts, parse_ts, utcnow
-from tests.conftest import TEST_ADMIN_TOKEN, ServiceEnvFactory
+from tests.conftest import TEST_ADMIN_TOKEN
 from tests.support.ingest_app import (
     Ingest,
     assert_error,
     create_endpoint,
     new_account,
-    running_ingest,
 )
 
 MAX_PAYLOAD = 4096
 RESULT_FIELDS = {"id", "account_id", "type", "ordering_key", "created_at", "delivery_count"}
 
 
-@pytest_asyncio.fixture(scope="module")
-async def api(service_env: ServiceEnvFactory) -> AsyncIterator[Ingest]:
-    async with running_ingest(service_env(MAX_PAYLOAD_BYTES=str(MAX_PAYLOAD))) as ingest:
-        yield ingest
+INGEST_ENV = {"MAX_PAYLOAD_BYTES": str(MAX_PAYLOAD)}
 
 
 async def post(api: Ingest, path: str, body: Any, *, key: str | None = None,

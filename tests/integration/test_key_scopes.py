@@ -4,28 +4,20 @@ foreign object is 404 (as if missing), a foreign ``account_id`` is 403, listing 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest_asyncio
 
 from tests.support.ingest_app import (
     PUBLIC_URL,
     Ingest,
     assert_error,
     new_account,
-    running_ingest,
 )
 
 ALL_KEY, SCOPED_KEY = "all-accounts-key-1", "scoped-key-ab-1"
 
 
-@pytest_asyncio.fixture(scope="module")
-async def api(service_env: Any) -> AsyncIterator[Ingest]:
-    # the scoped key's accounts are fixed names: every test of this module shares them
-    keys = f"{ALL_KEY},acct_scope_a+acct_scope_b:{SCOPED_KEY}"
-    async with running_ingest(service_env(API_KEYS=keys)) as ingest:
-        yield ingest
+# the scoped key's accounts are fixed names: every test of this module shares them
+INGEST_ENV = {"API_KEYS": f"{ALL_KEY},acct_scope_a+acct_scope_b:{SCOPED_KEY}"}
 
 
 async def scoped(api: Ingest, method: str, path: str, body: Any = None) -> tuple[int, Any]:
