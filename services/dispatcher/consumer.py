@@ -41,11 +41,11 @@ from aiokafka.errors import KafkaError
 
 from services.dispatcher.fetch_wait import (
     BUSY_WAIT_MS,
-    QUIET_WAIT_MS,
     apply_fetch_wait,
     fetch_wait_ms,
 )
 from services.dispatcher.metrics import DispatcherMetrics
+from services.dispatcher.offsets import Ticket
 from services.dispatcher.pipeline import Pipeline
 from services.dispatcher.recovery import (
     Backwards,
@@ -76,7 +76,7 @@ RECOVERY_CHECK_S = 1.0         # how often log ends are read (log went backwards
 CHECK_TIMEOUT_S = 3.0          # a log-end read slower than this counts as failed
 READY_STALE_S = 5.0            # not ready when log ends could not be read for this long
 READY_STALL_S = 3.0            # not ready while fetches have stalled this long
-WOKEN_FORGET_S = 5.0           # a wake-up's Kafka copy comes within QUIET_WAIT_MS; then forget
+WOKEN_FORGET_S = 5.0           # a wake-up's Kafka copy comes within a quiet fetch (0.5 s)
 WOKEN_MAX = 10_000
 FETCH_STUCK_S = 5.0            # messages waiting and positions frozen this long: re-create
 
@@ -146,9 +146,8 @@ class DeliveryConsumer:
         self._task: asyncio.Task[None] | None = None
         self._last_commit = 0.0
         self._commit_failures = 0
-        self._quiet = False         # fetching with the long deadline (no records for a while)
-        self._quiet_ended_at = float("-inf")
-        self._woken: dict[str, float] = {}  # delivery id -> when taken from the wake-up channel
+        # delivery id -> (when, ticket, generation) of a message taken from the wake-up channel
+        self._woken: dict[str, tuple[float, Ticket, int]] = {}
         self.topic = topic_name(settings.common.topic_prefix, DELIVERIES)
 
     def start(self) -> None:
@@ -233,7 +232,6 @@ class DeliveryConsumer:
         dispatchers than partitions) stays: re-joining would rebalance the whole group."""
         healthy_since = assigned_since = last_check = time.monotonic()
         last_record_at, wait_ms = healthy_since, BUSY_WAIT_MS
-        self._set_quiet(False)
         while not self._closing.is_set():
             stalled = False
             if self._stop_fetch.is_set() or self._pipeline.gates.full:
@@ -249,7 +247,6 @@ class DeliveryConsumer:
                 wanted = fetch_wait_ms(time.monotonic(), last_record_at)
                 if wanted != wait_ms and apply_fetch_wait(consumer, wanted):
                     wait_ms = wanted
-                    self._set_quiet(wanted != BUSY_WAIT_MS)
             await self._maybe_commit(consumer)
             await self._maybe_check(consumer)
             now = time.monotonic()
@@ -295,7 +292,10 @@ class DeliveryConsumer:
 
     def _accept(self, tp: TopicPartition, records: list[Any]) -> int:
         """Hand ``records`` to the pipeline; returns how many were not the Kafka copy of a
-        message already taken from the wake-up channel (those are claimed all the same)."""
+        message already taken from the wake-up channel. Such a copy is not handled again:
+        its ticket is done when the wake-up's is (``OffsetTracker.follow``), so its offset
+        is committed only once that outcome is durable; if the wake-up was dropped (consumer
+        re-created) or names another generation, the copy is handled like any message."""
         tracker = self._pipeline.tracker
         fresh = 0
         for record in records:
@@ -306,23 +306,27 @@ class DeliveryConsumer:
                 log.error("skipping undecodable message at %s:%d: %s", tp, record.offset, exc)
                 tracker.done(ticket)
                 continue
-            if self._woken.pop(message.delivery_id, None) is None:
+            woken = self._woken.pop(message.delivery_id, None)
+            if woken is None:
                 fresh += 1
+            elif woken[2] == message.generation and tracker.follow(ticket, woken[1]):
+                continue
             self._pipeline.accept(ticket, message)
         return fresh
 
-    def note_woken(self, delivery_id: str) -> None:
-        """A message of ``delivery_id`` was taken from the wake-up channel: its Kafka copy,
-        expected within ``QUIET_WAIT_MS``, will not count as traffic. Entries older than
-        ``WOKEN_FORGET_S`` are forgotten (at most ``WOKEN_MAX`` kept)."""
+    def note_woken(self, delivery_id: str, ticket: Ticket, generation: int) -> None:
+        """A message of ``delivery_id`` was taken from the wake-up channel with ``ticket``:
+        its Kafka copy, expected within a quiet fetch's deadline, follows that ticket and is not
+        traffic (see :meth:`_accept`). Entries older than ``WOKEN_FORGET_S`` are forgotten
+        (at most ``WOKEN_MAX`` kept); a copy that comes later is handled like any message."""
         now = time.monotonic()
         woken = self._woken
         while woken:
-            oldest, at = next(iter(woken.items()))
+            oldest, (at, _, _) = next(iter(woken.items()))
             if now - at < WOKEN_FORGET_S and len(woken) < WOKEN_MAX:
                 break
             del woken[oldest]
-        woken[delivery_id] = now
+        woken[delivery_id] = (now, ticket, generation)
 
     async def _maybe_commit(self, consumer: AIOKafkaConsumer, force: bool = False) -> None:
         now = time.monotonic()
@@ -509,18 +513,10 @@ class DeliveryConsumer:
         except KafkaError as exc:
             log.info("committing the start of rewound partitions failed (%s)", exc)
 
-    def _set_quiet(self, quiet: bool) -> None:
-        if self._quiet and not quiet:
-            self._quiet_ended_at = time.monotonic()
-        self._quiet = quiet
-
     def takes_wakeups(self) -> bool:
-        """True while a fetch with the long deadline may still be waiting at the broker: the
-        consumer is quiet, or stopped being quiet less than that deadline ago. Only then is
-        a wake-up worth taking (otherwise the Kafka copy arrives within ``BUSY_WAIT_MS``)."""
-        if self._consumer is None or self._stop_fetch.is_set():
-            return False
-        return self._quiet or time.monotonic() - self._quiet_ended_at < QUIET_WAIT_MS / 1000
+        """True while this member consumes (connected, not stopping): a wake-up message is
+        then taken, and its Kafka copy follows it (:meth:`_accept`)."""
+        return self._consumer is not None and not self._stop_fetch.is_set()
 
     def owns(self, partition: int) -> bool:
         """Whether ``partition`` of the deliveries topic is assigned to this member now."""

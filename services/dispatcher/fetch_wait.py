@@ -6,9 +6,10 @@ answers only at the deadline, so while messages flow the dispatcher fetches with
 (``BUSY_WAIT_MS``): a new record is read within that much. With no traffic that short wait is
 a busy poll (100 fetches a second, about 0.12 cores of broker and 0.05 of dispatcher on the
 2-core reference machine), so after ``QUIET_AFTER_S`` without a record the fetch waits
-``QUIET_WAIT_MS``: a handful of fetches a second. The first record after a quiet spell then
-reaches the dispatcher through the Postgres wake-up (``services/dispatcher/wakeup.py``), not
-through the waiting fetch, and the next fetch that returns records brings the short wait back.
+``QUIET_WAIT_MS``: a couple of fetches a second. At low rates messages reach the dispatcher
+through the Postgres wake-up (``services/dispatcher/wakeup.py``) and their Kafka copies do not
+count as records here, so the long wait stays; the first fetch that returns other records
+brings the short wait back.
 
 Pure: :func:`fetch_wait_ms` decides, :func:`apply_fetch_wait` sets it on aiokafka's fetcher
 (read by aiokafka for each fetch request it builds).

@@ -16,6 +16,9 @@ import heapq
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
+WAKEUP_PARTITION = "wakeup"  # tickets of messages taken from the wake-up channel (wakeup.py)
+FINAL_KEPT = 10_000          # wake-up tickets remembered as final, for their Kafka copies
+
 
 @dataclass(frozen=True, slots=True)
 class Ticket:
@@ -47,6 +50,8 @@ class OffsetTracker:
         self._parts: dict[Hashable, _Partition] = {}
         self._epoch = 0
         self._went_back: set[Hashable] = set()
+        self._followers: dict[Ticket, list[Ticket]] = {}  # leader -> same message, re-read
+        self._final: dict[Ticket, None] = {}  # wake-up tickets done for good, oldest first
 
     def track(self, partition: Hashable, offset: int) -> Ticket:
         """Register a consumed message. An offset at or below one already seen means the log
@@ -62,11 +67,40 @@ class OffsetTracker:
         heapq.heappush(part.open_heap, offset)
         return Ticket(partition, offset, part.epoch)
 
-    def done(self, ticket: Ticket) -> None:
-        """The ticket's outcome is durable. Stale tickets (older epoch) are ignored."""
+    def done(self, ticket: Ticket, final: bool = False) -> None:
+        """The ticket's outcome is durable; ``final`` when the delivery is settled for good
+        (succeeded, dead, cancelled, gone or stale), so no later message of the same
+        generation can need handling. Stale tickets (older epoch) are ignored. Tickets
+        following this one (:meth:`follow`) are done with it."""
         part = self._parts.get(ticket.partition)
         if part is not None and part.epoch == ticket.epoch:
             part.open_set.discard(ticket.offset)
+            if final and ticket.partition == WAKEUP_PARTITION:
+                self._final[ticket] = None
+                if len(self._final) > FINAL_KEPT:
+                    del self._final[next(iter(self._final))]
+        for follower in self._followers.pop(ticket, ()):
+            self.done(follower)
+
+    def follow(self, ticket: Ticket, leader: Ticket) -> bool:
+        """``ticket`` is the same message as ``leader`` read a second time (the Kafka copy of
+        a wake-up): make it done when ``leader`` is, without handling it again. True when
+        that is arranged (``leader`` still open) or already so (``leader`` done: ``ticket``
+        is done now, but only when it was ``final``); False when ``leader`` was dropped
+        (outcome unknown) or ended without settling the delivery for good (a retry, a park,
+        a skip): ``ticket`` may then be a later announcement (the scheduler's, the
+        sweeper's), and the caller must handle it on its own. A ticket attached while the
+        leader is open was announced before the leader's outcome, which supersedes it."""
+        part = self._parts.get(leader.partition)
+        if part is None or part.epoch != leader.epoch:
+            return False
+        if leader.offset in part.open_set:
+            self._followers.setdefault(leader, []).append(ticket)
+        elif leader in self._final:
+            self.done(ticket)
+        else:
+            return False
+        return True
 
     def is_current(self, ticket: Ticket) -> bool:
         """True while the ticket's partition is still tracked in the ticket's epoch."""
@@ -98,9 +132,13 @@ class OffsetTracker:
         """Forget ``partitions`` (all when None); their outstanding tickets become stale."""
         if partitions is None:
             self._parts.clear()
+            self._followers.clear()
+            self._final.clear()
         else:
             for key in partitions:
                 self._parts.pop(key, None)
+            for leader in [t for t in self._followers if t.partition in partitions]:
+                del self._followers[leader]  # they stay open: their partitions re-read them
 
     def position(self, partition: Hashable) -> int | None:
         """One past the highest offset seen on ``partition`` (None before any)."""

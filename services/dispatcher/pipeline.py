@@ -33,7 +33,7 @@ from services.dispatcher.outcomes import OutcomeWriter
 from services.dispatcher.settings import DispatcherSettings
 from shared.adapters.http_client import WebhookClient
 from shared.core.backoff import CircuitState
-from shared.core.decision import decide
+from shared.core.decision import Dead, Succeeded, decide
 from shared.core.delivery_message import DeliveryMessage
 from shared.core.timefmt import utcnow
 from shared.outbox_relay import OutboxFlusher
@@ -41,6 +41,10 @@ from shared.outbox_relay import OutboxFlusher
 log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 500
+# claim settlements after which no later message of the same generation can need handling
+# (the Kafka copy of such a wake-up is done without a claim: OffsetTracker.follow)
+FINAL_SETTLEMENTS = frozenset({"cancelled", "endpoint_disabled", "skipped_finished",
+                               "skipped_stale", "skipped_unknown"})
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 _RELEASE_SQL = """
 UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, updated_at = now()
@@ -158,7 +162,7 @@ class Pipeline:
         labels: Counter[str] = Counter()
         for pending, label in result.settled:
             self.gates.settled(pending)
-            self.tracker.done(pending.ticket)
+            self.tracker.done(pending.ticket, final=label in FINAL_SETTLEMENTS)
             labels[label] += 1
         for pending, delay in result.deferred:
             if self.tracker.is_current(pending.ticket):
@@ -206,5 +210,6 @@ class Pipeline:
             claimed = item.claimed
             self._tasks.pop(claimed.delivery_id, None)
             self.gates.finished(claimed.endpoint_id)
-            self.tracker.done(claimed.pending.ticket)
+            self.tracker.done(claimed.pending.ticket,
+                              final=isinstance(item.decision, Succeeded | Dead))
         self._wake()

@@ -1,14 +1,13 @@
 """The dispatcher's side of the wake-up channel (:mod:`shared.core.wakeup`).
 
-One connection of its own LISTENs on ``postwire_deliveries``. A notification is looked at
-only while the consumer fetches with its quiet deadline (``DeliveryConsumer.takes_wakeups``);
-each message whose partition this member owns goes to the pipeline at once, with a ticket of
-the pseudo-partition ``WAKEUP_PARTITION``, which is never committed to Kafka. The Kafka copy
-follows and is claimed like any message: the claim skips it, because the delivery is leased
-by this process or already finished. So a wake-up can only make a delivery earlier, never
-send it twice, and a lost one (listener reconnecting, payload too large) only means waiting
-for Kafka. An idle listener costs nothing: no poll, no timer but a ping every
-``PING_INTERVAL_S``.
+One connection of its own LISTENs on ``postwire_deliveries``. While the consumer runs
+(``DeliveryConsumer.takes_wakeups``), each notified message whose partition this member owns
+goes to the pipeline at once, with a ticket of the pseudo-partition ``WAKEUP_PARTITION``,
+which is never committed to Kafka, and the consumer is told (``note_woken``): the message's
+Kafka copy then follows that ticket instead of being claimed again, so its offset moves only
+once the wake-up's outcome is durable. A lost notification (listener reconnecting, payload
+too large) only means the Kafka copy is claimed as before. An idle listener costs nothing:
+no poll, no timer but a ping every ``PING_INTERVAL_S``.
 """
 
 from __future__ import annotations
@@ -22,13 +21,12 @@ from typing import Protocol
 import asyncpg
 
 from services.dispatcher.metrics import DispatcherMetrics
-from services.dispatcher.offsets import OffsetTracker, Ticket
+from services.dispatcher.offsets import WAKEUP_PARTITION, OffsetTracker, Ticket
 from shared.core.delivery_message import DeliveryMessage, decode_delivery_message
 from shared.core.wakeup import CHANNEL, decode_payload
 
 log = logging.getLogger(__name__)
 
-WAKEUP_PARTITION = "wakeup"    # tracker key of wake-up tickets: never a Kafka partition
 PING_INTERVAL_S = 30.0         # a silent, half-open connection is found within this
 RECONNECT_S = 2.0
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
@@ -41,7 +39,7 @@ class WakeupConsumer(Protocol):
 
     def owns(self, partition: int) -> bool: ...
 
-    def note_woken(self, delivery_id: str) -> None: ...
+    def note_woken(self, delivery_id: str, ticket: Ticket, generation: int) -> None: ...
 
 
 class WakeupPipeline(Protocol):
@@ -88,8 +86,8 @@ class WakeupListener:
             except (ValueError, TypeError) as exc:
                 log.warning("skipping an undecodable wake-up message: %s", exc)
                 continue
-            self._consumer.note_woken(message.delivery_id)
             ticket = self._pipeline.tracker.track(WAKEUP_PARTITION, next(self._seq))
+            self._consumer.note_woken(message.delivery_id, ticket, message.generation)
             self._pipeline.accept(ticket, message)
             taken += 1
         if taken:

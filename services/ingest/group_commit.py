@@ -210,8 +210,8 @@ class EventWriter:
     only endpoints that are still enabled and not deleted at commit, claims idempotency keys
     and writes events, deliveries and outbox messages atomically. After the commit the outbox
     rows go to the flusher (a broker outage leaves them to the relay and never fails a
-    request); a commit at the start of a busy spell also sends them on the dispatchers'
-    wake-up channel (:mod:`shared.core.wakeup`). Each concurrent commit uses its own
+    request); while traffic is low a commit also sends them on the dispatchers' wake-up
+    channel (:mod:`shared.core.wakeup`). Each concurrent commit uses its own
     long-lived pooled connection (no acquire/reset round trip per batch); :meth:`close` gives
     them back.
     """
@@ -242,7 +242,8 @@ class EventWriter:
             key for i in candidates if (key := account_key(events[i])) is not None])
         messages = [Message(DELIVERIES, key, value) for _, key, value in written.outbox]
         self._flusher.submit([outbox_id for outbox_id, _, _ in written.outbox], messages)
-        if self._wakeup.should_notify(time.monotonic()) and written.outbox:
+        if written.outbox and self._wakeup.should_notify(time.monotonic(),
+                                                           len(written.outbox)):
             await self._wake_dispatchers([(key, value) for _, key, value in written.outbox])
         responses = {i: (rows.response_heads[j - 1] + f"{written.delivery_counts[j]}}}").encode()
                      for j, i in enumerate(candidates, start=1) if j in written.delivery_counts}

@@ -1,13 +1,13 @@
-"""The wake-up after a quiet spell: delivery messages sent by Postgres NOTIFY as well as Kafka.
+"""The low-rate fast path: delivery messages sent by Postgres NOTIFY as well as by Kafka.
 
-An idle dispatcher fetches from Kafka with a long deadline (``services/dispatcher/
-fetch_wait.py``); Tansu answers such a fetch only at that deadline, so the first message after
-a quiet spell would wait up to half a second in the broker. Ingest therefore also sends the
-delivery messages of a batch committed at the start of a busy spell on the
-``postwire_deliveries`` channel; the dispatcher that owns each message's partition takes it at
-once. The Kafka copy still arrives and is claimed as usual, which skips it (the delivery is
-leased or finished): Postgres decides, the notification only saves the wait. A lost or late
-notification loses nothing, because the Kafka message is the record.
+While its traffic is low (under ``NOTIFY_BELOW_PER_S`` deliveries a second), ingest also sends
+the delivery messages of each committed batch on the ``postwire_deliveries`` channel; the
+dispatcher that owns each message's partition takes it at once, instead of waiting for the
+outbox publish, the broker and a fetch (on Tansu a fetch is answered only at its deadline, and
+an idle dispatcher fetches with a long one: ``services/dispatcher/fetch_wait.py``). The Kafka
+copy still arrives: it is the record, it moves the offsets, and it is handled on its own when
+the notification was lost. Busy ingest does not notify (a NOTIFY takes a global lock at commit,
+and at high rates the Kafka path is fast anyway).
 
 Pure: the channel, the payload format and when ingest sends one.
 """
@@ -18,26 +18,29 @@ import zlib
 from collections.abc import Sequence
 
 CHANNEL = "postwire_deliveries"
-QUIET_AFTER_S = 1.0        # no commit this long: the next one starts a busy spell
-NOTIFY_FOR_S = 0.6         # notify this long after it (a quiet fetch waits 0.5 s)
+NOTIFY_BELOW_PER_S = 500   # deliveries a second (this ingest process) up to which it notifies
 MAX_PAYLOAD = 7900         # Postgres refuses a payload of 8000 bytes or more
 
 
 class WakeupWindow:
-    """When ingest notifies: every commit within ``NOTIFY_FOR_S`` after one that followed a
-    quiet spell of ``QUIET_AFTER_S``. Busy ingest never notifies (a NOTIFY serialises commits
-    on a global lock), so the cost is a statement at the edges of quiet spells only."""
+    """When ingest notifies: while this process commits fewer than ``NOTIFY_BELOW_PER_S``
+    deliveries a second, counted over whole seconds (the current one and the one before, so
+    a burst is seen at once and a second of low traffic is enough to start again)."""
 
     def __init__(self) -> None:
-        self._last_commit = float("-inf")
-        self._notify_until = float("-inf")
+        self._second = float("-inf")
+        self._this_second = 0
+        self._last_second = 0
 
-    def should_notify(self, now: float) -> bool:
-        """Record a commit at ``now`` (monotonic seconds); True when it should notify."""
-        if now - self._last_commit >= QUIET_AFTER_S:
-            self._notify_until = now + NOTIFY_FOR_S
-        self._last_commit = now
-        return now <= self._notify_until
+    def should_notify(self, now: float, deliveries: int) -> bool:
+        """Record a commit of ``deliveries`` at ``now`` (monotonic seconds); True when its
+        messages should be notified."""
+        second = float(int(now))
+        if second != self._second:
+            self._last_second = self._this_second if second - self._second == 1 else 0
+            self._second, self._this_second = second, 0
+        self._this_second += deliveries
+        return max(self._this_second, self._last_second) <= NOTIFY_BELOW_PER_S
 
 
 def partition_of(key: bytes, partitions: int) -> int:

@@ -27,7 +27,7 @@ class _Consumer:
     def owns(self, partition: int) -> bool:
         return True
 
-    def note_woken(self, delivery_id: str) -> None:
+    def note_woken(self, delivery_id: str, ticket: Ticket, generation: int) -> None:
         pass
 
 

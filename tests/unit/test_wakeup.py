@@ -9,12 +9,13 @@ import pytest
 from aiokafka import TopicPartition
 
 import services.dispatcher.consumer as consumer_module
+import services.dispatcher.offsets as offsets_module
 from services.dispatcher.consumer import DeliveryConsumer
 from services.dispatcher.metrics import DispatcherMetrics
-from services.dispatcher.offsets import OffsetTracker, Ticket
+from services.dispatcher.offsets import WAKEUP_PARTITION, OffsetTracker, Ticket
 from services.dispatcher.pipeline import Pipeline
 from services.dispatcher.settings import load_dispatcher_settings
-from services.dispatcher.wakeup import WAKEUP_PARTITION, WakeupListener
+from services.dispatcher.wakeup import WakeupListener
 from shared.adapters.kafka.partitioning import partition_for
 from shared.core.delivery_message import (
     DeliveryMessage,
@@ -24,8 +25,7 @@ from shared.core.delivery_message import (
 )
 from shared.core.wakeup import (
     MAX_PAYLOAD,
-    NOTIFY_FOR_S,
-    QUIET_AFTER_S,
+    NOTIFY_BELOW_PER_S,
     WakeupWindow,
     decode_payload,
     encode_payload,
@@ -38,16 +38,19 @@ def _message(i: int) -> tuple[bytes, bytes]:
     return delivery_key(m.endpoint_id, None, m.delivery_id), encode_delivery_message(m)
 
 
-def test_ingest_notifies_only_at_the_start_of_a_busy_spell() -> None:
+def test_ingest_notifies_while_its_traffic_is_low() -> None:
     window = WakeupWindow()
-    assert window.should_notify(100.0)                       # first commit ever: quiet before
-    assert window.should_notify(100.0 + NOTIFY_FOR_S / 2)    # still inside the window
-    t = 100.0 + NOTIFY_FOR_S + 0.01
-    assert not window.should_notify(t)                       # busy: no more notifications
-    for _ in range(50):
-        t += QUIET_AFTER_S / 10
-        assert not window.should_notify(t)                   # steady traffic never notifies
-    assert window.should_notify(t + QUIET_AFTER_S)           # after a quiet spell: again
+    t = 100.0
+    for _ in range(NOTIFY_BELOW_PER_S):                      # up to the limit in a second
+        assert window.should_notify(t, 1)
+        t += 0.9 / NOTIFY_BELOW_PER_S
+    assert not window.should_notify(t, 1)                    # above it: Kafka only
+    assert not window.should_notify(t + 0.5, 1)              # the next second: the last was busy
+    assert window.should_notify(t + 2.5, 1)                  # a low second later: again
+
+
+def test_a_large_batch_is_not_notified() -> None:
+    assert not WakeupWindow().should_notify(100.0, NOTIFY_BELOW_PER_S + 1)
 
 
 def test_partition_is_the_one_every_producer_picks() -> None:
@@ -77,18 +80,18 @@ def test_malformed_lines_are_left_out() -> None:
 
 @dataclass
 class _Consumer:
-    quiet: bool = True
+    running: bool = True
     owned: set[int] = field(default_factory=set)
-    woken: list[str] = field(default_factory=list)
+    woken: list[tuple[str, Ticket, int]] = field(default_factory=list)
 
     def takes_wakeups(self) -> bool:
-        return self.quiet
+        return self.running
 
     def owns(self, partition: int) -> bool:
         return partition in self.owned
 
-    def note_woken(self, delivery_id: str) -> None:
-        self.woken.append(delivery_id)
+    def note_woken(self, delivery_id: str, ticket: Ticket, generation: int) -> None:
+        self.woken.append((delivery_id, ticket, generation))
 
 
 @dataclass
@@ -100,7 +103,7 @@ class _Pipeline:
         self.accepted.append((ticket, message))
 
 
-def test_a_quiet_dispatcher_takes_only_the_messages_of_its_partitions() -> None:
+def test_a_dispatcher_takes_only_the_messages_of_its_partitions() -> None:
     messages = [_message(i) for i in range(20)]
     payload = encode_payload(messages, 4)
     assert payload is not None
@@ -110,7 +113,7 @@ def test_a_quiet_dispatcher_takes_only_the_messages_of_its_partitions() -> None:
     expected = [k for k, _ in messages if partition_of(k, 4) in {1, 2}]
     assert taken == len(expected) == len(pipeline.accepted) > 0
     assert all(t.partition == WAKEUP_PARTITION for t, _ in pipeline.accepted)
-    assert consumer.woken == [m.delivery_id for _, m in pipeline.accepted]
+    assert consumer.woken == [(m.delivery_id, t, m.generation) for t, m in pipeline.accepted]
     # wake-up tickets are never offsets of a Kafka partition
     assert pipeline.tracker.committable({0, 1, 2, 3}) == {}
     for ticket, _ in pipeline.accepted:
@@ -118,10 +121,10 @@ def test_a_quiet_dispatcher_takes_only_the_messages_of_its_partitions() -> None:
     assert pipeline.tracker.open_count() == 0
 
 
-def test_a_busy_dispatcher_ignores_wake_ups() -> None:
+def test_a_stopping_dispatcher_ignores_wake_ups() -> None:
     payload = encode_payload([_message(i) for i in range(5)], 1)
     assert payload is not None
-    consumer, pipeline = _Consumer(quiet=False, owned={0}), _Pipeline()
+    consumer, pipeline = _Consumer(running=False, owned={0}), _Pipeline()
     listener = WakeupListener("postgresql://unused", consumer, pipeline, DispatcherMetrics())
     assert listener.take(payload) == 0
     assert pipeline.accepted == []
@@ -141,18 +144,68 @@ def _consumer(pipeline: _Pipeline) -> DeliveryConsumer:
                             on_log_lost=lambda: None)
 
 
-def test_the_kafka_copy_of_a_wake_up_is_claimed_but_is_not_traffic() -> None:
-    """The copy still goes to the claim (Postgres decides), but it must not end the quiet
-    spell: otherwise every lone event would buy a second of 10 ms polling."""
+def test_the_kafka_copy_of_a_wake_up_follows_it_and_is_not_traffic() -> None:
+    """The copy is not claimed again: its offset waits for the wake-up's outcome. It is not
+    traffic either, or every lone event would buy a second of 10 ms polling."""
     pipeline = _Pipeline()
     consumer = _consumer(pipeline)
+    tracker = pipeline.tracker
     woken, other = _message(1)[1], _message(2)[1]
-    consumer.note_woken(decode_delivery_message(woken).delivery_id)
+    message = decode_delivery_message(woken)
+    leader = tracker.track(WAKEUP_PARTITION, 0)
+    consumer.note_woken(message.delivery_id, leader, message.generation)
     tp = TopicPartition("t", 0)
-    records = [_Record(0, woken), _Record(1, other)]
-    assert consumer._accept(tp, records) == 1              # only the other one is fresh
-    assert len(pipeline.accepted) == 2                     # both are claimed
-    assert consumer._accept(tp, [_Record(2, woken)]) == 1  # a second copy counts again
+    assert consumer._accept(tp, [_Record(0, woken), _Record(1, other)]) == 1
+    assert [m.delivery_id for _, m in pipeline.accepted] == [
+        decode_delivery_message(other).delivery_id]             # the copy is not claimed
+    other_ticket = pipeline.accepted[0][0]
+    tracker.done(other_ticket)
+    assert tracker.committable({tp}) == {tp: 0}                 # the copy's offset waits...
+    tracker.done(leader)
+    assert tracker.committable({tp}) == {tp: 2}                 # ...for the wake-up's outcome
+
+
+def test_a_copy_after_its_wake_up_ended_is_claimed_unless_that_settled_it_for_good() -> None:
+    """A wake-up that ended in a retry, park or skip may be followed by a later announcement
+    of the same generation (the scheduler's, the sweeper's): that must be claimed. Only a
+    final outcome (succeeded, dead, cancelled) lets the copy go without a claim."""
+    pipeline = _Pipeline()
+    consumer = _consumer(pipeline)
+    tracker = pipeline.tracker
+    tp = TopicPartition("t", 0)
+    raws = [_message(i)[1] for i in range(4)]
+    ids = [decode_delivery_message(r).delivery_id for r in raws]
+    final = tracker.track(WAKEUP_PARTITION, 0)
+    consumer.note_woken(ids[0], final, 0)
+    tracker.done(final, final=True)                             # succeeded
+    assert consumer._accept(tp, [_Record(0, raws[0])]) == 0
+    assert pipeline.accepted == [] and tracker.committable({tp}) == {tp: 1}
+    retried = tracker.track(WAKEUP_PARTITION, 1)
+    consumer.note_woken(ids[1], retried, 0)
+    tracker.done(retried)                                       # a retry: not final
+    assert consumer._accept(tp, [_Record(1, raws[1])]) == 0
+    assert len(pipeline.accepted) == 1                          # claimed
+    consumer.note_woken(ids[2], tracker.track(WAKEUP_PARTITION, 2), 7)  # replayed since
+    assert consumer._accept(tp, [_Record(2, raws[2])]) == 0
+    assert len(pipeline.accepted) == 2                          # claimed
+    consumer.note_woken(ids[3], tracker.track(WAKEUP_PARTITION, 3), 0)
+    tracker.drop({WAKEUP_PARTITION})                            # the wake-up was dropped
+    assert consumer._accept(tp, [_Record(3, raws[3])]) == 0
+    assert len(pipeline.accepted) == 3                          # claimed
+
+
+def test_final_wake_ups_are_remembered_boundedly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(offsets_module, "FINAL_KEPT", 2)
+    tracker = OffsetTracker()
+    leaders = [tracker.track(WAKEUP_PARTITION, i) for i in range(3)]
+    for leader in leaders:
+        tracker.done(leader, final=True)
+    copy = tracker.track("t0", 0)
+    assert tracker.follow(copy, leaders[0]) is False            # forgotten: claim it
+    assert tracker.follow(copy, leaders[2]) is True
+    assert tracker.committable({"t0"}) == {"t0": 1}
+    tracker.done(tracker.track("t0", 1), final=True)            # Kafka tickets never lead
+    assert tracker.follow(tracker.track("t0", 2), Ticket("t0", 1, copy.epoch)) is False
 
 
 def test_woken_ids_are_forgotten_after_a_while_and_bounded(
@@ -160,11 +213,12 @@ def test_woken_ids_are_forgotten_after_a_while_and_bounded(
     consumer = _consumer(_Pipeline())
     clock = [1000.0]
     monkeypatch.setattr(consumer_module.time, "monotonic", lambda: clock[0])  # type: ignore[attr-defined]
-    consumer.note_woken("a")
+    ticket = Ticket(WAKEUP_PARTITION, 0, 1)
+    consumer.note_woken("a", ticket, 0)
     clock[0] += consumer_module.WOKEN_FORGET_S + 0.1
-    consumer.note_woken("b")
+    consumer.note_woken("b", ticket, 0)
     assert list(consumer._woken) == ["b"]
     monkeypatch.setattr(consumer_module, "WOKEN_MAX", 3)
     for name in "cdef":
-        consumer.note_woken(name)
+        consumer.note_woken(name, ticket, 0)
     assert list(consumer._woken) == ["d", "e", "f"]
