@@ -11,10 +11,8 @@ from collections.abc import AsyncIterator
 
 import pytest_asyncio
 
-from tests.support.dispatch import DispatcherFactory, Seeder, dispatchers, seeder
+from tests.support.dispatch import DispatcherFactory, Seeder
 from tests.support.receiver import Received, Receiver, Reply
-
-__all__ = ["dispatchers", "seeder"]
 
 
 @pytest_asyncio.fixture(scope="module")

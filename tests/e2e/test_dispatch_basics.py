@@ -19,15 +19,11 @@ from standardwebhooks.webhooks import Webhook
 from tests.support.dispatch import (
     DispatcherFactory,
     Seeder,
-    dispatchers,
     make_secret,
     poll,
-    seeder,
 )
 from tests.support.receiver import Receiver, Reply
 from tests.support.topics import read_deadletters
-
-__all__ = ["dispatchers", "seeder"]
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -16,14 +16,10 @@ from tests.e2e.test_dispatch_ordering import max_in_window
 from tests.support.dispatch import (
     DispatcherFactory,
     Seeder,
-    dispatchers,
     metric,
     poll,
-    seeder,
 )
 from tests.support.receiver import Receiver, Reply
-
-__all__ = ["dispatchers", "seeder"]
 
 
 @pytest_asyncio.fixture(scope="module")

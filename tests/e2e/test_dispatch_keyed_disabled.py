@@ -5,9 +5,7 @@ successors but the releases themselves."""
 
 from __future__ import annotations
 
-from tests.support.dispatch import DispatcherFactory, Seeder, dispatchers_per_test, seeder
-
-__all__ = ["dispatchers_per_test", "seeder"]
+from tests.support.dispatch import DispatcherFactory, Seeder
 
 
 async def test_a_disabled_keyed_head_releases_its_successor_at_claim(

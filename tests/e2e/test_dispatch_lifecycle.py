@@ -15,10 +15,8 @@ import aiohttp
 import pytest_asyncio
 
 from deploy.embedded.services import ServiceProcess
-from tests.support.dispatch import DispatcherFactory, Seeder, dispatchers, metric, seeder
+from tests.support.dispatch import DispatcherFactory, Seeder, metric
 from tests.support.receiver import Receiver, Reply
-
-__all__ = ["dispatchers", "seeder"]
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -16,10 +16,8 @@ import pytest
 import pytest_asyncio
 
 from deploy.embedded.services import ServiceProcess, start_service
-from tests.support.dispatch import FAST_ENV, DispatcherFactory, Seeder, dispatchers, poll, seeder
+from tests.support.dispatch import FAST_ENV, DispatcherFactory, Seeder, poll
 from tests.support.receiver import Receiver
-
-__all__ = ["dispatchers", "seeder"]  # module fixtures
 
 AUTH = {"Authorization": "Bearer test-key"}
 FULL_WIDTH = "\uff11\uff12\uff17.\uff10.\uff10.\uff11"

@@ -20,15 +20,11 @@ from tests.support.dispatch import (
     Endpoint,
     Event,
     Seeder,
-    dispatchers_per_test,
     metric,
     poll,
-    seeder,
 )
 from tests.support.ledger import assert_ledger_balances
 from tests.support.receiver import Receiver, Reply
-
-__all__ = ["dispatchers_per_test", "seeder"]
 
 
 @pytest_asyncio.fixture
