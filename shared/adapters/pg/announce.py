@@ -6,7 +6,7 @@ delivery of an ordering key), its scheduler (due retries, expired leases, stale 
 deliveries) and the admin service's requeue all announce through it, so a change to the
 message (:mod:`shared.core.delivery_message`) or its key reaches every announcer. Ingest writes
 the same record from SQL inside its batch statement (``services/ingest/events_repo.py``), for
-speed; the outbox integration tests decode what it wrote with the shared decoder.
+speed; an integration test checks that both write the same key and value bytes.
 
 A row needs ``id``, ``event_id``, ``endpoint_id``, ``account_id``, ``ordering_key``,
 ``sequence`` and ``generation``.
