@@ -27,7 +27,7 @@ from shared.adapters.pg.outbox import (
     lock_due_outbox,
     outbox_backlog,
 )
-from shared.tasks import cancel_and_wait
+from shared.tasks import BackgroundLoop, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,10 @@ class OutboxFlusher:
         self._published.extend(ids)
 
 
-class OutboxRelay:
+class OutboxRelay(BackgroundLoop):
     """Background loop that publishes outbox rows the fast path left behind."""
+
+    TASK_NAME = "outbox-relay"
 
     def __init__(self, pool: asyncpg.Pool, publisher: KafkaPublisher, *, min_age_s: float = 3.0,
                  interval_s: float = 1.0, batch: int = 1000,
@@ -132,13 +134,6 @@ class OutboxRelay:
         self._interval_s = interval_s
         self._batch = batch
         self._on_backlog = on_backlog
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outbox-relay")
-
-    async def stop(self) -> None:
-        await cancel_and_wait(self._task)
 
     async def relay_once(self) -> int:
         """Publish one batch of due rows; returns how many were published (0 when none due).

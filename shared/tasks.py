@@ -1,7 +1,8 @@
-"""Stopping background tasks: the one stop idiom of every service's loops.
+"""Background tasks: the one start/stop idiom of every service's loops.
 
 A loop is an ``asyncio.Task`` started by its owner's ``start()``; its owner's ``stop()`` calls
-:func:`cancel_and_wait`, which cancels the tasks and returns once each has finished. A task
+:func:`cancel_and_wait`, which cancels the tasks and returns once each has finished. A loop of
+one task subclasses :class:`BackgroundLoop`, which provides both. A task
 that ends with CancelledError (the normal case) is done; one that ended with another exception
 re-raises it here, so a crash at shutdown is not silent.
 """
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
 
 
 async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
@@ -21,3 +23,23 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
     for task in running:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class BackgroundLoop(ABC):
+    """A service's background loop: one task named :attr:`TASK_NAME` running :meth:`_run`,
+    started by :meth:`start` and stopped (cancelled and awaited) by :meth:`stop`."""
+
+    TASK_NAME: ClassVar[str]
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the loop's task in the running event loop."""
+        self._task = asyncio.create_task(self._run(), name=self.TASK_NAME)
+
+    async def stop(self) -> None:
+        """Cancel the task and wait for it (a no-op when it never started)."""
+        await cancel_and_wait(self._task)
+
+    @abstractmethod
+    async def _run(self) -> None:
+        """The loop's body; runs until cancelled."""

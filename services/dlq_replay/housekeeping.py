@@ -11,7 +11,7 @@ import asyncpg
 
 from services.dlq_replay.idempotency import purge_expired
 from services.dlq_replay.metrics import AdminMetrics
-from shared.tasks import cancel_and_wait
+from shared.tasks import BackgroundLoop
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,10 @@ async def refresh_gauges(pool: asyncpg.Pool, metrics: AdminMetrics) -> None:
     metrics.bulk_remaining.set(sum(int(r["remaining"]) for r in rows if r["status"] == "running"))
 
 
-class HousekeepingLoop:
+class HousekeepingLoop(BackgroundLoop):
     """Refreshes the gauges every ``interval_s`` and purges expired Idempotency-Keys."""
+
+    TASK_NAME = "admin-housekeeping"
 
     def __init__(self, pool: asyncpg.Pool, metrics: AdminMetrics, *, interval_s: float,
                  idempotency_window_s: float) -> None:
@@ -42,13 +44,6 @@ class HousekeepingLoop:
         self._metrics = metrics
         self._interval_s = interval_s
         self._window_s = idempotency_window_s
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="admin-housekeeping")
-
-    async def stop(self) -> None:
-        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         rounds = 0

@@ -34,7 +34,7 @@ from shared.core.ledger import Ledger
 from shared.core.timefmt import utcnow
 from shared.http.query import check_query, query_ts
 from shared.logging import fields
-from shared.tasks import cancel_and_wait
+from shared.tasks import BackgroundLoop
 
 log = logging.getLogger(__name__)
 DEFAULT_SPAN = timedelta(hours=24)
@@ -84,16 +84,17 @@ def publish(metrics: AdminMetrics, ledger: Ledger, oldest_age_s: float) -> None:
     metrics.ledger_refreshed.set(time.time())
 
 
-class LedgerLoop:
+class LedgerLoop(BackgroundLoop):
     """Refreshes the ledger gauges; a failed refresh keeps the previous values (their
     ``postwire_ledger_refreshed_timestamp_seconds`` then ages, which is what to alert on)."""
+
+    TASK_NAME = "admin-ledger"
 
     def __init__(self, pool: asyncpg.Pool, metrics: AdminMetrics,
                  settings: LedgerSettings) -> None:
         self._pool = pool
         self._metrics = metrics
         self._settings = settings
-        self._task: asyncio.Task[None] | None = None
         metrics.ledger_window.set(settings.window_s)
 
     async def refresh(self) -> Ledger:
@@ -106,12 +107,6 @@ class LedgerLoop:
             log.error("the ledger does not balance", extra=fields(
                 checks=[c.to_json() for c in ledger.checks if not c.holds]))
         return ledger
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="admin-ledger")
-
-    async def stop(self) -> None:
-        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:

@@ -19,7 +19,7 @@ from shared.core.timefmt import utcnow
 from shared.logging import fields
 from shared.retention.metrics import RetentionMetrics
 from shared.retention.purge import RoundReport, run_round
-from shared.tasks import cancel_and_wait
+from shared.tasks import BackgroundLoop
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,11 @@ def _observe(metrics: RetentionMetrics, report: RoundReport, seconds: float) -> 
     metrics.last_success.set(time.time())
 
 
-class RetentionLoop:
+class RetentionLoop(BackgroundLoop):
     """Runs a round at start and then every ``interval_s``; ``stop`` cancels a round in flight
     (what it finished stays done; the next round, here or elsewhere, resumes)."""
+
+    TASK_NAME = "retention"
 
     def __init__(self, dsn: str, policy: RetentionPolicy, metrics: RetentionMetrics, *,
                  interval_s: float, pause_s: float) -> None:
@@ -71,13 +73,6 @@ class RetentionLoop:
         self._policy = policy
         self._metrics = metrics
         self._interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="retention")
-
-    async def stop(self) -> None:
-        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from shared.tasks import cancel_and_wait
+from shared.tasks import BackgroundLoop, cancel_and_wait
 
 
 async def test_every_task_is_cancelled_and_finished_on_return() -> None:
@@ -37,3 +37,27 @@ async def test_a_task_that_crashed_re_raises_its_error() -> None:
 async def test_nothing_to_stop_is_fine() -> None:
     await cancel_and_wait()
     await cancel_and_wait(None)
+
+
+async def test_a_background_loop_runs_its_body_under_its_name_until_stopped() -> None:
+    class Ticker(BackgroundLoop):
+        TASK_NAME = "ticker"
+
+        def __init__(self) -> None:
+            self.ticks = 0
+
+        async def _run(self) -> None:
+            while True:
+                self.ticks += 1
+                await asyncio.sleep(0)
+
+    ticker = Ticker()
+    await ticker.stop()  # never started: nothing to do
+    ticker.start()
+    assert any(t.get_name() == "ticker" for t in asyncio.all_tasks())
+    await asyncio.sleep(0.01)
+    await ticker.stop()
+    ticks = ticker.ticks
+    await asyncio.sleep(0.01)
+    assert ticks > 0 and ticker.ticks == ticks
+    assert not any(t.get_name() == "ticker" for t in asyncio.all_tasks())

@@ -24,7 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from shared.adapters.kafka.security import client_options
 from shared.adapters.kafka.topics import DELIVERIES, topic_name
 from shared.config import CommonSettings
-from shared.tasks import cancel_and_wait
+from shared.tasks import BackgroundLoop
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,10 @@ class LagSample:
     lag: int | None
 
 
-class LagSampler:
+class LagSampler(BackgroundLoop):
     """Background loop of one admin process; ``start``/``stop`` from the app's cleanup_ctx."""
+
+    TASK_NAME = "console-lag-sampler"
 
     def __init__(self, common: CommonSettings, group: str, interval_s: float) -> None:
         self._common = common
@@ -51,13 +53,9 @@ class LagSampler:
         self.samples: deque[LagSample] = deque(maxlen=int(KEEP_S / interval_s) + 1)
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="console-lag-sampler")
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)
+        await super().stop()
         await self._close()
 
     def latest(self) -> LagSample | None:
