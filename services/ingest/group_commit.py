@@ -242,9 +242,6 @@ class EventWriter:
             key for i in candidates if (key := account_key(events[i])) is not None])
         messages = [Message(DELIVERIES, key, value) for _, key, value in written.outbox]
         self._flusher.submit([outbox_id for outbox_id, _, _ in written.outbox], messages)
-        if written.outbox and self._wakeup.should_notify(time.monotonic(),
-                                                           len(written.outbox)):
-            await self._wake_dispatchers([(key, value) for _, key, value in written.outbox])
         responses = {i: (rows.response_heads[j - 1] + f"{written.delivery_counts[j]}}}").encode()
                      for j, i in enumerate(candidates, start=1) if j in written.delivery_counts}
         won = {k for i in responses if (k := account_key(events[i])) is not None}
@@ -263,6 +260,8 @@ class EventWriter:
         except BaseException:
             await self._pool.release(conn)
             raise
+        if written.outbox and self._wakeup.should_notify(time.monotonic(), len(written.outbox)):
+            await self._wake_dispatchers(conn, [(key, value) for _, key, value in written.outbox])
         won = {(rows.account_ids[j - 1], rows.idem_keys[j - 1]) for j in written.delivery_counts}
         try:
             taken = await load_keys(conn, [k for k in keys if k not in won])
@@ -273,13 +272,15 @@ class EventWriter:
         self._idle.append(conn)
         return written, taken
 
-    async def _wake_dispatchers(self, messages: list[tuple[bytes, bytes]]) -> None:
-        """NOTIFY the committed delivery messages (best effort: Kafka carries them anyway)."""
+    async def _wake_dispatchers(self, conn: asyncpg.Connection,
+                                messages: list[tuple[bytes, bytes]]) -> None:
+        """NOTIFY the committed delivery messages on the batch's own connection, right after
+        its commit (one round trip, no pool acquire); best effort: Kafka carries them too."""
         payload = encode_payload(messages, self._partitions)
         if payload is None:
             return
         try:
-            await self._pool.execute("SELECT pg_notify($1, $2)", WAKEUP_CHANNEL, payload)
+            await conn.execute("SELECT pg_notify($1, $2)", WAKEUP_CHANNEL, payload)
         except _DB_ERRORS as exc:
             log.info("dispatcher wake-up not sent (Kafka still carries it): %r", exc)
 
