@@ -14,6 +14,13 @@
 -- attempts' key becomes the unique (delivery_id, attempt) it already had (a partitioned
 -- table's unique keys must contain its partition key); nothing looks an attempt up by id alone.
 
+-- Take every lock this step needs up front, in the order writers take them (an event, then
+-- its deliveries, then their attempts and dead letters), so a writer caught mid-transaction
+-- finishes first instead of deadlocking with the swap. endpoints only needs SHARE ROW EXCLUSIVE
+-- (for the foreign key below), which still lets inserts check their endpoint (FOR KEY SHARE).
+LOCK TABLE endpoints IN SHARE ROW EXCLUSIVE MODE;
+LOCK TABLE events, deliveries, attempts, dead_letters IN ACCESS EXCLUSIVE MODE;
+
 ALTER TABLE deliveries DROP CONSTRAINT IF EXISTS deliveries_event_id_fkey;
 ALTER TABLE attempts DROP CONSTRAINT IF EXISTS attempts_delivery_id_fkey;
 ALTER TABLE dead_letters DROP CONSTRAINT IF EXISTS dead_letters_delivery_id_fkey;
