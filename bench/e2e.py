@@ -161,7 +161,7 @@ class Cluster:
     def groups(self) -> dict[str, Callable[[], list[int]]]:
         """The PIDs of each component, looked up when called (processes come and go)."""
         pg = self.stack.postgres.pid or 0
-        broker = self.stack.broker.pid or 0
+        broker = self.opts.kafka_pid or self.stack.broker.pid or 0
         return {
             "ingest": lambda: [s.pid for s in self.ingest],
             "dispatcher": lambda: [s.pid for s in self.dispatchers],
@@ -374,7 +374,7 @@ def run_offer(cluster: Cluster, name: str, rate: float, per_request: int, durati
     shape = EventShape(ACCOUNT, TYPE_PREFIX, cluster.opts.endpoints, cluster.opts.payload_bytes)
     spy: LoadProcess | None = None
     if probe:
-        spy = LoadProcess("probe", bootstrap=cluster.stack.kafka_bootstrap,
+        spy = LoadProcess("probe", bootstrap=cluster.env["POSTWIRE_KAFKA_BOOTSTRAP"],
                           topic="bench.deliveries", duration_s=duration_s + 8)
         time.sleep(4)  # let it start and seek to the end before events flow
     before = cluster.dispatcher_metrics()
@@ -978,6 +978,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pg-trace", action="store_true",
                    help="log every statement during the measured phases and group them by "
                         "transaction (costs CPU: diagnosis only)")
+    p.add_argument("--kafka-bootstrap", default=None,
+                   help="use this running Kafka (e.g. real Apache Kafka) instead of the "
+                        "embedded broker, which then only idles")
+    p.add_argument("--kafka-pid", type=int, default=0,
+                   help="with --kafka-bootstrap: the broker's PID, so its CPU is the "
+                        "'broker' column")
     p.add_argument("--workdir", default=None, help="keep data and logs here (wiped first)")
     opts = p.parse_args(argv)
     unknown = set(opts.phases) - set(PHASES)
@@ -1023,7 +1029,8 @@ def main(argv: list[str] | None = None) -> None:
           f"(other people's work on this machine skews every number below)")
     with _workdir(opts.workdir) as base, EmbeddedStack(base_dir=base) as stack:
         dsn = asyncio.run(_prepare_db(stack))
-        env = {"POSTWIRE_DATABASE_URL": dsn, "POSTWIRE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+        bootstrap = opts.kafka_bootstrap or stack.kafka_bootstrap
+        env = {"POSTWIRE_DATABASE_URL": dsn, "POSTWIRE_KAFKA_BOOTSTRAP": bootstrap,
                "POSTWIRE_TOPIC_PREFIX": "bench.", "POSTWIRE_API_KEYS": API_KEY,
                "POSTWIRE_ALLOW_PRIVATE_TARGETS": "true",
                "POSTWIRE_KAFKA_PARTITIONS": str(opts.partitions),
