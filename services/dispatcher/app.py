@@ -9,7 +9,6 @@ leave the group, close.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import uuid
@@ -35,6 +34,7 @@ from shared.http.errors import error_middleware
 from shared.http.health import add_health_routes
 from shared.outbox_relay import OutboxFlusher, OutboxRelay
 from shared.retention.service import retention_context
+from shared.tasks import cancel_and_wait
 
 GAUGE_INTERVAL_S = 1.0
 
@@ -93,9 +93,7 @@ class _Resources:
         await self.wakeups.stop()
         await self.pipeline.shutdown(self.settings.drain_s)
         await self.consumer.stop()
-        gauges.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await gauges
+        await cancel_and_wait(gauges)
         await self.republisher.stop()
         await self.relay.stop()
         await self.flusher.stop()

@@ -24,6 +24,7 @@ from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.offsets import WAKEUP_PARTITION, OffsetTracker, Ticket
 from shared.core.delivery_message import DeliveryMessage, decode_delivery_message
 from shared.core.wakeup import CHANNEL, decode_payload
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +69,7 @@ class WakeupListener:
         self._task = asyncio.create_task(self._run(), name="wakeup-listener")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     def take(self, payload: str) -> int:
         """Hand the owned messages of ``payload`` to the pipeline; returns how many."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import orjson
@@ -11,6 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from shared.core.errors import NotFound
+from shared.tasks import cancel_and_wait
 
 ReadinessCheck = Callable[[], Awaitable[str | None]]
 
@@ -76,9 +76,7 @@ def add_health_routes(app: web.Application, checks: Sequence[ReadinessCheck],
     async def refresher(_: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(refresh_loop())
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
     app[METRICS_REGISTRY] = registry
     app.cleanup_ctx.append(refresher)

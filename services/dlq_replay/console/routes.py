@@ -4,7 +4,6 @@ API route, the lag sampler and the purge of expired sessions."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from services.dlq_replay.console.sessions import purge_expired
 from services.dlq_replay.console.signin import setup_signin_routes
 from services.dlq_replay.console.state import CONSOLE, ConsoleState
 from services.dlq_replay.context import AdminContext
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,7 @@ def setup_console(app: web.Application, ctx: AdminContext) -> None:
         lag.start()
         purge = asyncio.create_task(_purge_loop(ctx), name="console-session-purge")
         yield
-        purge.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await purge
+        await cancel_and_wait(purge)
         await lag.stop()
 
     app.cleanup_ctx.append(lifetime)
