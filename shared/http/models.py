@@ -100,13 +100,17 @@ def _bad_key(value: Any, value_type: Any) -> str | None:
     return None
 
 
-def _join(prefix: str, parts: list[str]) -> str:
+def _join(prefix: str, parts: list[str], field: str | None = None) -> str:
+    """``prefix`` and the located ``parts`` (``[i]`` index parts attach without a dot), then
+    ``field``, a member name that is always dotted even when it looks like an index."""
     text = prefix
     for part in parts:
         if part.startswith("["):
             text += part
         else:
             text = f"{text}.{part}" if text else part
+    if field is not None:
+        text = f"{text}.{field}" if text else field
     return text
 
 
@@ -121,11 +125,11 @@ def translate(error: msgspec.ValidationError, body: dict[str, Any],
     parts = _walk(body, where, model)
     missing, unknown = _MISSING_RE.match(text), _UNKNOWN_RE.match(text)
     if missing is not None:
-        required = _join(prefix, [*parts, missing.group("name")])
+        required = _join(prefix, parts, missing.group("name"))
         return InvalidRequest(f"{required} is required", param=required)
     if unknown is not None:
         name = unknown.group("name")
-        return InvalidRequest(f"unknown field {name!r}", param=_join(prefix, [*parts, name]))
+        return InvalidRequest(f"unknown field {name!r}", param=_join(prefix, parts, name))
     whole: frozenset[str] = getattr(model, "WHOLE", frozenset())
     if parts and parts[0] in whole:
         parts = parts[:1]

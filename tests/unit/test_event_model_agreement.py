@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from services.ingest.api_models import BatchItem, EventCreate
@@ -83,6 +83,7 @@ def test_single_event_model_and_hot_path_agree(body: dict[str, Any]) -> None:
 
 @settings(max_examples=250, deadline=None)
 @given(cases(batch=True))
+@example({"account_id": "a", "type": "t", "data": {}, "[": 1})  # a name that looks like an index
 def test_batch_item_model_and_hot_path_agree(body: dict[str, Any]) -> None:
     [item] = parse_batch(orjson.dumps({"events": [body]}), 262_144)
     assert model_param(body, BatchItem, "events[0]") == inline_param(item), body
