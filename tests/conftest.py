@@ -26,6 +26,7 @@ Fixtures (scope: meaning):
 from __future__ import annotations
 
 import atexit
+import os
 import signal
 import subprocess
 import uuid
@@ -36,6 +37,7 @@ from typing import Protocol
 import asyncpg
 import pytest
 import pytest_asyncio
+from hypothesis import settings as hypothesis_settings
 
 from deploy.embedded.ports import free_port
 from deploy.embedded.services import ServiceName, ServiceProcess, start_service
@@ -45,6 +47,13 @@ from tests.support.real_kafka import RealKafkaCluster
 TEST_API_KEY = "test-key"
 TEST_ADMIN_OPERATOR = "admin"
 TEST_ADMIN_TOKEN = "test-admin-token"
+
+# Property tests draw the same examples on every run of `make test` (CI is reproducible: a red run
+# fails again on the same input), and keep no example database in the checkout. Set
+# HYPOTHESIS_PROFILE=explore to draw fresh random examples while hunting for bugs.
+hypothesis_settings.register_profile("repeatable", derandomize=True, database=None)
+hypothesis_settings.register_profile("explore", derandomize=False)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 _LAYERS = ("unit", "integration", "e2e", "faults")
 
