@@ -202,10 +202,16 @@ async def _probe(bootstrap: str, topic: str, duration_s: float) -> LoadResult:
                                 enable_auto_commit=False, fetch_max_wait_ms=10)
     await consumer.start()
     try:
-        from aiokafka import TopicPartition
-        await consumer.topics()  # loads the metadata partitions_for_topic reads
-        partitions = [TopicPartition(topic, p)
-                      for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        from aiokafka import AIOKafkaProducer, TopicPartition
+        # the consumer's metadata may not list the topic yet (real Kafka): a producer's
+        # partitions_for waits for it
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            partitions = [TopicPartition(topic, p)
+                          for p in sorted(await producer.partitions_for(topic))]
+        finally:
+            await producer.stop()
         consumer.assign(partitions)
         await consumer.seek_to_end(*partitions)
         out.started = time.time()
