@@ -34,7 +34,8 @@ class WebhookVerificationError(Exception):
     """The request is not a valid Postwire webhook: answer it with 400 and do not process it."""
 
 
-def _key(secret: str) -> bytes:
+def secret_key(secret: str) -> bytes:
+    """The HMAC key of a ``whsec_`` secret (its base64 part, decoded); ValueError if malformed."""
     raw = secret.removeprefix("whsec_")
     try:
         return base64.b64decode(raw, validate=True)
@@ -45,7 +46,7 @@ def _key(secret: str) -> bytes:
 def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
     """The ``v1,<base64>`` signature entry Postwire sends for this content."""
     content = f"{webhook_id}.{timestamp}.".encode() + body
-    digest = hmac.new(_key(secret), content, hashlib.sha256).digest()
+    digest = hmac.new(secret_key(secret), content, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
 
 

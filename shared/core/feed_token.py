@@ -7,7 +7,7 @@ A feed token is derived from the endpoint's signing secret, never stored::
 
 - Scoped to one endpoint: the endpoint id is in the MAC, so a token opens no other feed.
 - The merchant already holds the secret (it verifies webhooks with it), so it can compute its
-  token itself (:func:`feed_token`, also in :mod:`shared.client.catchup`); a producer can fetch
+  token itself (:func:`feed_token`, also in :mod:`postwire.catchup`); a producer can fetch
   it with ``GET /v1/endpoints/{id}/feed-token``. Nothing new to issue, store or leak.
 - It reveals nothing about the secret (HMAC is one-way) and is not a webhook signature (a
   different message domain), so it cannot be replayed as one.

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from shared.client.catchup import FeedClient, FeedError, find_unseen
+from postwire.catchup import FeedClient, FeedError, find_unseen
 from shared.core.feed_token import feed_token
 from shared.core.ids import new_id
 from shared.core.timefmt import utcnow

@@ -2,7 +2,7 @@
 
 Standard library only (``urllib``), so a merchant can use it without the rest of Postwire::
 
-    from shared.client.catchup import find_unseen
+    from postwire.catchup import find_unseen
     missed = find_unseen("https://hooks.example.com", "ep_...", processed_ids,
                          secret="whsec_...")           # or token="pwfeed_..."
     for item in missed.items:                           # in acceptance order
@@ -11,12 +11,15 @@ Standard library only (``urllib``), so a merchant can use it without the rest of
 
 The feed (``GET /v1/feed/{endpoint_id}``) lists every event routed to the endpoint once, in
 acceptance order, with its ``webhook-id`` and delivery status; the feed token is derived from
-the endpoint's signing secret (:mod:`shared.core.feed_token`). Every call blocks for at most
+the endpoint's signing secret (:func:`feed_token`). Every call blocks for at most
 ``timeout_s`` per page; failures raise :class:`FeedError`.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import urllib.error
 import urllib.parse
@@ -25,10 +28,20 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.core.feed_token import feed_token
+from postwire.webhooks import secret_key
 
 PAGE_SIZE = 100
+FEED_TOKEN_PREFIX = "pwfeed_"
+_FEED_DOMAIN = b"postwire.feed.v1\x00"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def feed_token(endpoint_id: str, secret: str) -> str:
+    """The feed token of ``endpoint_id`` for its ``whsec_`` signing secret: ``pwfeed_`` +
+    unpadded base64url of HMAC-SHA256(secret key, "postwire.feed.v1" NUL endpoint_id). The
+    server derives the same (a test keeps the two in agreement). ValueError if malformed."""
+    mac = hmac.new(secret_key(secret), _FEED_DOMAIN + endpoint_id.encode(), hashlib.sha256)
+    return FEED_TOKEN_PREFIX + base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode("ascii")
 
 
 class FeedError(Exception):

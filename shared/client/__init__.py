@@ -1,1 +1,0 @@
-"""Python clients of the Postwire APIs (importable without the services)."""
