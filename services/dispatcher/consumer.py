@@ -52,6 +52,7 @@ from services.dispatcher.recovery import (
     PartitionView,
     Suspicion,
     cap_commits,
+    cluster_changed,
     merge_seen_ends,
     plan_recovery,
     progress_stalled,
@@ -59,6 +60,7 @@ from services.dispatcher.recovery import (
     vanished_commits,
 )
 from services.dispatcher.settings import DispatcherSettings
+from shared.adapters.kafka.metadata import cluster_id_of
 from shared.adapters.kafka.security import client_options
 from shared.adapters.kafka.topics import DELIVERIES, ensure_topics, topic_name
 from shared.core.delivery_message import decode_delivery_message
@@ -133,6 +135,7 @@ class DeliveryConsumer:
         self._frozen_since: float | None = None           # positions frozen with lag since
         self._stuck_sessions = 0                          # consecutive sessions ended stuck
         self._last_loss_at: float | None = None           # monotonic time of the last log loss
+        self._cluster_id: str | None = None               # the broker's, at the last check
         self._repair_topic = False                        # next session re-creates the topic
         self._lost_pending: Backwards | None = None       # announce once the topic exists
         self._checked_assignment: frozenset[TopicPartition] = frozenset()
@@ -441,6 +444,8 @@ class DeliveryConsumer:
         """Read the log ends of ``assigned``; rewind partitions whose log went backwards,
         request the re-announcement of lost deliveries, and set the broker lag."""
         tracker = self._pipeline.tracker
+        if await self._check_cluster(consumer, assigned):
+            return
         listed: dict[TopicPartition, int] = dict(await consumer.end_offsets(list(assigned)))
         # The larger of ListOffsets and the last fetch's high watermark: both can trail the
         # records a fetch already returned (Tansu), neither runs ahead of the log.
@@ -481,6 +486,23 @@ class DeliveryConsumer:
                   for tp, end in ends.items())
         self._metrics.set_broker_lag(lag)
         self._watch_progress(lag, sum(p or 0 for p in positions.values()), bool(rewound))
+
+    async def _check_cluster(self, consumer: AIOKafkaConsumer,
+                             assigned: frozenset[TopicPartition]) -> bool:
+        """True (after rewinding every assigned partition and asking for the re-announcement)
+        when the broker answers with another cluster id than at the previous check: a cluster
+        wiped and formatted again, whose logs are all gone whatever the offsets say."""
+        client: Any = getattr(consumer, "_client", None)
+        current = cluster_id_of(getattr(client, "cluster", None))
+        known, self._cluster_id = self._cluster_id, current or self._cluster_id
+        if not cluster_changed(known, current):
+            return False
+        self._ours.clear()  # committed to the cluster that is gone
+        self._log_lost(Backwards.CLUSTER_CHANGED, f"cluster {known} -> {current}")
+        self._ends = {}
+        if assigned:
+            await self._rewind(consumer, set(assigned))
+        return True
 
     def _watch_progress(self, lag: int, position_sum: int, rewound: bool) -> None:
         """Raise (re-creating the consumer) when messages wait on the broker but the positions

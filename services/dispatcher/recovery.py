@@ -53,6 +53,7 @@ class Backwards(StrEnum):
     COMMIT_VANISHED = "commit_vanished"            # the group forgot an offset we committed
     TOPIC_VANISHED = "topic_vanished"              # the topic disappeared from the metadata
     TOPIC_UNREADABLE = "topic_unreadable"          # re-created after a loss, yet unreadable
+    CLUSTER_CHANGED = "cluster_changed"            # the broker answers with another cluster id
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +164,13 @@ def progress_stalled(lag: int, position_sum: int, previous_sum: int | None,
 
 
 REPAIR_WINDOW_S = 300.0   # a topic is re-created only this soon after a log loss
+
+
+def cluster_changed(known: str | None, current: str | None) -> bool:
+    """True when the broker now answers with a cluster id other than the one this process knew:
+    a cluster wiped and formatted again (every log is gone, whatever the offsets say). Unknown
+    on either side (before the first metadata answer) is no change."""
+    return known is not None and current is not None and current != known
 
 
 def should_recreate_topic(stuck_sessions: int, last_loss_at: float | None, now: float) -> bool:

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
 
+from shared.adapters.kafka.metadata import cluster_id_of
 from tests.conftest import RealKafkaFactory
 from tests.support.real_kafka import RealKafkaCluster, RealKafkaError, kafka_dist_dir, ports_of
 
@@ -47,16 +49,30 @@ async def _topics(bootstrap: str) -> set[str]:
         await admin.close()
 
 
+async def _cluster_id(bootstrap: str) -> str | None:
+    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    await client.bootstrap()
+    try:
+        return cluster_id_of(client.cluster)
+    finally:
+        await client.close()
+
+
 async def test_cluster_round_trip_empty_restart_and_stop(real_kafka: RealKafkaFactory) -> None:
     cluster = real_kafka(1)
     assert cluster.port_base is not None
     assert cluster.bootstrap == f"127.0.0.1:{cluster.port_base}"
     assert await _round_trip(cluster.bootstrap, "support.rt") == b"hello"
     assert "support.rt" in await _topics(cluster.bootstrap)
+    first_id = await _cluster_id(cluster.bootstrap)
+    assert first_id
 
     cluster.restart_empty()
     assert cluster.bootstrap == f"127.0.0.1:{cluster.port_base}"  # same ports, new cluster
     assert "support.rt" not in await _topics(cluster.bootstrap)
+    # a wiped cluster is formatted again: its new id is what the dispatcher notices
+    second_id = await _cluster_id(cluster.bootstrap)
+    assert second_id and second_id != first_id
 
     cluster.stop()
     assert not cluster.node_reachable(0)

@@ -12,6 +12,7 @@ from services.dispatcher.recovery import (
     Backwards,
     PartitionView,
     cap_commits,
+    cluster_changed,
     judge_partition,
     merge_seen_ends,
     plan_recovery,
@@ -137,3 +138,10 @@ def test_tracker_reports_partitions_whose_log_went_back_once() -> None:
     assert not tracker.is_current(old)  # late outcomes of the old log cannot move offsets
     tracker.mark_committed({"p1": 6})
     assert tracker.committed("p1") == 6 and tracker.committed("nope") is None
+
+
+def test_a_new_cluster_id_means_the_logs_are_gone() -> None:
+    assert cluster_changed("old-id", "new-id")
+    assert not cluster_changed("same", "same")
+    assert not cluster_changed(None, "first-answer")   # nothing known yet
+    assert not cluster_changed("known", None)          # no answer carried an id

@@ -14,6 +14,11 @@ its send, and the publisher re-creates the topics before it tries again.
 
 It is applied when ``shared.adapters.kafka`` is imported, so every process that talks to Kafka
 through Postwire code has it; calling it again changes nothing.
+
+:func:`record_cluster_ids` (applied at the same time) keeps the cluster id of each metadata
+answer on the client's cluster metadata, which aiokafka otherwise drops: a cluster that was
+wiped and formatted again answers with a new id, one of the signals that its logs are gone
+(``services.dispatcher.recovery``). :func:`cluster_id_of` reads it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ from __future__ import annotations
 from typing import Any
 
 import aiokafka.client
+from aiokafka.cluster import ClusterMetadata
 from aiokafka.protocol.metadata import MetadataRequest
+
+_CLUSTER_ID_ATTR = "postwire_cluster_id"
 
 
 class NoAutoCreateMetadataRequest(MetadataRequest):  # type: ignore[misc]
@@ -44,3 +52,28 @@ def auto_topic_creation_forbidden() -> bool:
     """True once :func:`forbid_auto_topic_creation` is in effect."""
     client_module: Any = aiokafka.client
     return client_module.MetadataRequest is NoAutoCreateMetadataRequest
+
+
+def record_cluster_ids() -> None:
+    """Make every aiokafka cluster metadata in this process remember the ``cluster_id`` of the
+    last metadata answer it applied (Metadata v2 and later carry it). Idempotent."""
+    cls: Any = ClusterMetadata
+    original = cls.update_metadata
+    if getattr(original, "postwire_records_cluster_id", False):
+        return
+
+    def update_metadata(self: Any, metadata: Any) -> Any:
+        cluster_id = getattr(metadata, "cluster_id", None)
+        if cluster_id and metadata.brokers:
+            setattr(self, _CLUSTER_ID_ATTR, cluster_id)
+        return original(self, metadata)
+
+    update_metadata.postwire_records_cluster_id = True  # type: ignore[attr-defined]
+    cls.update_metadata = update_metadata
+
+
+def cluster_id_of(cluster: object) -> str | None:
+    """The cluster id of the last metadata answer ``cluster`` (aiokafka's ClusterMetadata,
+    e.g. ``consumer._client.cluster``) applied, or None before the first one."""
+    value = getattr(cluster, _CLUSTER_ID_ATTR, None)
+    return value if isinstance(value, str) else None
