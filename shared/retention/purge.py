@@ -143,15 +143,9 @@ async def _purge_dead_letters(conn: asyncpg.Connection, policy: RetentionPolicy,
     if cutoff is None:
         return 0
     await horizon.advance(conn, "dead_letters", cutoff)
-    deleted = 0
-    while True:
-        status = await conn.execute(
-            "DELETE FROM dead_letters WHERE delivery_id IN (SELECT delivery_id FROM dead_letters"
-            " WHERE dead_at < $1 ORDER BY dead_at LIMIT $2)", cutoff, ROW_BATCH)
-        count = int(status.split()[-1])
-        deleted += count
-        if count < ROW_BATCH:
-            return deleted
+    return await _delete_in_batches(
+        conn, "DELETE FROM dead_letters WHERE delivery_id IN (SELECT delivery_id FROM dead_letters"
+              " WHERE dead_at < $1 ORDER BY dead_at LIMIT $2)", cutoff)
 
 
 async def _purge_audit(conn: asyncpg.Connection, policy: RetentionPolicy, now: datetime) -> int:
@@ -161,11 +155,18 @@ async def _purge_audit(conn: asyncpg.Connection, policy: RetentionPolicy, now: d
     if cutoff is None:
         return 0
     await horizon.advance(conn, "audit_log", cutoff)
+    return await _delete_in_batches(
+        conn, "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log ORDER BY id LIMIT $2)"
+              " AND at < $1", cutoff)
+
+
+async def _delete_in_batches(conn: asyncpg.Connection, delete_sql: str, cutoff: datetime) -> int:
+    """Run ``delete_sql`` (``$1`` the cutoff, ``$2`` the batch size) until a batch deletes
+    fewer than ``ROW_BATCH`` rows; the number deleted. Each batch is its own short statement,
+    so no lock is held for long."""
     deleted = 0
     while True:
-        status = await conn.execute(
-            "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log ORDER BY id LIMIT $2)"
-            " AND at < $1", cutoff, ROW_BATCH)
+        status = await conn.execute(delete_sql, cutoff, ROW_BATCH)
         count = int(status.split()[-1])
         deleted += count
         if count < ROW_BATCH:
