@@ -1,11 +1,13 @@
 """Group commit of finished attempts: many outcomes share one transaction and one fsync.
 
-:meth:`OutcomeWriter.submit` never blocks; a background task takes what is queued (up to
-``batch_max``, waiting at most ``batch_wait_ms`` after the first item), records it with
-:func:`outcome_sql.record_batch`, publishes the outbox rows it wrote after the commit, and
-reports the batch as durable through ``on_recorded``. A failed transaction is retried with
-backoff until it succeeds or the writer is stopped: an attempt that happened is never dropped
-while the process lives (after a crash, the lease expires and the sweeper re-sends).
+:meth:`OutcomeWriter.submit` never blocks. The batching is
+:class:`shared.batching.BatchCollector` with one flush at a time: a batch closes at ``batch_max``
+outcomes or ``batch_wait_ms`` after its first one arrived, and keeps filling while the previous
+one is being recorded. Each batch is recorded with :func:`outcome_sql.record_batch`, the outbox
+rows it wrote are published after the commit, and the batch is reported as durable through
+``on_recorded``. A failed transaction is retried with backoff until it succeeds or the writer is
+stopped: an attempt that happened is never dropped while the process lives (after a crash, the
+lease expires and the sweeper re-sends).
 """
 
 from __future__ import annotations
@@ -30,11 +32,11 @@ from services.dispatcher.outcome_sql import (
 )
 from shared.adapters.kafka.publisher import Message
 from shared.adapters.pg.outbox import insert_outbox
+from shared.batching import BatchCollector, CollectorClosed
 from shared.core.backoff import BackoffPolicy
 from shared.core.decision import Dead, RetryAt, Succeeded
 from shared.core.timefmt import utcnow
 from shared.logging import fields
-from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -55,56 +57,52 @@ class OutcomeWriter:
         self._metrics = metrics
         self._publish = publish
         self._on_recorded = on_recorded
-        self._batch_max = batch_max
-        self._batch_wait_s = batch_wait_ms / 1000.0
-        self._queue: asyncio.Queue[Finished] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._batches: BatchCollector[Finished, bool] = BatchCollector(
+            self._record_batch, max_items=batch_max, max_wait_s=batch_wait_ms / 1000.0,
+            max_in_flight=1, name="outcome-writer")
 
     def submit(self, item: Finished) -> None:
-        """Queue an outcome for the next group commit; never blocks."""
-        self._idle.clear()
-        self._queue.put_nowait(item)
+        """Queue an outcome for the next group commit; never blocks.
+
+        After :meth:`stop` the outcome is not recorded (logged: its lease expires and the
+        sweeper re-sends the delivery)."""
+        try:
+            self._batches.submit((item,))
+        except CollectorClosed:
+            claimed = item.claimed
+            log.warning("outcome writer stopped; attempt outcome not recorded", extra=fields(
+                event_id=claimed.event_id, delivery_id=claimed.delivery_id,
+                endpoint_id=claimed.endpoint_id))
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outcome-writer")
+        """Start the writer's collector task (inside the running loop)."""
+        self._batches.start()
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until everything submitted so far is recorded; False on timeout."""
         try:
             async with asyncio.timeout(timeout_s):
-                await self._idle.wait()  # cleared by submit, set when the queue is empty
+                await self._batches.wait_idle()
             return True
         except TimeoutError:
             return False
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)
+        """Stop accepting and cancel whatever is still queued or being recorded (call
+        :meth:`drain` first: a cancelled outcome's lease expires and the sweeper re-sends)."""
+        await self._batches.abort()
 
-    async def _next_batch(self) -> list[Finished]:
-        batch = [await self._queue.get()]
-        self._idle.clear()
-        deadline = time.monotonic() + self._batch_wait_s
-        while len(batch) < self._batch_max:
-            if not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-                continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except TimeoutError:
-                break
-        return batch
-
-    async def _run(self) -> None:
-        while True:
-            batch = await self._next_batch()
+    async def _record_batch(self, batch: list[Finished]) -> list[bool]:
+        """The collector's flush: one result per outcome, True when it was recorded. Database
+        errors are retried; anything else is a bug, logged with its stack, and the batch stays
+        unrecorded (its leases expire and the sweeper re-sends) while later batches go on."""
+        try:
             await self._record_with_retry(batch)
-            if self._queue.empty():
-                self._idle.set()
+        except Exception:
+            log.exception("recording %d outcomes failed; they are left to the sweeper",
+                          len(batch))
+            return [False] * len(batch)
+        return [True] * len(batch)
 
     async def _record_with_retry(self, batch: list[Finished]) -> None:
         delay = 0.05

@@ -1,26 +1,22 @@
 """Group commit: many concurrent requests share one transaction and one fsync.
 
 Requests :meth:`GroupCommitter.submit` a list of items (one event, or a batch request's valid
-events) and wait. One collector task closes a batch ``max_wait_s`` after its first item arrived
-or as soon as it holds ``max_items``, then hands it to the commit function on one of
-``max_in_flight`` concurrent commit tasks. While every commit slot is busy the open batch keeps
-filling (up to ``max_items``), so batches grow exactly when the database is the bottleneck.
+events) and wait. The batching itself is :class:`shared.batching.BatchCollector`: a batch closes
+``max_wait_s`` after its first item arrived or as soon as it holds ``max_items``, and is
+committed on one of ``max_in_flight`` concurrent commit tasks; while every commit slot is busy
+the open batch keeps filling, so batches grow exactly when the database is the bottleneck.
 
 A submission is never split across batches: every item of one request commits in the same
 transaction, or none does. The commit function returns one outcome per item; if it raises, every
-request of that batch (and only that batch) gets the error. Nothing is answered before the
-commit function returned, i.e. before the transaction committed.
+request of that batch (and only that batch) gets the error, in the contract's terms. Nothing is
+answered before the commit function returned, i.e. before the transaction committed.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
@@ -39,6 +35,7 @@ from services.ingest.idempotency import (
 )
 from shared.adapters.kafka.publisher import Message
 from shared.adapters.kafka.topics import DELIVERIES
+from shared.batching import BatchCollector, CollectorClosed
 from shared.core.errors import ApiError, Unavailable
 from shared.core.event_fingerprint import WINDOW, AccountKey, StoredKey, first_uses
 from shared.core.timefmt import format_ts, utcnow
@@ -55,38 +52,25 @@ _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutErr
 CommitFn = Callable[[list[T]], Awaitable[list[R]]]
 
 
-@dataclass(slots=True)
-class _Submission(Generic[T, R]):
-    items: Sequence[T]
-    future: asyncio.Future[list[R]]
-    arrived: float = field(default_factory=time.monotonic)
-
-
 class GroupCommitter(Generic[T, R]):
     """Collects items from concurrent callers into batches committed by ``commit``.
 
     ``commit(items)`` must return exactly one outcome per item, in order, and raise only when
     nothing of the batch was committed. An ApiError it raises reaches the callers as is; any
-    other exception is logged and becomes 503 ``unavailable``.
+    other exception (or a wrong number of outcomes) is logged once per batch and becomes 503
+    ``unavailable``.
     """
 
     def __init__(self, commit: CommitFn[T, R], *, max_items: int, max_wait_s: float,
                  max_in_flight: int = 2) -> None:
         self._commit = commit
-        self._max_items = max_items
-        self._max_wait_s = max_wait_s
-        self._slots = asyncio.Semaphore(max_in_flight)
-        self._pending: deque[_Submission[T, R]] = deque()
-        self._pending_items = 0
-        self._arrived = asyncio.Event()
-        self._full = asyncio.Event()
-        self._commits: set[asyncio.Task[None]] = set()
-        self._collector: asyncio.Task[None] | None = None
-        self._closing = False
+        self._batches: BatchCollector[T, R] = BatchCollector(
+            self._commit_in_contract_terms, max_items=max_items, max_wait_s=max_wait_s,
+            max_in_flight=max_in_flight, name="group-commit")
 
     def start(self) -> None:
         """Start the collector task (inside the running loop)."""
-        self._collector = asyncio.create_task(self._collect(), name="group-commit")
+        self._batches.start()
 
     async def submit(self, items: Sequence[T]) -> list[R]:
         """Queue ``items`` for the next batch and wait until it committed; one outcome per item.
@@ -94,103 +78,31 @@ class GroupCommitter(Generic[T, R]):
         Raises Unavailable (503) when shutting down or when the batch failed to commit; an
         ApiError raised by the commit function is re-raised as is.
         """
-        if self._closing or self._collector is None:
-            raise Unavailable("ingest is shutting down; retry later")
-        if not items:
-            return []
-        future: asyncio.Future[list[R]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Submission(items, future))
-        self._pending_items += len(items)
-        self._arrived.set()
-        if self._pending_items >= self._max_items:
-            self._full.set()
+        try:
+            future = self._batches.submit(items)
+        except CollectorClosed:
+            raise Unavailable("ingest is shutting down; retry later") from None
         return await future
 
     async def stop(self) -> None:
         """Stop accepting, commit everything already queued, wait for every commit to end."""
-        self._closing = True
-        self._full.set()
-        self._arrived.set()
-        if self._collector is not None:
-            await self._collector
-        if self._commits:
-            await asyncio.gather(*self._commits, return_exceptions=True)
+        await self._batches.close()
 
-    async def _collect(self) -> None:
-        while True:
-            if not self._pending:
-                if self._closing:
-                    return
-                self._arrived.clear()
-                await self._arrived.wait()
-                continue
-            await self._wait_until_closed()
-            await self._slots.acquire()
-            batch = self._take_batch()
-            task = asyncio.create_task(self._run_commit(batch))
-            self._commits.add(task)
-            task.add_done_callback(self._commits.discard)
-
-    async def _wait_until_closed(self) -> None:
-        """Return when the oldest pending item waited ``max_wait_s`` or the batch is full."""
-        remaining = self._pending[0].arrived + self._max_wait_s - time.monotonic()
-        if self._closing or remaining <= 0 or self._pending_items >= self._max_items:
-            return
-        self._full.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(remaining):
-                await self._full.wait()
-
-    def _take_batch(self) -> list[_Submission[T, R]]:
-        batch: list[_Submission[T, R]] = []
-        count = 0
-        while self._pending:
-            size = len(self._pending[0].items)
-            if batch and count + size > self._max_items:
-                break
-            batch.append(self._pending.popleft())
-            count += size
-        self._pending_items -= count
-        if self._pending_items < self._max_items:
-            self._full.clear()
-        return batch
-
-    async def _run_commit(self, batch: list[_Submission[T, R]]) -> None:
+    async def _commit_in_contract_terms(self, items: list[T]) -> list[R]:
+        """``commit(items)``, its failures translated to the contract's errors."""
         try:
-            items = [item for sub in batch for item in sub.items]
-            try:
-                outcomes = await self._commit(items)
-            except ApiError as exc:
-                _fail(batch, exc)
-                return
-            except Exception as exc:
-                log.warning("group commit of %d items failed: %r", len(items), exc,
-                            exc_info=not isinstance(exc, OSError | TimeoutError))
-                _fail(batch, Unavailable("the event store is unavailable; retry later"))
-                return
-            if len(outcomes) != len(items):
-                log.error("group commit returned %d outcomes for %d items", len(outcomes),
-                          len(items))
-                _fail(batch, Unavailable("internal error; retry later"))
-                return
-            _resolve(batch, outcomes)
-        finally:
-            self._slots.release()
-
-
-def _fail(batch: Sequence[_Submission[T, R]], error: ApiError) -> None:
-    for sub in batch:
-        if not sub.future.done():
-            sub.future.set_exception(error)
-
-
-def _resolve(batch: Sequence[_Submission[T, R]], outcomes: Sequence[R]) -> None:
-    start = 0
-    for sub in batch:
-        end = start + len(sub.items)
-        if not sub.future.done():
-            sub.future.set_result(list(outcomes[start:end]))
-        start = end
+            outcomes = await self._commit(items)
+        except ApiError:
+            raise
+        except Exception as exc:
+            log.warning("group commit of %d items failed: %r", len(items), exc,
+                        exc_info=not isinstance(exc, OSError | TimeoutError))
+            raise Unavailable("the event store is unavailable; retry later") from exc
+        if len(outcomes) != len(items):
+            log.error("group commit returned %d outcomes for %d items", len(outcomes),
+                      len(items))
+            raise Unavailable("internal error; retry later")
+        return outcomes
 
 
 # --------------------------------------------------------------------------- events

@@ -6,12 +6,14 @@ Two ClaimStores stand for two dispatcher processes: the limits must hold across 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import asyncpg
+import pytest
 import pytest_asyncio
 
 from services.dispatcher.claim_plan import RATE_SAFETY, ClaimConfig
@@ -228,3 +230,35 @@ async def test_sweeper_announces_expired_leases(pool: asyncpg.Pool, seed: Seeder
     await sweeper.sweep_once()
     assert claimed.delivery_id not in {decode_delivery_message(m.value).delivery_id
                                        for m in sink.messages}
+
+
+async def test_outcomes_gather_while_a_batch_records_and_none_after_stop(
+        pool: asyncpg.Pool, seed: Seeder, caplog: pytest.LogCaptureFixture) -> None:
+    ep = await seed.endpoint("http://x.test/")
+    events = [await seed.event([ep], publish=False) for _ in range(8)]
+    first, *rest, late = (await ClaimStore(pool, "me", CFG).claim(requests(events, ep))).claimed
+    batches: list[list[str]] = []
+    sink = Sink()
+    writer = OutcomeWriter(pool, "me", BackoffPolicy(), DispatcherMetrics(), sink.publish,
+                           lambda batch: batches.append([f.claimed.delivery_id for f in batch]),
+                           batch_max=100, batch_wait_ms=0)
+    writer.start()
+    async with pool.acquire() as blocker, blocker.transaction():
+        await blocker.execute("SELECT 1 FROM deliveries WHERE id = $1 FOR UPDATE",
+                              first.delivery_id)
+        writer.submit(Finished(first, AttemptResult(200), Succeeded(), datetime.now(UTC)))
+        await asyncio.sleep(0.1)  # its transaction now waits for the row lock
+        for claimed in rest:
+            writer.submit(Finished(claimed, AttemptResult(200), Succeeded(), datetime.now(UTC)))
+        await asyncio.sleep(0.05)
+        assert batches == []
+    assert await writer.drain(10)
+    assert batches == [[first.delivery_id], [c.delivery_id for c in rest]]
+    await writer.stop()
+    with caplog.at_level(logging.WARNING, logger="services.dispatcher.outcomes"):
+        writer.submit(Finished(late, AttemptResult(200), Succeeded(), datetime.now(UTC)))
+    assert any(getattr(r, "pw", {}).get("delivery_id") == late.delivery_id for r in caplog.records)
+    statuses = dict(await pool.fetch("SELECT id, status FROM deliveries WHERE event_id = ANY($1)",
+                                     [e.id for e in events]))
+    assert statuses == {**{c.delivery_id: "succeeded" for c in (first, *rest)},
+                        late.delivery_id: "pending"}
