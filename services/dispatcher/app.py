@@ -125,7 +125,8 @@ async def make_app(settings: DispatcherSettings) -> web.Application:
     consumer = DeliveryConsumer(settings, pipeline, metrics,
                                 on_log_lost=republisher.request_recovery)
 
-    wakeups = WakeupListener(common.database_url, consumer, pipeline, metrics)
+    wakeups = WakeupListener(common.database_url, consumer, pipeline, metrics,
+                             common.kafka_partitions)
 
     app = web.Application(middlewares=[metrics.http.middleware(), error_middleware])
     resources = _Resources(settings, pool, publisher, flusher, relay, client, pipeline,

@@ -5,6 +5,14 @@ One transaction per batch. The endpoints' ``endpoint_health`` rows are locked fi
 order, so claims of one endpoint are serialised across every dispatcher process (that is what
 makes ``max_in_flight`` and ``rate_limit_per_s`` global); everything read afterwards sees the
 commits of the previous lock holder. The policy itself is :mod:`claim_plan` (pure).
+
+Messages taken from the wake-up channel carry their outbox row (``Pending.outbox_id``): the
+transaction that settles or leases such a delivery deletes that row, so it is never published
+(:mod:`shared.core.wakeup`); a deferral keeps it, and so does a transaction that fails.
+
+Round trips at low rates: BEGIN with the generic-plan setting, the endpoint lock, the read,
+the lease count, the lease, and the wake-up rows' delete with COMMIT (five; the release to the
+pool sends nothing after a normal end, ``acquire_settled``).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from services.dispatcher.model import Claimed, Pending
 from services.dispatcher.outcome_sql import release_next_in_keys
 from shared.adapters.kafka.publisher import Message
 from shared.adapters.pg.outbox import insert_outbox
+from shared.adapters.pg.pool import acquire_settled
 from shared.core.backoff import CircuitState, EndpointHealth, circuit_state
 from shared.core.delivery_status import OPEN_SQL
 from shared.core.signing import active_secrets
@@ -79,6 +88,7 @@ WHERE d.id = ANY($1::text[]) AND d.id >= $2 AND d.id <= $3
 # fast as unpartitioned; a day inside the bounds that holds none of the ids costs one index
 # descent, tests/integration/test_retention_explain.py).
 _GENERIC_PLANS_SQL = "SET LOCAL plan_cache_mode = force_generic_plan"
+_BEGIN_SQL = f"BEGIN; {_GENERIC_PLANS_SQL}"   # one simple query: one round trip for both
 
 _LEASED_SQL = """
 SELECT endpoint_id, count(*) AS n FROM deliveries
@@ -148,6 +158,31 @@ class ClaimResult:
     messages: list[Message] = field(default_factory=list)
     endpoint_limits: dict[str, tuple[int, int | None]] = field(default_factory=dict)
     circuits: dict[str, CircuitState] = field(default_factory=dict)
+    consumed_outbox_ids: list[int] = field(default_factory=list)  # wake-up rows deleted
+
+
+def commit_sql(outbox_ids: Sequence[int]) -> str:
+    """``COMMIT``, preceded by the delete of the wake-up rows ``outbox_ids`` when there are
+    any: one simple query, so the delete costs no round trip of its own. A row locked by a
+    relay (publishing it right now, after its minimum age) is skipped, not waited for: the
+    claim must not hold its endpoint locks while a broker times out, and the relay deletes
+    the row itself once published (the message then arrives by Kafka and follows the
+    wake-up's ticket). Ids are integers, rendered as literals."""
+    if not outbox_ids:
+        return "COMMIT"
+    listed = ",".join(str(int(i)) for i in sorted(set(outbox_ids)))
+    return ("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox"
+            f" WHERE id = ANY('{{{listed}}}'::bigint[]) FOR UPDATE SKIP LOCKED); COMMIT")
+
+
+def consumed_rows(batch: Sequence[Pending], deferred: Sequence[tuple[Pending, float]]
+                  ) -> list[int]:
+    """The wake-up rows a claim deletes: those of every request it settled or leased, i.e.
+    whose action is durable in Postgres once it commits (a skip, park, cancel, dead letter or
+    lease; a lost lease race means another claim decided). A deferred request waits in this
+    process's memory only, so its row stays for the relay."""
+    kept = {id(pending) for pending, _ in deferred}
+    return [p.outbox_id for p in batch if p.outbox_id is not None and id(p) not in kept]
 
 
 @dataclass
@@ -218,35 +253,47 @@ class ClaimStore:
             self._known_health.update(missing)
 
     async def claim(self, batch: Sequence[Pending]) -> ClaimResult:
-        """Claim or settle every request of ``batch`` in one transaction.
+        """Claim or settle every request of ``batch`` in one transaction, which also deletes
+        the wake-up rows of the requests it settled or leased (:func:`consumed_rows`).
 
-        May raise asyncpg errors (deadlock, connection loss): nothing was changed then and the
-        caller retries the batch later.
+        May raise asyncpg errors (deadlock, connection loss): nothing was changed then (the
+        wake-up rows included) and the caller retries the batch later.
         """
         endpoint_ids = sorted({p.message.endpoint_id for p in batch})
         await self._ensure_health_rows(endpoint_ids)
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(_GENERIC_PLANS_SQL)
-            health_rows = await conn.fetch(_LOCK_HEALTH_SQL, endpoint_ids)
-            delivery_ids = [p.message.delivery_id for p in batch]
-            rows = await conn.fetch(_ROWS_SQL, delivery_ids, min(delivery_ids, default=""),
-                                    max(delivery_ids, default=""))
-            if not rows:
-                return ClaimResult(settled=[(p, "unknown") for p in batch])
-            now: datetime = rows[0]["now"]
-            local_now = time.monotonic()  # this process's clock at (about) the database's now
-            leased = {r["endpoint_id"]: r["n"] for r in
-                      await conn.fetch(_LEASED_SQL, endpoint_ids, now)}
-            slots = {r["endpoint_id"]: _slot(r, leased.get(r["endpoint_id"], 0))
-                     for r in health_rows}
-            by_id = {r["id"]: _row(r) for r in rows}
-            actions = plan_claims(batch, by_id, slots, now, self._cfg, self._rng)
-            result = await self._apply(conn, batch, actions, slots, now, local_now)
-            for row in by_id.values():
-                result.endpoint_limits[row.endpoint_id] = (row.max_in_flight,
-                                                           row.rate_limit_per_s)
-            for endpoint_id, slot in slots.items():
-                result.circuits[endpoint_id] = circuit_state(slot.health, now)
+        async with acquire_settled(self._pool) as conn:
+            try:
+                await conn.execute(_BEGIN_SQL)
+                result = await self._decide(conn, batch, endpoint_ids)
+                result.consumed_outbox_ids = consumed_rows(batch, result.deferred)
+                await conn.execute(commit_sql(result.consumed_outbox_ids))
+            except BaseException:
+                await _rollback(conn)
+                raise
+        return result
+
+    async def _decide(self, conn: asyncpg.Connection, batch: Sequence[Pending],
+                      endpoint_ids: list[str]) -> ClaimResult:
+        """Inside the open transaction: lock, read, plan and carry out (all but the commit)."""
+        health_rows = await conn.fetch(_LOCK_HEALTH_SQL, endpoint_ids)
+        delivery_ids = [p.message.delivery_id for p in batch]
+        rows = await conn.fetch(_ROWS_SQL, delivery_ids, min(delivery_ids, default=""),
+                                max(delivery_ids, default=""))
+        if not rows:
+            return ClaimResult(settled=[(p, "unknown") for p in batch])
+        now: datetime = rows[0]["now"]
+        local_now = time.monotonic()  # this process's clock at (about) the database's now
+        leased = {r["endpoint_id"]: r["n"] for r in
+                  await conn.fetch(_LEASED_SQL, endpoint_ids, now)}
+        slots = {r["endpoint_id"]: _slot(r, leased.get(r["endpoint_id"], 0))
+                 for r in health_rows}
+        by_id = {r["id"]: _row(r) for r in rows}
+        actions = plan_claims(batch, by_id, slots, now, self._cfg, self._rng)
+        result = await self._apply(conn, batch, actions, slots, now, local_now)
+        for row in by_id.values():
+            result.endpoint_limits[row.endpoint_id] = (row.max_in_flight, row.rate_limit_per_s)
+        for endpoint_id, slot in slots.items():
+            result.circuits[endpoint_id] = circuit_state(slot.health, now)
         return result
 
     async def _apply(self, conn: asyncpg.Connection, batch: Sequence[Pending],
@@ -315,3 +362,16 @@ class ClaimStore:
                 send_at_s=local_now + max(0.0, (claim.send_at - now).total_seconds()),
                 probe=claim.probe,
             ))
+
+
+async def _rollback(conn: asyncpg.Connection) -> None:
+    """End a failed claim's transaction. Best effort: on a connection that is broken or still
+    busy with an interrupted statement this fails too, and the pool's release then probes,
+    rolls back or terminates it."""
+    if conn.is_closed() or not conn.is_in_transaction():
+        return
+    try:
+        await conn.execute("ROLLBACK", timeout=5)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        log.info("rolling back a failed claim failed (%s); the pool discards the connection",
+                 exc)

@@ -78,7 +78,7 @@ RECOVERY_CHECK_S = 1.0         # how often log ends are read (log went backwards
 CHECK_TIMEOUT_S = 3.0          # a log-end read slower than this counts as failed
 READY_STALE_S = 5.0            # not ready when log ends could not be read for this long
 READY_STALL_S = 3.0            # not ready while fetches have stalled this long
-WOKEN_FORGET_S = 5.0           # a wake-up's Kafka copy comes within a quiet fetch (0.5 s)
+WOKEN_FORGET_S = 15.0          # a wake-up's Kafka copy, if any, is the relay's (3 s min age)
 WOKEN_MAX = 10_000
 FETCH_STUCK_S = 5.0            # messages waiting and positions frozen this long: re-create
 

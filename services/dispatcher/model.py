@@ -19,12 +19,16 @@ class Pending:
 
     ``park_s`` set: do not attempt now, park the delivery in Postgres that many seconds ahead
     (its endpoint has more work waiting in this process than it can take).
+    ``outbox_id`` set: the message came on the wake-up channel and its outbox row is still
+    there; the claim transaction that settles or leases the delivery deletes it (a deferral
+    keeps it, so the relay publishes it if this process never gets further).
     """
 
     ticket: Ticket
     message: DeliveryMessage
     park_s: float | None = None
     queued_at: float = 0.0          # monotonic time it joined its endpoint's queue
+    outbox_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

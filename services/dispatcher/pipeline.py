@@ -81,9 +81,12 @@ class Pipeline:
         self.circuits: dict[str, CircuitState] = {}
 
     # ------------------------------------------------------------------ consumer side
-    def accept(self, ticket: Ticket, message: DeliveryMessage) -> None:
-        """Queue a consumed message and wake the claim worker of its endpoint; never blocks."""
-        shard_key = self.gates.add(Pending(ticket, message))
+    def accept(self, ticket: Ticket, message: DeliveryMessage,
+               outbox_id: int | None = None) -> None:
+        """Queue a consumed message and wake the claim worker of its endpoint; never blocks.
+        ``outbox_id``: the message's outbox row, for a message taken from the wake-up channel
+        (its claim deletes the row, see :class:`Pending`)."""
+        shard_key = self.gates.add(Pending(ticket, message, outbox_id=outbox_id))
         self._wakes[shard_key % len(self._wakes)].set()
 
     def revoke(self, partitions: Iterable[Hashable] | None) -> None:

@@ -1,13 +1,15 @@
 """The dispatcher's side of the wake-up channel (:mod:`shared.core.wakeup`).
 
-One connection of its own LISTENs on ``postwire_deliveries``. While the consumer runs
-(``DeliveryConsumer.takes_wakeups``), each notified message whose partition this member owns
-goes to the pipeline at once, with a ticket of the pseudo-partition ``WAKEUP_PARTITION``,
-which is never committed to Kafka, and the consumer is told (``note_woken``): the message's
-Kafka copy then follows that ticket instead of being claimed again, so its offset moves only
-once the wake-up's outcome is durable. A lost notification (listener reconnecting, payload
-too large) only means the Kafka copy is claimed as before. An idle listener costs nothing:
-no poll, no timer but a ping every ``PING_INTERVAL_S``.
+One connection of its own LISTENs on ``postwire_wakeups``. While the consumer runs
+(``DeliveryConsumer.takes_wakeups``), each notified message whose partition (that of its
+Kafka key) this member owns goes to the pipeline at once with its outbox row id, which the
+claim transaction deletes once it settled or leased the delivery, and with a ticket of the
+pseudo-partition ``WAKEUP_PARTITION``, which is never committed to Kafka. The consumer is told
+(``note_woken``): should the row be published after all (the claim only deferred it, or took
+longer than the relay's minimum age), the Kafka copy follows that ticket instead of being
+claimed again. A message no member takes (listener reconnecting, partition between owners,
+consumer stopped) keeps its row and comes by Kafka after the relay's minimum age. An idle
+listener costs nothing: no poll, no timer but a ping every ``PING_INTERVAL_S``.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import asyncpg
 
 from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.offsets import WAKEUP_PARTITION, OffsetTracker, Ticket
-from shared.core.delivery_message import DeliveryMessage, decode_delivery_message
-from shared.core.wakeup import CHANNEL, decode_payload
+from shared.core.delivery_message import DeliveryMessage, decode_delivery_message, delivery_key
+from shared.core.wakeup import CHANNEL, decode_payload, partition_of
 from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -49,15 +51,18 @@ class WakeupPipeline(Protocol):
     @property
     def tracker(self) -> OffsetTracker: ...
 
-    def accept(self, ticket: Ticket, message: DeliveryMessage) -> None: ...
+    def accept(self, ticket: Ticket, message: DeliveryMessage,
+               outbox_id: int | None = None) -> None: ...
 
 
 class WakeupListener:
-    """LISTEN on the wake-up channel and hand owned messages to the pipeline; see module."""
+    """LISTEN on the wake-up channel and hand owned messages to the pipeline; see module.
+    ``partitions`` is the deliveries topic's partition count (every producer's key hash)."""
 
     def __init__(self, dsn: str, consumer: WakeupConsumer, pipeline: WakeupPipeline,
-                 metrics: DispatcherMetrics) -> None:
+                 metrics: DispatcherMetrics, partitions: int) -> None:
         self._dsn = dsn
+        self._partitions = partitions
         self._consumer = consumer
         self._pipeline = pipeline
         self._metrics = metrics
@@ -76,17 +81,18 @@ class WakeupListener:
         if not self._consumer.takes_wakeups():
             return 0
         taken = 0
-        for partition, value in decode_payload(payload):
-            if not self._consumer.owns(partition):
-                continue
+        for outbox_id, value in decode_payload(payload):
             try:
                 message = decode_delivery_message(value)
             except (ValueError, TypeError) as exc:
                 log.warning("skipping an undecodable wake-up message: %s", exc)
                 continue
+            key = delivery_key(message.endpoint_id, message.ordering_key, message.delivery_id)
+            if not self._consumer.owns(partition_of(key, self._partitions)):
+                continue
             ticket = self._pipeline.tracker.track(WAKEUP_PARTITION, next(self._seq))
             self._consumer.note_woken(message.delivery_id, ticket, message.generation)
-            self._pipeline.accept(ticket, message)
+            self._pipeline.accept(ticket, message, outbox_id)
             taken += 1
         if taken:
             self._metrics.wakeups.inc(taken)

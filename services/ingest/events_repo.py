@@ -24,6 +24,8 @@ from shared.adapters.pg.where import Where
 from shared.core.ids import new_id
 from shared.core.matching import matches
 from shared.core.retention import delivery_id_window, event_id_ceiling, event_id_floor
+from shared.core.wakeup import CHANNEL as WAKEUP_CHANNEL
+from shared.core.wakeup import MAX_PAYLOAD
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
@@ -97,8 +99,19 @@ WITH ev AS (
                              ordering_key_json, coalesce(sequence::text, 'null')), 'UTF8')
       FROM numbered ORDER BY pidx
     RETURNING id, key, value
+)""" + f"""
+-- the wake-up (shared/core/wakeup.py): while $16, as many messages as fit in one payload,
+-- in id order, are notified by this statement's own transaction (sent at its commit); the
+-- caller leaves their outbox rows to the dispatcher that takes them
+, lines AS (
+    SELECT id, line, sum(octet_length(line) + 1) OVER (ORDER BY id) AS upto
+      FROM (SELECT id, id::text || E'\\t' || convert_from(value, 'UTF8') AS line
+              FROM new_outbox WHERE $16::boolean) l
+), notified AS (
+    SELECT count(*) AS n, pg_notify('{WAKEUP_CHANNEL}', string_agg(line, E'\\n' ORDER BY id))
+      FROM lines WHERE upto <= {MAX_PAYLOAD} HAVING count(*) > 0
 )
-SELECT a.idxs, a.counts, o.ids, o.keys, o.vals
+SELECT a.idxs, a.counts, o.ids, o.keys, o.vals, coalesce((SELECT n FROM notified), 0) AS notified
   FROM (SELECT array_agg(idx) AS idxs, array_agg(n) AS counts FROM accepted) a,
        (SELECT array_agg(id ORDER BY id) AS ids, array_agg(key ORDER BY id) AS keys,
                array_agg(value ORDER BY id) AS vals FROM new_outbox) o
@@ -132,10 +145,12 @@ class BatchRows:
 @dataclass(frozen=True, slots=True)
 class BatchWritten:
     """What one :func:`write_batch` stored: per inserted event (1-based index) its delivery
-    count, and the outbox rows it wrote as ``(outbox id, key, value)``."""
+    count, the outbox rows it wrote as ``(outbox id, key, value)`` in id order, and how many
+    of them (the first ``notified``) its transaction sent on the wake-up channel."""
 
     delivery_counts: dict[int, int]
     outbox: list[tuple[int, bytes, bytes]]
+    notified: int = 0
 
 
 def build_batch_rows(events: Sequence[EventInput], candidates: Sequence[int],
@@ -166,7 +181,7 @@ def build_batch_rows(events: Sequence[EventInput], candidates: Sequence[int],
 
 
 async def write_batch(conn: asyncpg.Connection, rows: BatchRows, now: datetime,
-                      cutoff: datetime, due_at: datetime) -> BatchWritten:
+                      cutoff: datetime, due_at: datetime, notify: bool = False) -> BatchWritten:
     """Store a group commit in ONE statement, hence one transaction and one round trip.
 
     In it: share-lock the candidate endpoints still enabled and not deleted (a concurrent
@@ -177,19 +192,23 @@ async def write_batch(conn: asyncpg.Connection, rows: BatchRows, now: datetime,
     sequences per (endpoint, ordering key) in ``ordering_keys``, consecutive in candidate
     order; insert one ``pending`` delivery (first attempt due at ``due_at``) and one outbox
     message per (event, live endpoint). Keys, ordering keys and endpoints are locked in sorted
-    order, so concurrent batches cannot deadlock. Raises asyncpg errors; then nothing was
-    stored. Must not run inside a transaction block of the caller's (it is one).
+    order, so concurrent batches cannot deadlock. With ``notify``, the same statement sends
+    the first outbox messages that fit in one payload on the wake-up channel
+    (:func:`shared.core.wakeup.encode_payload`'s text, rendered in SQL): Postgres delivers
+    it at this commit, so it costs no transaction and no round trip of its own, and never
+    announces a batch that rolled back. Raises asyncpg errors; then nothing was stored and
+    nothing notified. Must not run inside a transaction block of the caller's (it is one).
     """
     row = await conn.fetchrow(
         _WRITE_BATCH_SQL, rows.ids, rows.account_ids, rows.types, rows.ordering_keys,
         rows.ordering_keys_json, rows.bodies, rows.response_heads, rows.idem_keys,
         rows.request_hashes, rows.pair_events, rows.pair_endpoints, rows.pair_deliveries,
-        now, cutoff, due_at)
+        now, cutoff, due_at, notify)
     if row is None:  # cannot happen: an aggregate always returns one row
         raise RuntimeError("write_batch returned no row")
     counts = dict(zip(row["idxs"] or (), row["counts"] or (), strict=True))
     outbox = list(zip(row["ids"] or (), row["keys"] or (), row["vals"] or (), strict=True))
-    return BatchWritten(counts, outbox)
+    return BatchWritten(counts, outbox, row["notified"])
 
 
 _EVENT_COLUMNS = "id, account_id, type, ordering_key, body, created_at, delivery_count"

@@ -39,8 +39,7 @@ from shared.batching import BatchCollector, CollectorClosed
 from shared.core.errors import ApiError, Unavailable
 from shared.core.event_fingerprint import WINDOW, AccountKey, StoredKey, first_uses
 from shared.core.timefmt import format_ts, utcnow
-from shared.core.wakeup import CHANNEL as WAKEUP_CHANNEL
-from shared.core.wakeup import WakeupWindow, encode_payload
+from shared.core.wakeup import WakeupWindow
 from shared.logging import fields
 
 T = TypeVar("T")
@@ -120,10 +119,12 @@ class EventWriter:
     Fan-out candidates come from the endpoint cache (event type patterns included; the cache
     is invalidated by NOTIFY on every endpoint change); :func:`events_repo.write_batch` keeps
     only endpoints that are still enabled and not deleted at commit, claims idempotency keys
-    and writes events, deliveries and outbox messages atomically. After the commit the outbox
-    rows go to the flusher (a broker outage leaves them to the relay and never fails a
-    request); while traffic is low a commit also sends them on the dispatchers' wake-up
-    channel (:mod:`shared.core.wakeup`). Each concurrent commit uses its own
+    and writes events, deliveries and outbox messages atomically. While this process's
+    traffic is low, the same statement notifies the messages on the dispatchers' wake-up
+    channel (:mod:`shared.core.wakeup`): those rows are left to the dispatcher that takes
+    them (or to the relay, if none does). After the commit the other outbox rows go to the
+    flusher (a broker outage leaves them to the relay and never fails a request). Each
+    concurrent commit uses its own
     long-lived pooled connection (no acquire/reset round trip per batch); :meth:`close` gives
     them back.
     """
@@ -134,7 +135,6 @@ class EventWriter:
         self._metrics = ctx.metrics
         self._cache = cache
         self._first_delay = timedelta(seconds=ctx.settings.common.retry_schedule[0])
-        self._partitions = ctx.settings.common.kafka_partitions
         self._wakeup = WakeupWindow()
         self._idle: list[asyncpg.Connection] = []
 
@@ -152,8 +152,9 @@ class EventWriter:
         started = time.perf_counter()
         written, taken = await self._write(rows, now, [
             key for i in candidates if (key := account_key(events[i])) is not None])
-        messages = [Message(DELIVERIES, key, value) for _, key, value in written.outbox]
-        self._flusher.submit([outbox_id for outbox_id, _, _ in written.outbox], messages)
+        published = written.outbox[written.notified:]  # the notified rows stay for the claim
+        self._flusher.submit([outbox_id for outbox_id, _, _ in published],
+                             [Message(DELIVERIES, key, value) for _, key, value in published])
         responses = {i: (rows.response_heads[j - 1] + f"{written.delivery_counts[j]}}}").encode()
                      for j, i in enumerate(candidates, start=1) if j in written.delivery_counts}
         won = {k for i in responses if (k := account_key(events[i])) is not None}
@@ -166,14 +167,15 @@ class EventWriter:
         """Run :func:`write_batch` on a held connection, then read back the stored records of
         the ``keys`` this batch did not win. Raises only when the batch was not committed: a
         failed read-back leaves those requests without a record (they are answered 503)."""
+        notify = bool(rows.pair_deliveries) and self._wakeup.should_notify(
+            time.monotonic(), len(rows.pair_deliveries))
         conn = self._idle.pop() if self._idle else await self._pool.acquire()
         try:
-            written = await write_batch(conn, rows, now, now - WINDOW, now + self._first_delay)
+            written = await write_batch(conn, rows, now, now - WINDOW, now + self._first_delay,
+                                        notify)
         except BaseException:
             await self._pool.release(conn)
             raise
-        if written.outbox and self._wakeup.should_notify(time.monotonic(), len(written.outbox)):
-            await self._wake_dispatchers(conn, [(key, value) for _, key, value in written.outbox])
         won = {(rows.account_ids[j - 1], rows.idem_keys[j - 1]) for j in written.delivery_counts}
         try:
             taken = await load_keys(conn, [k for k in keys if k not in won])
@@ -183,18 +185,6 @@ class EventWriter:
             return written, {}
         self._idle.append(conn)
         return written, taken
-
-    async def _wake_dispatchers(self, conn: asyncpg.Connection,
-                                messages: list[tuple[bytes, bytes]]) -> None:
-        """NOTIFY the committed delivery messages on the batch's own connection, right after
-        its commit (one round trip, no pool acquire); best effort: Kafka carries them too."""
-        payload = encode_payload(messages, self._partitions)
-        if payload is None:
-            return
-        try:
-            await conn.execute("SELECT pg_notify($1, $2)", WAKEUP_CHANNEL, payload)
-        except _DB_ERRORS as exc:
-            log.info("dispatcher wake-up not sent (Kafka still carries it): %r", exc)
 
     async def close(self) -> None:
         """Give the held connections back to the pool."""
@@ -215,7 +205,7 @@ class EventWriter:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("group commit", extra=fields(
                 batch_size=batch, events=len(written.delivery_counts),
-                deliveries=len(written.outbox), replays=replays,
+                deliveries=len(written.outbox), notified=written.notified, replays=replays,
                 commit_ms=round(elapsed * 1000, 3)))
             for j, count in written.delivery_counts.items():
                 log.debug("event accepted", extra=fields(

@@ -1,15 +1,22 @@
-"""The low-rate fast path: delivery messages sent by Postgres NOTIFY as well as by Kafka.
+"""The low-rate fast path: delivery messages carried by Postgres, with Kafka as the fallback.
 
-While its traffic is low (under ``NOTIFY_BELOW_PER_S`` deliveries a second), ingest also sends
-the delivery messages of each committed batch on the ``postwire_deliveries`` channel; the
-dispatcher that owns each message's partition takes it at once, instead of waiting for the
-outbox publish, the broker and a fetch (on Tansu a fetch is answered only at its deadline, and
-an idle dispatcher fetches with a long one: ``services/dispatcher/fetch_wait.py``). The Kafka
-copy still arrives: it is the record, it moves the offsets, and it is handled on its own when
-the notification was lost. Busy ingest does not notify (a NOTIFY takes a global lock at commit,
-and at high rates the Kafka path is fast anyway).
+While its traffic is low (under ``NOTIFY_BELOW_PER_S`` deliveries a second), ingest notifies
+the delivery messages of each batch on ``CHANNEL`` from inside the batch's own transaction
+(``pg_notify`` in the write statement: delivered at commit, never before, and never for a
+batch that rolled back), and does not publish them: their outbox rows stay. The dispatcher
+that owns a message's partition claims it at once and deletes its outbox row in the claim
+transaction, once the claim's action for it is durable in Postgres. A message nobody took
+(notification lost, no owner during a rebalance, no dispatcher running, the claim failed or
+only deferred it) keeps its row, which the outbox relay publishes after its minimum age: the
+message then arrives by Kafka as before. Busy ingest does not notify (a NOTIFY takes a global
+lock at commit, and at high rates the Kafka path is fast and batched anyway).
 
-Pure: the channel, the payload format and when ingest sends one.
+The payload names outbox rows, which its receiver deletes, so it travels on a channel of its
+own (``postwire_wakeups``): a process of the previous version, whose payload on
+``postwire_deliveries`` had no row id, never reads this format, nor this one that format.
+
+Pure: the channel, the payload format, which partition a message belongs to, and when ingest
+notifies.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 
-CHANNEL = "postwire_deliveries"
+CHANNEL = "postwire_wakeups"
 NOTIFY_BELOW_PER_S = 500   # deliveries a second (this ingest process) up to which it notifies
 MAX_PAYLOAD = 7900         # Postgres refuses a payload of 8000 bytes or more
 
@@ -48,26 +55,29 @@ def partition_of(key: bytes, partitions: int) -> int:
     return zlib.crc32(key) % partitions
 
 
-def encode_payload(messages: Sequence[tuple[bytes, bytes]], partitions: int) -> str | None:
-    """``partition<TAB>value`` lines for ``(key, value)`` messages, as many as fit in a
-    payload; None when none does. Values are compact JSON (no newline, no tab)."""
+def encode_payload(rows: Sequence[tuple[int, bytes]]) -> tuple[str, int] | None:
+    """The payload for outbox ``rows`` given as ``(outbox id, value)`` in id order: one
+    ``id<TAB>value`` line each, as many as fit in ``MAX_PAYLOAD`` bytes; returns it with how
+    many rows it holds (a prefix of ``rows``), or None when not even the first fits. Values are
+    compact JSON (no raw newline or tab). Ingest renders the same text in SQL
+    (``services/ingest/events_repo.py``; an integration test compares them)."""
     lines: list[str] = []
     size = 0
-    for key, value in messages:
-        line = f"{partition_of(key, partitions)}\t{value.decode()}"
+    for outbox_id, value in rows:
+        line = f"{outbox_id}\t{value.decode()}"
         length = len(line.encode()) + 1  # the limit is in bytes; a newline between lines
         if size + length > MAX_PAYLOAD:
             break
         lines.append(line)
         size += length
-    return "\n".join(lines) if lines else None
+    return ("\n".join(lines), len(lines)) if lines else None
 
 
 def decode_payload(payload: str) -> list[tuple[int, bytes]]:
-    """``(partition, value)`` pairs of a payload; malformed lines are left out."""
+    """``(outbox id, value)`` pairs of a payload; malformed lines are left out."""
     out: list[tuple[int, bytes]] = []
     for line in payload.split("\n"):
-        partition, sep, value = line.partition("\t")
-        if sep and partition.isdigit():
-            out.append((int(partition), value.encode()))
+        outbox_id, sep, value = line.partition("\t")
+        if sep and value and outbox_id.isascii() and outbox_id.isdigit():
+            out.append((int(outbox_id), value.encode()))
     return out

@@ -11,11 +11,7 @@ import asyncpg
 from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.offsets import OffsetTracker, Ticket
 from services.dispatcher.wakeup import WakeupListener
-from shared.core.delivery_message import (
-    DeliveryMessage,
-    delivery_key,
-    encode_delivery_message,
-)
+from shared.core.delivery_message import DeliveryMessage, encode_delivery_message
 from shared.core.wakeup import CHANNEL, encode_payload
 
 
@@ -34,18 +30,18 @@ class _Consumer:
 @dataclass
 class _Pipeline:
     tracker: OffsetTracker = field(default_factory=OffsetTracker)
-    accepted: list[DeliveryMessage] = field(default_factory=list)
+    accepted: list[tuple[DeliveryMessage, int | None]] = field(default_factory=list)
 
-    def accept(self, ticket: Ticket, message: DeliveryMessage) -> None:
-        self.accepted.append(message)
+    def accept(self, ticket: Ticket, message: DeliveryMessage,
+               outbox_id: int | None = None) -> None:
+        self.accepted.append((message, outbox_id))
 
 
-def _payload(i: int) -> tuple[DeliveryMessage, str]:
+def _payload(i: int) -> tuple[tuple[DeliveryMessage, int], str]:
     m = DeliveryMessage(f"dlv_{i:026d}", f"evt_{i:026d}", "ep_1", "acct", None, None, 0)
-    payload = encode_payload(
-        [(delivery_key(m.endpoint_id, None, m.delivery_id), encode_delivery_message(m))], 16)
-    assert payload is not None
-    return m, payload
+    encoded = encode_payload([(i, encode_delivery_message(m))])
+    assert encoded is not None
+    return (m, i), encoded[0]
 
 
 async def _until(check: object, timeout_s: float = 10.0) -> None:
@@ -58,7 +54,7 @@ async def _until(check: object, timeout_s: float = 10.0) -> None:
 async def test_notified_messages_reach_the_pipeline_and_survive_a_lost_connection(
         database_url: str) -> None:
     pipeline = _Pipeline()
-    listener = WakeupListener(database_url, _Consumer(), pipeline, DispatcherMetrics())
+    listener = WakeupListener(database_url, _Consumer(), pipeline, DispatcherMetrics(), 16)
     listener.start()
     conn = await asyncpg.connect(database_url)
     try:

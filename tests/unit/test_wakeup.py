@@ -1,4 +1,5 @@
-"""The wake-up channel: when ingest notifies, the payload, and what a dispatcher takes."""
+"""The wake-up channel: when ingest notifies, the payload, what a dispatcher takes, and which
+outbox rows a claim deletes."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from aiokafka import TopicPartition
 
 import services.dispatcher.consumer as consumer_module
 import services.dispatcher.offsets as offsets_module
+from services.dispatcher.claims import commit_sql, consumed_rows
 from services.dispatcher.consumer import DeliveryConsumer
 from services.dispatcher.metrics import DispatcherMetrics
+from services.dispatcher.model import Pending
 from services.dispatcher.offsets import WAKEUP_PARTITION, OffsetTracker, Ticket
 from services.dispatcher.pipeline import Pipeline
 from services.dispatcher.settings import load_dispatcher_settings
@@ -59,23 +62,29 @@ def test_partition_is_the_one_every_producer_picks() -> None:
         assert partition_of(key, 16) == partition_for(key, list(range(16)), list(range(16)))
 
 
+def _rows(count: int, first_id: int = 1) -> list[tuple[int, bytes]]:
+    return [(first_id + i, _message(i)[1]) for i in range(count)]
+
+
 def test_payload_round_trips_and_stays_under_the_postgres_limit() -> None:
-    messages = [_message(i) for i in range(200)]
-    payload = encode_payload(messages, 16)
-    assert payload is not None
+    rows = _rows(200, first_id=9_000_000_000)
+    encoded = encode_payload(rows)
+    assert encoded is not None
+    payload, count = encoded
     assert len(payload.encode()) <= MAX_PAYLOAD < 8000
     decoded = decode_payload(payload)
-    assert 0 < len(decoded) < len(messages)                  # what does not fit is left out
-    for (partition, value), (key, raw) in zip(decoded, messages, strict=False):
-        assert partition == partition_of(key, 16)
-        assert value == raw
-    assert encode_payload([], 16) is None
+    assert 0 < count == len(decoded) < len(rows)            # what does not fit is left out
+    assert decoded == rows[:count]                          # a prefix, ids and bytes kept
+    one_more = "\n".join([payload, f"{rows[count][0]}\t{rows[count][1].decode()}"])
+    assert len(one_more.encode()) > MAX_PAYLOAD             # the prefix is as long as fits
+    assert encode_payload([]) is None
+    assert encode_payload([(1, b"x" * MAX_PAYLOAD)]) is None
 
 
 def test_malformed_lines_are_left_out() -> None:
     _key, raw = _message(1)
     good = f"3\t{raw.decode()}"
-    assert decode_payload("x\ty\n\n" + good + "\nno tab") == [(3, raw)]
+    assert decode_payload("x\ty\n\n" + good + "\nno tab\n4\t\n\u0663\tz") == [(3, raw)]
 
 
 @dataclass
@@ -97,37 +106,70 @@ class _Consumer:
 @dataclass
 class _Pipeline:
     tracker: OffsetTracker = field(default_factory=OffsetTracker)
-    accepted: list[tuple[Ticket, DeliveryMessage]] = field(default_factory=list)
+    accepted: list[tuple[Ticket, DeliveryMessage, int | None]] = field(default_factory=list)
 
-    def accept(self, ticket: Ticket, message: DeliveryMessage) -> None:
-        self.accepted.append((ticket, message))
+    def accept(self, ticket: Ticket, message: DeliveryMessage,
+               outbox_id: int | None = None) -> None:
+        self.accepted.append((ticket, message, outbox_id))
 
 
 def test_a_dispatcher_takes_only_the_messages_of_its_partitions() -> None:
+    """The partition is that of the message's Kafka key, so exactly the member that would
+    read its Kafka copy takes it; each taken message keeps its outbox row id."""
     messages = [_message(i) for i in range(20)]
-    payload = encode_payload(messages, 4)
-    assert payload is not None
+    encoded = encode_payload([(100 + i, value) for i, (_, value) in enumerate(messages)])
+    assert encoded is not None
     consumer, pipeline = _Consumer(owned={1, 2}), _Pipeline()
-    listener = WakeupListener("postgresql://unused", consumer, pipeline, DispatcherMetrics())
-    taken = listener.take(payload)
-    expected = [k for k, _ in messages if partition_of(k, 4) in {1, 2}]
-    assert taken == len(expected) == len(pipeline.accepted) > 0
-    assert all(t.partition == WAKEUP_PARTITION for t, _ in pipeline.accepted)
-    assert consumer.woken == [(m.delivery_id, t, m.generation) for t, m in pipeline.accepted]
+    listener = WakeupListener("postgresql://unused", consumer, pipeline, DispatcherMetrics(), 4)
+    taken = listener.take(encoded[0])
+    expected = [100 + i for i, (k, _) in enumerate(messages) if partition_of(k, 4) in {1, 2}]
+    assert 0 < taken == len(expected) < len(messages)
+    assert [outbox_id for _, _, outbox_id in pipeline.accepted] == expected
+    assert all(t.partition == WAKEUP_PARTITION for t, _, _ in pipeline.accepted)
+    assert consumer.woken == [(m.delivery_id, t, m.generation) for t, m, _ in pipeline.accepted]
     # wake-up tickets are never offsets of a Kafka partition
     assert pipeline.tracker.committable({0, 1, 2, 3}) == {}
-    for ticket, _ in pipeline.accepted:
+    for ticket, _, _ in pipeline.accepted:
         pipeline.tracker.done(ticket)
     assert pipeline.tracker.open_count() == 0
 
 
 def test_a_stopping_dispatcher_ignores_wake_ups() -> None:
-    payload = encode_payload([_message(i) for i in range(5)], 1)
-    assert payload is not None
+    encoded = encode_payload(_rows(5))
+    assert encoded is not None
     consumer, pipeline = _Consumer(running=False, owned={0}), _Pipeline()
-    listener = WakeupListener("postgresql://unused", consumer, pipeline, DispatcherMetrics())
-    assert listener.take(payload) == 0
+    listener = WakeupListener("postgresql://unused", consumer, pipeline, DispatcherMetrics(), 1)
+    assert listener.take(encoded[0]) == 0
     assert pipeline.accepted == []
+
+
+def test_an_undecodable_message_is_skipped_and_the_rest_taken() -> None:
+    consumer, pipeline = _Consumer(owned={0}), _Pipeline()
+    listener = WakeupListener("postgresql://unused", consumer, pipeline, DispatcherMetrics(), 1)
+    payload = f"7\t{{\"not\": \"a message\"}}\n8\t{_message(1)[1].decode()}"
+    assert listener.take(payload) == 1
+    assert [outbox_id for _, _, outbox_id in pipeline.accepted] == [8]
+
+
+def _pending(i: int, outbox_id: int | None) -> Pending:
+    message = decode_delivery_message(_message(i)[1])
+    return Pending(Ticket(WAKEUP_PARTITION, i, 1), message, outbox_id=outbox_id)
+
+
+def test_a_claim_deletes_the_rows_of_what_it_settled_or_leased_but_not_of_a_deferral() -> None:
+    batch = [_pending(0, 10), _pending(1, 11), _pending(2, None), _pending(3, 13)]
+    assert consumed_rows(batch, []) == [10, 11, 13]
+    assert consumed_rows(batch, [(batch[1], 0.1)]) == [10, 13]   # deferred: in memory only
+    # an equal request is not the deferred one (identity, not equality, decides)
+    twin = _pending(0, 10)
+    assert twin == batch[0] and consumed_rows(batch, [(twin, 0.1)]) == [10, 11, 13]
+
+
+def test_the_rows_are_deleted_by_the_commit_round_trip_skipping_a_relay_s_locks() -> None:
+    assert commit_sql([]) == "COMMIT"
+    sql = commit_sql([12, 3, 12])
+    assert sql.endswith("; COMMIT")
+    assert "ANY('{3,12}'::bigint[])" in sql and "FOR UPDATE SKIP LOCKED" in sql
 
 
 @dataclass
@@ -156,7 +198,7 @@ def test_the_kafka_copy_of_a_wake_up_follows_it_and_is_not_traffic() -> None:
     consumer.note_woken(message.delivery_id, leader, message.generation)
     tp = TopicPartition("t", 0)
     assert consumer._accept(tp, [_Record(0, woken), _Record(1, other)]) == 1
-    assert [m.delivery_id for _, m in pipeline.accepted] == [
+    assert [m.delivery_id for _, m, _ in pipeline.accepted] == [
         decode_delivery_message(other).delivery_id]             # the copy is not claimed
     other_ticket = pipeline.accepted[0][0]
     tracker.done(other_ticket)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 import orjson
@@ -35,8 +37,44 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     the connection instead of pooling it. A no-op hook pooled such connections: every later
     transaction on them failed the same way, and a dispatcher's claims and outcomes stalled for
     good (the chaos soak, ``bench/chaos.py``).
+
+    That probe is one round trip and one (read-only) transaction per pool use. A connection
+    given back by :func:`acquire_settled` after a body that ended normally is known to be
+    idle (every operation on it was awaited to its end, i.e. to Postgres's ReadyForQuery), so
+    the probe is skipped for it; every other release, and that one after an exception, still
+    sends it.
     """
+    if conn.get_server_pid() in _SETTLED:
+        return
     await conn.execute("SELECT 1")
+
+
+# backend pids of connections being released by acquire_settled after a normal end
+_SETTLED: set[int] = set()
+
+
+@asynccontextmanager
+async def acquire_settled(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """``pool.acquire()`` for hot paths: when the body ends without an exception, the release
+    skips the hook's probe (``_keep_session``), saving a round trip and a transaction per use.
+
+    Contract: the body awaits every operation it starts on the connection and does not catch
+    an exception of one and carry on (an interrupted operation may leave the connection busy:
+    then the body must end by raising, and the release probes as usual). A transaction the
+    body left open is still rolled back by the pool.
+    """
+    conn: asyncpg.Connection = await pool.acquire()
+    try:
+        yield conn
+    except BaseException:
+        await pool.release(conn)
+        raise
+    pid = conn.get_server_pid()
+    _SETTLED.add(pid)
+    try:
+        await pool.release(conn)
+    finally:
+        _SETTLED.discard(pid)
 
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
