@@ -11,38 +11,52 @@ from datetime import datetime
 
 import asyncpg
 
-from shared.core.delivery_status import OPEN_SQL, STATUSES
+from shared.adapters.pg.where import Where
+from shared.core.delivery_status import OPEN_SQL, STATUSES, DeliveryStatus
 from shared.core.ledger import Ledger, OldestOpen, id_bounds
 
-
-def _window(table: str, low: str, high: str) -> str:
-    """Rows of ``table`` in the window: ids in [low, high) (parameters), then created_at in
-    [$5, $6), each condition dropped when its parameter is NULL."""
-    return (f"({low}::text IS NULL OR {table}.id >= {low})"
-            f" AND ({high}::text IS NULL OR {table}.id < {high})"
-            f" AND ($5::timestamptz IS NULL OR {table}.created_at >= $5)"
-            f" AND ($6::timestamptz IS NULL OR {table}.created_at < $6)")
+_DEAD = DeliveryStatus.DEAD.value
+_BY_STATUS = ",\n           ".join(
+    f"count(*) FILTER (WHERE d.status = '{status}') AS {status}" for status in STATUSES)
 
 
-_LEDGER_SQL = f"""
+def _window(where: Where, alias: str, low: str | None, high: str | None,
+            since: datetime | None, until: datetime | None) -> Where:
+    """``where`` narrowed to the rows of ``alias`` in the window: ids in [low, high) (the
+    partition and index bound), then created_at in [since, until); a None end adds nothing."""
+    where.when(f"{alias}.id >= {{}}", low)
+    where.when(f"{alias}.id < {{}}", high)
+    where.when(f"{alias}.created_at >= {{}}", since)
+    where.when(f"{alias}.created_at < {{}}", until)
+    return where
+
+
+def _ledger_statement(since: datetime | None, until: datetime | None) -> tuple[str, list[object]]:
+    """The ledger statement of ``[since, until)`` and its arguments. Only the window's given
+    ends become conditions, so each shape is planned with its own partition pruning."""
+    dlv_low, dlv_high = id_bounds("dlv", since, until)
+    evt_low, evt_high = id_bounds("evt", since, until)
+    args: list[object] = []  # one numbering for the three WHERE clauses of the statement
+    events = _window(Where(args=args), "e", evt_low, evt_high, since, until)
+    deliveries = _window(Where(args=args), "d", dlv_low, dlv_high, since, until)
+    open_ones = Where(args=args)
+    open_ones.fixed(f"d.status IN {OPEN_SQL}")
+    _window(open_ones, "d", dlv_low, dlv_high, since, until)
+    sql = f"""
 WITH ev AS (
     SELECT count(*) AS events, coalesce(sum(e.delivery_count), 0) AS created
       FROM events e
-     WHERE {_window("e", "$3", "$4")}
+     {events.sql()}
 ), dl AS (
-    SELECT count(*) FILTER (WHERE d.status = 'pending') AS pending,
-           count(*) FILTER (WHERE d.status = 'retrying') AS retrying,
-           count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE d.status = 'dead') AS dead,
-           count(*) FILTER (WHERE d.status = 'cancelled') AS cancelled,
-           count(*) FILTER (WHERE d.status = 'dead' AND NOT EXISTS (
+    SELECT {_BY_STATUS},
+           count(*) FILTER (WHERE d.status = '{_DEAD}' AND NOT EXISTS (
                SELECT 1 FROM dead_letters x WHERE x.delivery_id = d.id)) AS dead_unrecorded
       FROM deliveries d
-     WHERE {_window("d", "$1", "$2")}
+     {deliveries.sql()}
 ), oldest AS (
     SELECT d.id, d.event_id, d.endpoint_id, d.status, d.created_at
       FROM deliveries d
-     WHERE d.status IN {OPEN_SQL} AND {_window("d", "$1", "$2")}
+     {open_ones.sql()}
      ORDER BY d.created_at, d.id LIMIT 1
 )
 SELECT ev.*, dl.*, o.id AS oldest_id, o.event_id AS oldest_event_id,
@@ -50,6 +64,8 @@ SELECT ev.*, dl.*, o.id AS oldest_id, o.event_id AS oldest_event_id,
        o.created_at AS oldest_created_at, now() AS as_of
   FROM ev, dl LEFT JOIN oldest o ON true
 """
+    return sql, args
+
 
 _OLDEST_OPEN_SQL = f"""
 SELECT id, event_id, endpoint_id, status, created_at, now() AS as_of FROM deliveries
@@ -69,9 +85,8 @@ def _oldest(row: asyncpg.Record, prefix: str, as_of: datetime) -> OldestOpen | N
 async def read_ledger(conn: asyncpg.Pool | asyncpg.Connection, since: datetime | None,
                       until: datetime | None) -> Ledger:
     """The ledger of ``[since, until)`` (either end open when None). Raises asyncpg errors."""
-    dlv_low, dlv_high = id_bounds("dlv", since, until)
-    evt_low, evt_high = id_bounds("evt", since, until)
-    row = await conn.fetchrow(_LEDGER_SQL, dlv_low, dlv_high, evt_low, evt_high, since, until)
+    sql, args = _ledger_statement(since, until)
+    row = await conn.fetchrow(sql, *args)
     if row is None:  # cannot happen: aggregates return one row
         raise RuntimeError("the ledger query returned no row")
     as_of: datetime = row["as_of"]

@@ -25,3 +25,14 @@ def test_numbering_continues_after_the_statements_own_parameters() -> None:
 
 def test_no_filter_means_no_where() -> None:
     assert Where().sql() == ""
+
+
+def test_builders_sharing_one_args_list_number_placeholders_in_one_sequence() -> None:
+    args: list[object] = ["fixed"]
+    first, second = Where(args=args), Where(args=args)
+    first.when("a = {}", 1)
+    second.when("b = {}", 2)
+    first.when("c = {}", None)
+    first.when("c = {}", 3)
+    assert (first.sql(), second.sql()) == ("WHERE a = $2 AND c = $4", "WHERE b = $3")
+    assert args == ["fixed", 1, 2, 3]

@@ -20,7 +20,9 @@ from typing import Any
 @dataclass
 class Where:
     """Accumulates ``AND``-ed conditions; ``{}`` in a condition becomes the next ``$n``.
-    ``args`` may start with parameters the surrounding statement numbers itself ($1...)."""
+    ``args`` may start with parameters the surrounding statement numbers itself ($1...), and
+    several builders given the same ``args`` list number their placeholders in one sequence
+    (one statement with several WHERE clauses)."""
 
     conditions: list[str] = field(default_factory=list)
     args: list[Any] = field(default_factory=list)
