@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 
 import pytest
@@ -36,3 +37,19 @@ def test_invalid_settings_exit_2_with_one_line_naming_the_service(
 def test_log_level_is_a_known_level_or_info(value: str | None, level: str) -> None:
     env = {} if value is None else {"POSTWIRE_LOG_LEVEL": value}
     assert log_level_from(env) == level
+
+
+@pytest.mark.parametrize(("module", "name"), [
+    ("services.ingest.__main__", "ingest"), ("services.dispatcher.__main__", "dispatcher"),
+    ("services.dlq_replay.__main__", "admin"),
+])
+def test_each_service_names_itself_in_its_startup_error(
+        module: str, name: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("POSTWIRE_DATABASE_URL", raising=False)
+    main = importlib.import_module(module).main
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        f"postwire {name}: POSTWIRE_DATABASE_URL is required but not set\n")
