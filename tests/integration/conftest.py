@@ -5,6 +5,9 @@
 - ``admin``: the admin app in-process the same way, changed by the module's ``ADMIN_ENV``.
 - ``db``: one asyncpg connection to the module's database.
 - ``pool``: a small asyncpg pool (1 to 4 connections) to the module's database.
+- ``seed``: a :class:`~tests.support.dispatch.Seeder` writing endpoints, events and deliveries
+  straight into the module's database through ``pool``; it has no broker (a closed port), so
+  tests seed with ``publish=False`` and find the messages in the outbox.
 
 A module that needs more than other settings defines its own fixture of the same name, which
 wins.
@@ -20,6 +23,7 @@ import pytest_asyncio
 
 from tests.conftest import ServiceEnvFactory
 from tests.support.admin_app import AdminApp, running_admin
+from tests.support.dispatch import Seeder
 from tests.support.ingest_app import Ingest, running_ingest
 
 
@@ -55,3 +59,12 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
         yield created
     finally:
         await created.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def seed(pool: asyncpg.Pool) -> AsyncIterator[Seeder]:
+    seeder = Seeder(pool, "127.0.0.1:1", "unused.")
+    try:
+        yield seeder
+    finally:
+        await seeder.close()

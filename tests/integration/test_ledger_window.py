@@ -4,22 +4,13 @@ of window (open, from only, to only, both) counts exactly its own rows, from one
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import pytest_asyncio
 
 from services.dlq_replay.ledger_sql import oldest_open, read_ledger
 from shared.core.ledger import Ledger
 from tests.support.dispatch import Event, Seeder
-
-
-@pytest_asyncio.fixture(scope="module")
-async def seed(pool: asyncpg.Pool) -> AsyncIterator[Seeder]:
-    s = Seeder(pool, "127.0.0.1:1", "unused.")
-    yield s
-    await s.close()
 
 
 def figures(ledger: Ledger) -> tuple[int, int, dict[str, int], int, str | None]:
