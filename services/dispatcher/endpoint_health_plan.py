@@ -21,7 +21,7 @@ from shared.core.backoff import (
     on_success,
     should_auto_disable,
 )
-from shared.core.decision import AttemptResult, Dead
+from shared.core.decision import AttemptResult, Dead, Succeeded
 from shared.core.retry import FailureKind
 from shared.core.timefmt import format_ts
 
@@ -61,6 +61,23 @@ class HealthChange:
 def auto_disable_reason(health: EndpointHealth) -> str:
     """``failing_since_<RFC 3339>``: the disabled_reason of an endpoint that kept failing."""
     return f"failing_since_{format_ts(health.failing_since)}"
+
+
+def is_clean(health: EndpointHealth) -> bool:
+    """True when a success leaves ``health`` as it is (no failures counted, circuit closed);
+    :data:`outcome_sql.CLEAN_HEALTH_SQL` is the same test in SQL."""
+    return (health.consecutive_failures == 0 and health.circuit_open_until is None
+            and health.failing_since is None)
+
+
+def plain_successes(finished: Sequence[Finished]) -> bool:
+    """True when every attempt of ``finished`` succeeded, none was a circuit probe and none
+    had an ordering key: then, on endpoints whose health is clean, the batch changes no
+    health, disables nothing, dead-letters nothing and announces no successor, so recording
+    it is the deliveries' update and the attempt rows only."""
+    return all(isinstance(item.decision, Succeeded) and effect_of(item.result) is Effect.SUCCESS
+               and not item.claimed.probe and item.claimed.ordering_key is None
+               for item in finished)
 
 
 def plan_health(finished: Sequence[Finished], current: Mapping[str, EndpointHealth],

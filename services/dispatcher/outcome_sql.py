@@ -35,12 +35,18 @@ FROM endpoint_health WHERE endpoint_id = ANY($1::text[]) ORDER BY endpoint_id
 
 LOCK_HEALTH_SQL = READ_HEALTH_SQL + " FOR UPDATE"
 
+# A health row a success leaves as it is (:func:`endpoint_health_plan.is_clean` in SQL).
+CLEAN_HEALTH_SQL = ("consecutive_failures = 0 AND circuit_open_until IS NULL"
+                    " AND failing_since IS NULL")
+
 # One round trip for the whole batch: lock the deliveries in id order (every writer locks that
 # way), apply each attempt's effect where this dispatcher still owns the delivery (lease held,
 # still open), clear leases it held, and insert the attempt rows numbered by the new
 # attempt_count. Ownership is read from the locked (latest) row versions, inside the statement.
-_RECORD_SQL = f"""
-WITH u AS (
+# The guarded form (``{guard}`` filled in, $11 the batch's endpoint ids) writes nothing when one
+# of those endpoints' health is not clean, and then answers a single row with ``dirty`` set.
+_RECORD_TEMPLATE = f"""
+WITH {{dirty}}u AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::int[], $5::text[],
                          $6::timestamptz[], $7::int[], $8::text[], $9::text[])
          AS u(id, status, delay_s, status_code, error, started_at, duration_ms, excerpt,
@@ -50,7 +56,7 @@ locked AS (
     SELECT d.id, d.lease_owner IS NOT DISTINCT FROM $10 AS mine,
            (d.lease_owner IS NOT DISTINCT FROM $10 AND d.status IN {OPEN_SQL})
                AS owned
-    FROM deliveries d WHERE d.id = ANY($1::text[]) ORDER BY d.id FOR UPDATE
+    FROM deliveries d WHERE d.id = ANY($1::text[]){{guard}} ORDER BY d.id FOR UPDATE
 ),
 upd AS (
     UPDATE deliveries d SET
@@ -77,8 +83,22 @@ inserted AS (
     SELECT attempt_id, id, attempt_count, started_at, duration_ms, status_code, error, excerpt
     FROM upd
 )
-SELECT id, attempt_count, owned FROM upd
+SELECT id, attempt_count, owned, false AS dirty FROM upd{{dirty_row}}
 """
+
+_RECORD_SQL = _RECORD_TEMPLATE.format(dirty="", guard="", dirty_row="")
+
+# Successes only, recorded in one statement (its own transaction, no BEGIN and COMMIT round
+# trips) provided no endpoint's health changes: see :func:`record_plain_successes`.
+_RECORD_IF_CLEAN_SQL = _RECORD_TEMPLATE.format(
+    dirty=f"""dirty AS (
+    SELECT EXISTS (SELECT 1 FROM endpoint_health WHERE endpoint_id = ANY($11::text[])
+                   AND NOT ({CLEAN_HEALTH_SQL})) AS found
+),
+""",
+    guard=" AND NOT (SELECT found FROM dirty)",
+    dirty_row="\nUNION ALL SELECT NULL, NULL, NULL, true FROM dirty WHERE found",
+)
 
 _NEXT_IN_KEY_SQL = f"""
 WITH heads AS (
@@ -135,20 +155,43 @@ def _status_of(item: Finished) -> tuple[str, float | None]:
     return "dead", None
 
 
+def _record_args(items: Sequence[Finished], owner: str) -> list[object]:
+    """$1..$10 of the record statements, the deliveries in id order (the lock order)."""
+    ordered = sorted(items, key=lambda i: i.claimed.delivery_id)
+    statuses = [_status_of(i) for i in ordered]
+    return [[i.claimed.delivery_id for i in ordered], [s for s, _ in statuses],
+            [d for _, d in statuses], [i.result.status_code for i in ordered],
+            [i.result.error for i in ordered], [i.started_at for i in ordered],
+            [i.result.duration_ms for i in ordered], [i.result.response_excerpt for i in ordered],
+            [new_id("att") for _ in ordered], owner]
+
+
 async def update_deliveries(conn: asyncpg.Connection, items: Sequence[Finished],
                             owner: str) -> tuple[dict[str, int], set[str]]:
     """Write the attempts' effects; returns (attempt number per delivery, ids we owned)."""
-    ordered = sorted(items, key=lambda i: i.claimed.delivery_id)
-    statuses = [_status_of(i) for i in ordered]
-    rows = await conn.fetch(
-        _RECORD_SQL, [i.claimed.delivery_id for i in ordered], [s for s, _ in statuses],
-        [d for _, d in statuses], [i.result.status_code for i in ordered],
-        [i.result.error for i in ordered], [i.started_at for i in ordered],
-        [i.result.duration_ms for i in ordered], [i.result.response_excerpt for i in ordered],
-        [new_id("att") for _ in ordered], owner,
-    )
+    rows = await conn.fetch(_RECORD_SQL, *_record_args(items, owner))
     numbers = {r["id"]: r["attempt_count"] for r in rows}
     return numbers, {r["id"] for r in rows if r["owned"]}
+
+
+async def record_plain_successes(conn: asyncpg.Connection, items: Sequence[Finished],
+                                 owner: str) -> Recorded | None:
+    """Record a batch of plain successes in one statement, outside any transaction block.
+
+    ``items`` must pass :func:`endpoint_health_plan.plain_successes`: such a batch writes
+    nothing but the deliveries and their attempt rows when its endpoints' health is clean (a
+    success changes clean health in nothing), so the statement alone is the whole outcome
+    transaction, one round trip instead of BEGIN, the health read, the record and COMMIT. When
+    an endpoint's health is not clean (it is recovering, or another process just counted a
+    failure), the statement writes nothing and None is returned: the caller records the batch
+    through the full transaction (:func:`record_batch`), which locks and saves that health.
+    Runs on a connection that is not inside a transaction (the statement must commit alone).
+    """
+    endpoint_ids = sorted({i.claimed.endpoint_id for i in items})
+    rows = await conn.fetch(_RECORD_IF_CLEAN_SQL, *_record_args(items, owner), endpoint_ids)
+    if any(r["dirty"] for r in rows):
+        return None
+    return Recorded(attempt_numbers={r["id"]: r["attempt_count"] for r in rows})
 
 
 async def release_next_in_keys(conn: asyncpg.Connection,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 import asyncpg
 
-from services.dispatcher.endpoint_health_plan import HealthChange, plan_health
+from services.dispatcher.endpoint_health_plan import HealthChange, plain_successes, plan_health
 from services.dispatcher.metrics import DispatcherMetrics, status_class
 from services.dispatcher.model import Finished
 from services.dispatcher.outcome_sql import (
@@ -29,6 +29,7 @@ from services.dispatcher.outcome_sql import (
     Recorded,
     health_of,
     record_batch,
+    record_plain_successes,
 )
 from shared.adapters.kafka.publisher import Message
 from shared.adapters.pg.outbox import insert_outbox
@@ -141,10 +142,17 @@ class OutcomeWriter:
         return changes
 
     async def _record(self, batch: list[Finished]) -> tuple[Recorded, list[int]]:
-        async with self._pool.acquire() as conn, conn.transaction():
-            changes = await self._plan(conn, batch)
-            recorded = await record_batch(conn, batch, self._owner, changes)
-            outbox_ids = await insert_outbox(conn, recorded.messages)
+        """One transaction for the batch: a single statement for plain successes on healthy
+        endpoints (the everyday case), the full plan-lock-record transaction otherwise."""
+        async with self._pool.acquire() as conn:
+            if plain_successes(batch):
+                plain = await record_plain_successes(conn, batch, self._owner)
+                if plain is not None:
+                    return plain, []
+            async with conn.transaction():
+                changes = await self._plan(conn, batch)
+                recorded = await record_batch(conn, batch, self._owner, changes)
+                outbox_ids = await insert_outbox(conn, recorded.messages)
         return recorded, outbox_ids
 
     def _observe(self, batch: list[Finished], recorded: Recorded) -> None:

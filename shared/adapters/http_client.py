@@ -1,9 +1,9 @@
 """The outbound webhook HTTP client.
 
 One ``aiohttp.ClientSession`` with keep-alive for the whole process. Every request: a total
-per-attempt timeout, redirects never followed, at most ``max_body_bytes`` of the response read
-(the connection is dropped rather than drained when more is sent), no transparent
-decompression, no proxy from the environment.
+per-attempt timeout, redirects never followed, no cookies (nothing a receiver sets is sent
+back), at most ``max_body_bytes`` of the response read (the connection is dropped rather than
+drained when more is sent), no transparent decompression, no proxy from the environment.
 
 SSRF guard at connect time: unless private targets are allowed, every address a host name
 resolves to is checked with :func:`shared.core.ssrf.is_forbidden_address` inside the
@@ -137,6 +137,10 @@ class WebhookClient:
         self._session = aiohttp.ClientSession(
             # the per-attempt deadline is the asyncio.timeout in post(), one timer per request
             connector=connector, timeout=aiohttp.ClientTimeout(total=None),
+            # no cookies kept: a receiver's Set-Cookie must never ride along on the next
+            # webhook to that host (another endpoint, maybe another merchant's); it also
+            # saves the jar's filtering on every request
+            cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False, trust_env=False, skip_auto_headers=("Accept-Encoding",),
         )
 

@@ -36,6 +36,15 @@ async def test_success_reads_body_and_headers(rx: Receiver, client: WebhookClien
     assert "accept-encoding" not in got.headers
 
 
+async def test_cookies_a_receiver_sets_are_never_sent_back(rx: Receiver,
+                                                          client: WebhookClient) -> None:
+    rx.program("/c", [Reply(200, headers={"Set-Cookie": "session=merchant-a; Path=/"})] * 2)
+    for _ in range(2):  # by name: aiohttp's default jar ignores cookies of IP-literal hosts
+        url = f"http://localhost:{rx.port}/c"
+        assert (await client.post(url, b"{}", {})).status_code == 200
+    assert [r.headers.get("cookie") for r in rx.requests_for("/c")] == [None, None]
+
+
 async def test_redirect_is_returned_not_followed(rx: Receiver, client: WebhookClient) -> None:
     rx.program("/r", [Reply(307, headers={"Location": rx.url("/elsewhere")})])
     out = await client.post(rx.url("/r"), b"{}", {})

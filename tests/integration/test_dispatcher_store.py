@@ -21,6 +21,7 @@ from services.dispatcher.claims import ClaimResult, ClaimStore
 from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.model import Claimed, Finished, Pending
 from services.dispatcher.offsets import Ticket
+from services.dispatcher.outcome_sql import record_plain_successes
 from services.dispatcher.outcomes import OutcomeWriter
 from services.dispatcher.scheduler import Republisher
 from shared.adapters.kafka.publisher import Message
@@ -181,6 +182,54 @@ async def test_one_outcome_batch_mixes_owned_cancelled_and_lost_leases(pool: asy
     assert rows[cancelled.delivery_id]["lease_until"] is None
     for c in (owned, cancelled, lost):
         assert [a["attempt"] for a in await seed.attempts(c.delivery_id)] == [1]
+
+
+async def test_plain_successes_commit_as_one_statement(database_url: str,
+                                                        seed: Seeder) -> None:
+    ep = await seed.endpoint("http://x.test/")
+    events = [await seed.event([ep], publish=False) for _ in range(3)]
+    queries: list[str] = []
+
+    async def log_queries(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda logged: queries.append(logged.query))
+
+    logged_pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1,
+                                            init=log_queries)
+    try:
+        claimed = (await ClaimStore(logged_pool, "me", CFG).claim(requests(events, ep))).claimed
+        queries.clear()
+        await record(logged_pool, "me", [(c, AttemptResult(200), Succeeded()) for c in claimed])
+    finally:
+        await logged_pool.close()
+    statements = [q for q in queries if "deliveries" in q or q.strip().upper()
+                  in ("BEGIN;", "COMMIT;", "BEGIN", "COMMIT")]
+    assert len(statements) == 1 and "INSERT INTO attempts" in statements[0]
+    rows = await seed.pool.fetch("SELECT status, lease_owner, attempt_count FROM deliveries"
+                                 " WHERE id = ANY($1::text[])", [c.delivery_id for c in claimed])
+    assert sorted(tuple(r) for r in rows) == [("succeeded", None, 1)] * 3
+
+
+async def test_plain_successes_of_a_recovering_endpoint_reset_its_health(
+        pool: asyncpg.Pool, seed: Seeder) -> None:
+    ep = await seed.endpoint("http://x.test/")
+    event = await seed.event([ep], publish=False)
+    (claimed,) = (await ClaimStore(pool, "me", CFG).claim(requests([event], ep))).claimed
+    await pool.execute(
+        "UPDATE endpoint_health SET consecutive_failures = 2, failing_since = now(),"
+        " circuit_open_until = now() - interval '1 second' WHERE endpoint_id = $1", ep.id)
+    item = Finished(claimed, AttemptResult(200), Succeeded(), datetime.now(UTC))
+    async with pool.acquire() as conn:  # the one-statement form refuses and writes nothing
+        assert await record_plain_successes(conn, [item], "me") is None
+    assert await seed.attempts(claimed.delivery_id) == []
+    assert await pool.fetchval("SELECT lease_owner FROM deliveries WHERE id = $1",
+                               claimed.delivery_id) == "me"
+    await record(pool, "me", [(claimed, AttemptResult(200), Succeeded())])
+    health = await pool.fetchrow("SELECT * FROM endpoint_health WHERE endpoint_id = $1", ep.id)
+    assert (health["consecutive_failures"], health["failing_since"],
+            health["circuit_open_until"]) == (0, None, None)
+    assert await pool.fetchval("SELECT status FROM deliveries WHERE id = $1",
+                               claimed.delivery_id) == "succeeded"
+    assert [a["attempt"] for a in await seed.attempts(claimed.delivery_id)] == [1]
 
 
 async def test_finishing_a_key_head_announces_the_next(pool: asyncpg.Pool,

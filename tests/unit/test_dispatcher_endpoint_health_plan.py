@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from services.dispatcher.endpoint_health_plan import Effect, effect_of, plan_health
+from services.dispatcher.endpoint_health_plan import (
+    Effect,
+    effect_of,
+    is_clean,
+    plain_successes,
+    plan_health,
+)
 from services.dispatcher.model import Claimed, Finished, Pending
 from services.dispatcher.offsets import Ticket
 from shared.core.backoff import BackoffPolicy, EndpointHealth
@@ -88,3 +97,25 @@ def test_failing_for_the_whole_window_disables_the_endpoint() -> None:
                             failing_since=NOW - timedelta(minutes=30))
     assert plan_health([finished("a", FAIL, RETRY)], {"a": recent}, NOW,
                        POLICY)["a"].disable_reason is None
+
+
+_HEALTH = st.builds(EndpointHealth, st.integers(0, 3),
+                    st.none() | st.just(NOW + timedelta(seconds=5)),
+                    st.none() | st.just(NOW - timedelta(seconds=5)))
+
+
+@given(_HEALTH)
+def test_clean_health_is_exactly_what_a_success_leaves_unchanged(health: EndpointHealth) -> None:
+    change = plan_health([finished("a", OK, Succeeded())], {"a": health}, NOW, POLICY)["a"]
+    assert is_clean(health) is (not change.changed)
+
+
+def test_plain_successes_are_unkeyed_non_probe_2xx_successes_only() -> None:
+    ok = finished("a", OK, Succeeded())
+    assert plain_successes([ok, finished("b", AttemptResult(204), Succeeded())])
+    assert plain_successes([])
+    keyed = replace(ok, claimed=replace(ok.claimed, ordering_key="order-1"))
+    dead = finished("a", AttemptResult(400), Dead("non_retryable_status"))
+    for other in (finished("a", OK, Succeeded(), probe=True), keyed, finished("a", FAIL, RETRY),
+                  dead):
+        assert not plain_successes([ok, other])
