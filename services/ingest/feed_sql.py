@@ -16,6 +16,8 @@ from datetime import datetime
 
 import asyncpg
 
+from shared.adapters.pg.where import Where
+
 _ENDPOINT_SQL = """
 SELECT id, secret, previous_secret, previous_secret_expires_at, deleted_at
   FROM endpoints WHERE id = $1
@@ -26,12 +28,9 @@ SELECT d.feed_txid::text AS txid, d.id AS delivery_id, d.status, d.attempt_count
        d.last_attempt_at, d.next_attempt_at, d.last_status_code,
        e.id AS event_id, e.type, e.created_at, e.body
   FROM deliveries d JOIN events e ON e.id = d.event_id
- WHERE d.endpoint_id = $1
-   AND (d.feed_txid, d.id) > ($2::text::xid8, $3::text)
-   AND d.feed_txid < pg_snapshot_xmin(pg_current_snapshot())
-   AND ($4::timestamptz IS NULL OR d.created_at >= $4)
+ {where}
  ORDER BY d.feed_txid, d.id
- LIMIT $5
+ LIMIT {limit}
 """
 
 
@@ -58,5 +57,11 @@ async def fetch_page(conn: asyncpg.Pool | asyncpg.Connection, endpoint_id: str,
                      limit: int) -> list[asyncpg.Record]:
     """Up to ``limit`` deliveries of the endpoint after ``after`` (created at or after
     ``since`` when given), below the horizon, in feed order."""
-    return list(await conn.fetch(_PAGE_SQL, endpoint_id, str(after.txid), after.delivery_id,
-                                 since, limit))
+    where = Where()
+    where.add("d.endpoint_id = {}", endpoint_id)
+    where.fixed(f"(d.feed_txid, d.id) > ({where.param(str(after.txid))}::text::xid8,"
+                f" {where.param(after.delivery_id)}::text)")
+    where.fixed("d.feed_txid < pg_snapshot_xmin(pg_current_snapshot())")
+    where.when("d.created_at >= {}", since)
+    sql = _PAGE_SQL.format(where=where.sql(), limit=where.param(limit))
+    return list(await conn.fetch(sql, *where.args))

@@ -20,6 +20,7 @@ from datetime import datetime
 
 import asyncpg
 
+from shared.adapters.pg.where import Where
 from shared.core import delivery_status
 from shared.core.reconcile import IdType
 
@@ -34,12 +35,22 @@ CREATE TEMP TABLE reconcile_found (
     dead_at timestamptz);
 """
 
-_WINDOW = ("($2::timestamptz IS NULL OR e.created_at >= $2)"
-           " AND ($3::timestamptz IS NULL OR e.created_at < $3)")
-_EVENT_JOIN: dict[IdType, str] = {
-    "idempotency_key": f"e.account_id = $1 AND e.idempotency_key = u.id AND {_WINDOW}",
-    "event_id": f"e.id = u.id AND e.account_id = $1 AND {_WINDOW}",
+_ID_MATCH: dict[IdType, str] = {
+    "idempotency_key": "e.idempotency_key = u.id",
+    "event_id": "e.id = u.id",
 }
+
+
+def _event_join(id_type: IdType, account_id: str, since: datetime | None,
+                until: datetime | None) -> Where:
+    """The join condition of an uploaded id to its event: the account's, matched on
+    ``id_type``, accepted in ``[since, until)``; an open end adds no condition."""
+    on = Where()
+    on.add("e.account_id = {}", account_id)
+    on.fixed(_ID_MATCH[id_type])
+    on.when("e.created_at >= {}", since)
+    on.when("e.created_at < {}", until)
+    return on
 
 # One pass over the distinct uploaded ids: each joined to its events and to those events'
 # deliveries that have not succeeded (a small set, hashed). What needs answering (ids never
@@ -167,8 +178,8 @@ async def match(conn: asyncpg.Connection, id_type: IdType, account_id: str,
     (either end open when None; on ``events.created_at``) in one statement, filling
     ``reconcile_found``."""
     await conn.execute("ANALYZE reconcile_upload")
-    row = await conn.fetchrow(_MATCH.format(join=_EVENT_JOIN[id_type]), account_id, since,
-                              until)
+    on = _event_join(id_type, account_id, since, until)
+    row = await conn.fetchrow(_MATCH.format(join=on.joined()), *on.args)
     if row is None:  # cannot happen: an aggregate returns one row
         raise RuntimeError("the reconciliation match returned no row")
     return Matched(**{k: int(v) for k, v in row.items()})

@@ -80,6 +80,9 @@ async def test_feed_returns_each_event_exactly_once_while_events_arrive(api: Ing
     assert set(seen) == set(sent)
     status, page = await feed_page(api, endpoint["id"], token, since="2999-01-01T00:00:00Z")
     assert status == 200 and page["data"] == [] and not page["has_more"]
+    status, page = await feed_page(api, endpoint["id"], token, since="2000-01-01T00:00:00Z",
+                                   limit="5")
+    assert status == 200 and [i["webhook_id"] for i in page["data"]] == seen[:5]
     status, page = await feed_page(api, endpoint["id"], token, since="yesterday")
     assert_error(status, page, 400, "invalid_request", "since")
     assert 0 < read_while_sending < len(sent), "the walk must overlap the arrivals"

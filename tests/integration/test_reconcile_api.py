@@ -204,6 +204,14 @@ async def test_window_and_account_scope(api: Ingest, data: DataSet) -> None:
     assert status == 200
     assert {i["id"] for i in lines_of(items, "missing")} == {"order-0000", "order-0001"}
     assert items[-1]["to"] == "2000-01-01T00:00:00.000Z"
+    for window in ({"from": "2000-01-01T00:00:00Z"},
+                   {"from": "2000-01-01T00:00:00Z", "to": "2999-01-01T00:00:00Z"}):
+        status, items = await reconcile(api, body, account_id=data.account, **window)
+        assert status == 200 and lines_of(items, "missing") == [], window  # inside the window
+        assert items[-1]["events_accepted"] == 2
+    status, items = await reconcile(api, body, account_id=data.account,
+                                    **{"from": "2999-01-01T00:00:00Z"})
+    assert {i["id"] for i in lines_of(items, "missing")} == {"order-0000", "order-0001"}
     status, items = await reconcile(api, b'"never-sent-0"\n', account_id=data.account)
     assert {i["id"] for i in lines_of(items, "missing")} == {"never-sent-0"}
 

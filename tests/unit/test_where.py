@@ -36,3 +36,11 @@ def test_builders_sharing_one_args_list_number_placeholders_in_one_sequence() ->
     first.when("c = {}", 3)
     assert (first.sql(), second.sql()) == ("WHERE a = $2 AND c = $4", "WHERE b = $3")
     assert args == ["fixed", 1, 2, 3]
+
+
+def test_joined_is_the_conditions_without_the_keyword() -> None:
+    on = Where()
+    assert on.joined() == "true"
+    on.add("e.account_id = {}", "acct_1")
+    on.fixed("e.id = u.id")
+    assert on.joined() == "e.account_id = $1 AND e.id = u.id"

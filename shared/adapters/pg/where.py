@@ -53,3 +53,7 @@ class Where:
     def sql(self) -> str:
         """``WHERE a AND b`` or an empty string."""
         return "WHERE " + " AND ".join(self.conditions) if self.conditions else ""
+
+    def joined(self) -> str:
+        """``a AND b`` without the keyword (a ``JOIN ... ON`` condition); ``true`` when empty."""
+        return " AND ".join(self.conditions) if self.conditions else "true"
