@@ -21,6 +21,7 @@ from services.dlq_replay.console.guard import safe_next, web_kind
 from services.dlq_replay.console.lag import LagSample
 from services.dlq_replay.console.overview import MINUTES, lag_buckets
 from services.dlq_replay.console.portal_api import parse_portal_session
+from services.dlq_replay.console.queries import cut_page
 from services.dlq_replay.console.signin_throttle import LoginThrottle
 from shared.core.errors import InvalidRequest
 
@@ -145,3 +146,11 @@ def test_safe_next_stays_on_console_pages() -> None:
                 "/console\\evil", "/console/login", "/console/api/replays", "/admin/v1/x",
                 "/console/x\r\nSet-Cookie: a=b", "/console/" + "a" * 3000):
         assert safe_next(bad) == "/console", bad
+
+
+def test_console_pages_continue_below_the_last_row_shown() -> None:
+    rows = [{"id": f"ep_{n}", "n": n} for n in range(4)]
+    assert cut_page(rows, 4) == (rows, None)
+    assert cut_page(rows[:3], 4) == (rows[:3], None)
+    assert cut_page(rows, 3) == (rows[:3], "ep_2")
+    assert cut_page([], 3) == ([], None)

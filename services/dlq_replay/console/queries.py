@@ -18,6 +18,7 @@ from shared.adapters.pg.where import Where
 from shared.core.delivery_status import OPEN_SQL
 from shared.core.errors import NotFound
 from shared.core.ids import lowest_id_at
+from shared.core.paging import page_of
 from shared.core.timefmt import format_ts
 from shared.endpoints.operations import render_endpoint
 
@@ -42,10 +43,9 @@ FROM endpoints e LEFT JOIN endpoint_health h ON h.endpoint_id = e.id
 def cut_page(rows: list[dict[str, Any]], limit: int = PAGE_ROWS) -> tuple[list[dict[str, Any]],
                                                                           str | None]:
     """Rows fetched with ``limit + 1`` cut to ``limit``, and the id to continue below (None on
-    the last page)."""
-    if len(rows) > limit:
-        return rows[:limit], str(rows[limit - 1]["id"])
-    return rows, None
+    the last page): :func:`shared.core.paging.page_of` with the bare id as the cursor."""
+    page = page_of(rows, limit, dict, lambda last: str(last["id"]))
+    return page.data, page.next_cursor
 
 
 def endpoint_health_json(row: Mapping[str, Any]) -> dict[str, Any]:
