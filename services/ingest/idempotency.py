@@ -26,6 +26,7 @@ from services.ingest.event_validation import EventInput
 from shared.core.errors import ApiError, IdempotencyConflict, Unavailable
 from shared.core.event_fingerprint import WINDOW, AccountKey, StoredKey, replay
 from shared.core.timefmt import utcnow
+from shared.tasks import BackgroundLoop
 
 log = logging.getLogger(__name__)
 
@@ -109,25 +110,17 @@ def resolve_outcomes(events: Sequence[EventInput], first: dict[AccountKey, int],
     return outcomes
 
 
-class IdempotencyPurger:
+class IdempotencyPurger(BackgroundLoop):
     """Background loop deleting expired keys, a bounded chunk at a time.
 
     Expired rows are harmless (a new request replaces them), so a failing purge only logs.
     """
 
+    TASK_NAME = "idempotency-purge"
+
     def __init__(self, pool: asyncpg.Pool, interval_s: float = 300.0) -> None:
         self._pool = pool
         self._interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="idempotency-purge")
-
-    async def stop(self) -> None:
-        """Cancel the loop and wait for it."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:

@@ -17,11 +17,12 @@ import pytest
 
 from services.ingest.event_validation import batch_body_limit, parse_event
 from services.ingest.group_commit import EventWriter, GroupCommitter
-from services.ingest.idempotency import Accepted
+from services.ingest.idempotency import Accepted, IdempotencyPurger
 from shared.core.errors import Unavailable
 from shared.core.ids import is_valid_id, new_id
 from shared.core.timefmt import format_ts, parse_ts, utcnow
 from tests.conftest import TEST_ADMIN_TOKEN
+from tests.support.dispatch import poll
 from tests.support.ingest_app import (
     Ingest,
     assert_error,
@@ -231,6 +232,26 @@ async def test_an_expired_key_is_replaced(api: Ingest, db: asyncpg.Connection) -
     assert orjson.loads(second)["id"] != orjson.loads(first)["id"]
     _, headers, third = await post(api, "/v1/events", event(account, data={"v": 2}), key="daily")
     assert third == second and headers["Idempotent-Replayed"] == "true"
+
+
+async def test_the_purger_deletes_expired_keys_in_the_background(
+        api: Ingest, db: asyncpg.Connection) -> None:
+    account = new_account()
+    for key in ("old-1", "old-2", "fresh"):
+        assert (await post(api, "/v1/events", event(account), key=key))[0] == 202
+    await db.execute("UPDATE idempotency_keys SET created_at = $2"
+                     " WHERE account_id = $1 AND key LIKE 'old-%'",
+                     account, utcnow() - timedelta(hours=24, seconds=1))
+    purger = IdempotencyPurger(api.ctx.pool, interval_s=0.01)
+    purger.start()
+    try:
+        await poll(lambda: db.fetchval("SELECT count(*) FROM idempotency_keys WHERE"
+                                       " account_id = $1 AND key LIKE 'old-%'", account),
+                   lambda left: left == 0, timeout_s=10, interval_s=0.02)
+    finally:
+        await purger.stop()
+    assert await db.fetchval("SELECT array_agg(key) FROM idempotency_keys"
+                             " WHERE account_id = $1", account) == ["fresh"]
 
 
 async def test_batch_answers_each_item_in_order(api: Ingest, db: asyncpg.Connection) -> None:
