@@ -4,7 +4,9 @@
   the module's ``INGEST_ENV`` (a dict of ``service_env`` overrides) when it has one.
 - ``admin``: the admin app in-process the same way, changed by the module's ``ADMIN_ENV``.
 - ``db``: one asyncpg connection to the module's database.
-- ``pool``: a small asyncpg pool (1 to 4 connections) to the module's database.
+- ``pool``: a small asyncpg pool (1 to 4 connections) to the module's database; opened the way
+  every service opens its pool (:func:`shared.adapters.pg.pool.create_pool`: jsonb columns as
+  Python values, sessions in UTC) when the module sets ``SERVICE_POOL = True``.
 - ``seed``: a :class:`~tests.support.dispatch.Seeder` writing endpoints, events and deliveries
   straight into the module's database through ``pool``; it has no broker (a closed port), so
   tests seed with ``publish=False`` and find the messages in the outbox.
@@ -21,6 +23,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from shared.adapters.pg.pool import create_pool
 from tests.conftest import ServiceEnvFactory
 from tests.support.admin_app import AdminApp, running_admin
 from tests.support.dispatch import Seeder
@@ -53,8 +56,10 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+async def pool(request: pytest.FixtureRequest, database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    created = (await create_pool(database_url, min_size=1, max_size=4)
+               if getattr(request.module, "SERVICE_POOL", False)
+               else await asyncpg.create_pool(database_url, min_size=1, max_size=4))
     try:
         yield created
     finally:

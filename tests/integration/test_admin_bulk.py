@@ -9,7 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
-import orjson
 import pytest
 
 from services.dlq_replay.jobs import create_bulk_job, run_step
@@ -26,6 +25,7 @@ URL = "http://127.0.0.1:9/hook"
 
 
 ADMIN_ENV = {"ADMIN_JOB_POLL_S": "0.1"}
+SERVICE_POOL = True  # the pool fixture encodes jsonb (a job's filter) like the services'
 
 
 async def _endpoint(pool: asyncpg.Pool, **kwargs: Any) -> SeededEndpoint:
@@ -160,8 +160,6 @@ async def test_a_worker_that_lost_its_lease_cannot_step(pool: asyncpg.Pool) -> N
     made = await insert_dead_deliveries(pool, endpoint, 5)
     request = parse_bulk_replay({"reason": "r", "filter": {"endpoint_id": endpoint.id}})
     async with pool.acquire() as conn, conn.transaction():
-        await conn.set_type_codec("jsonb", encoder=lambda v: orjson.dumps(v).decode(),
-                                  decoder=orjson.loads, schema="pg_catalog")
         job = await create_bulk_job(conn, operator="tester", request=request)
         await conn.execute("UPDATE replay_jobs SET lease_owner = 'worker-b',"
                            " lease_until = now() + interval '1 minute' WHERE id = $1", job["id"])

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
-import orjson
 import pytest
-import pytest_asyncio
 
 from shared.core.delivery_message import delivery_key
 from shared.core.ids import new_id
@@ -24,16 +22,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 URL = "http://127.0.0.1:9/hook"  # never called: no dispatcher runs in these tests
 
 
-async def _jsonb(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=lambda v: orjson.dumps(v).decode(),
-                              decoder=orjson.loads, schema="pg_catalog")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await asyncpg.create_pool(database_url, min_size=1, max_size=4, init=_jsonb)
-    yield created
-    await created.close()
+SERVICE_POOL = True  # the pool fixture decodes jsonb (audit details) like the services' pool
 
 
 async def _endpoint(pool: asyncpg.Pool, **kwargs: Any) -> SeededEndpoint:
