@@ -8,7 +8,12 @@ commit of its own per batch (at 200 events/s it was one fsync per event). Whatev
 picked up by :class:`OutboxRelay`, which every process runs: it locks rows older than a few
 seconds with ``FOR UPDATE SKIP LOCKED``, publishes them and deletes them in one transaction, so
 several relays never publish the same row at once. Kafka may see a message twice (at least
-once); consumers check Postgres before acting, so a duplicate is harmless.
+once); consumers check Postgres before acting, so a duplicate is harmless. The relay is also
+the fallback of the Postgres-only fast path (:mod:`shared.core.wakeup`): a notified message
+whose row no dispatcher's claim deleted is published once it is ``min_age_s`` old.
+
+An idle relay costs one autocommit statement a second per process (the backlog count, which
+also says whether anything is due); the relay transaction runs only when a row is due.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ from shared.adapters.pg.outbox import (
     delete_outbox,
     forget_published,
     lock_due_outbox,
-    outbox_backlog,
+    outbox_state,
 )
+from shared.adapters.pg.pool import acquire_settled
 from shared.tasks import BackgroundLoop, cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -98,7 +104,7 @@ class OutboxFlusher:
         if not ids:
             return
         try:
-            async with self._pool.acquire() as conn:
+            async with acquire_settled(self._pool) as conn:
                 await forget_published(conn, ids)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("outbox cleanup failed, relay will re-publish: %s", exc)
@@ -140,7 +146,7 @@ class OutboxRelay(BackgroundLoop):
 
         Raises PublishFailed when the broker did not take them (rows stay for the next round).
         """
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with acquire_settled(self._pool) as conn, conn.transaction():
             due = await lock_due_outbox(conn, self._min_age_s, self._batch)
             if not due:
                 return 0
@@ -153,10 +159,13 @@ class OutboxRelay(BackgroundLoop):
         delay = self._interval_s
         while True:
             try:
-                while await self.relay_once() == self._batch:
-                    pass
+                async with acquire_settled(self._pool) as conn:
+                    backlog, due = await outbox_state(conn, self._min_age_s)
                 if self._on_backlog is not None:
-                    self._on_backlog(await outbox_backlog(self._pool))
+                    self._on_backlog(backlog)
+                if due:
+                    while await self.relay_once() == self._batch:
+                        pass
                 delay = self._interval_s
             except PublishFailed as exc:
                 delay = min(delay * 2, 10.0)

@@ -35,6 +35,7 @@ import asyncpg
 from services.dispatcher.metrics import DispatcherMetrics
 from shared.adapters.kafka.publisher import Message
 from shared.adapters.pg.announce import announce
+from shared.adapters.pg.pool import acquire_settled
 from shared.core.delivery_status import OPEN_SQL
 from shared.tasks import cancel_and_wait
 
@@ -219,7 +220,7 @@ class Republisher:
             await asyncio.sleep(LAG_INTERVAL_S)
 
     async def _announce(self, sql: str, cause: str, *args: object) -> int:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with acquire_settled(self._pool) as conn, conn.transaction():
             rows = await conn.fetch(sql, self._batch, *args)
             messages, ids = await announce(conn, rows)
         self._publish(ids, messages)

@@ -20,12 +20,21 @@ from services.dispatcher.claims import ClaimStore
 from services.dispatcher.model import Pending
 from services.dispatcher.offsets import WAKEUP_PARTITION, Ticket
 from services.ingest.events_repo import BatchRows, BatchWritten, write_batch
+from shared.adapters.kafka.publisher import KafkaPublisher, Message
+from shared.adapters.kafka.topics import ensure_topics
+from shared.adapters.pg.outbox import insert_outbox
 from shared.adapters.pg.pool import acquire_settled, create_pool
-from shared.core.delivery_message import DeliveryMessage, decode_delivery_message
+from shared.core.delivery_message import (
+    DeliveryMessage,
+    decode_delivery_message,
+    encode_delivery_message,
+)
 from shared.core.event_fingerprint import WINDOW
 from shared.core.ids import new_id
 from shared.core.wakeup import CHANNEL, MAX_PAYLOAD, decode_payload, encode_payload
+from shared.outbox_relay import OutboxRelay
 from tests.support.dispatch import Endpoint, Event, Seeder
+from tests.support.topics import read_deliveries_by_id
 
 CFG = ClaimConfig(first_delay_s=0.0, lease_s=5.0, rate_horizon_s=1.0)
 
@@ -250,3 +259,31 @@ async def test_a_settled_release_skips_the_probe_and_a_failed_one_still_discards
             assert await conn.fetchval("SELECT 41 + 1") == 42
     finally:
         await pool.close()
+
+
+async def test_a_row_nobody_claimed_is_relayed_once_due(
+        pool: asyncpg.Pool, kafka_bootstrap: str, topic_prefix: str) -> None:
+    """The fallback of a lost wake-up: the relay loop reports the backlog every round with
+    one statement and publishes (then deletes) a row once it is ``min_age_s`` old."""
+    message = DeliveryMessage(new_id("dlv"), new_id("evt"), new_id("ep"), "acct", None, None)
+    async with pool.acquire() as conn, conn.transaction():
+        [outbox_id] = await insert_outbox(
+            conn, [Message("deliveries", message.key, encode_delivery_message(message))])
+    backlog: list[int] = []
+    await ensure_topics(kafka_bootstrap, topic_prefix, 4)
+    publisher = KafkaPublisher(kafka_bootstrap, topic_prefix, 4)
+    relay = OutboxRelay(pool, publisher, min_age_s=2.5, interval_s=0.2,
+                        on_backlog=backlog.append)
+    relay.start()
+    try:
+        await _until(lambda: len(backlog) >= 2)
+        assert await _outbox_left(pool, [outbox_id]) == [outbox_id]    # not due yet
+        assert backlog[0] >= 1
+        found = await read_deliveries_by_id(kafka_bootstrap, f"{topic_prefix}deliveries",
+                                            {message.delivery_id}, timeout_s=10)
+        assert found[message.delivery_id][1] == message
+        await _until(lambda: backlog[-1] == 0)
+    finally:
+        await relay.stop()
+        await publisher.stop()
+    assert await _outbox_left(pool, [outbox_id]) == []

@@ -56,7 +56,13 @@ async def lock_due_outbox(conn: asyncpg.Connection, min_age_s: float,
     return [(r["id"], Message(r["topic"], bytes(r["key"]), bytes(r["value"]))) for r in rows]
 
 
-async def outbox_backlog(pool: asyncpg.Pool) -> int:
-    """How many messages wait to be published."""
-    value = await pool.fetchval("SELECT count(*) FROM outbox")
-    return int(value or 0)
+async def outbox_state(conn: asyncpg.Connection, min_age_s: float) -> tuple[int, bool]:
+    """How many messages wait to be published, and whether one of them is older than
+    ``min_age_s`` (due for the relay): one statement, no transaction block."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS waiting,"
+        " coalesce(min(created_at) < now() - make_interval(secs => $1), false) AS due"
+        " FROM outbox", min_age_s)
+    if row is None:  # cannot happen: an aggregate always returns one row
+        raise RuntimeError("the outbox count returned no row")
+    return int(row["waiting"]), bool(row["due"])
