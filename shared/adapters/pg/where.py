@@ -1,4 +1,5 @@
-"""Dynamic WHERE clauses with numbered parameters: the one builder of every list query.
+"""Dynamic WHERE clauses with numbered parameters: the one builder of every query whose filters are
+optional (the API lists, the ledger window, the merchant feed, the reconciliation window).
 
 Only the filters actually given become SQL conditions, so Postgres plans each shape of query
 with the right index (and prunes partitions by id bounds) instead of one generic plan full of
