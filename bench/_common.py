@@ -284,6 +284,22 @@ class LoadProcess:
             self._proc.join(5)
 
 
+def merge_results(results: list[LoadResult]) -> LoadResult:
+    """One result for load processes that ran side by side: from the first start to the last
+    end, counts and CPU summed, accepted events and request latencies pooled."""
+    out = LoadResult(started=min((r.started for r in results), default=0.0),
+                     ended=max((r.ended for r in results), default=0.0))
+    for r in results:
+        out.offered += r.offered
+        out.skipped += r.skipped
+        out.errors += r.errors
+        out.requests += r.requests
+        out.cpu_s += r.cpu_s
+        out.accepted.extend(r.accepted)
+        out.request_s.extend(r.request_s)
+    return out
+
+
 def run_load(kind: str, timeout_s: float, **kwargs: Any) -> LoadResult:
     """Run one load shape in a fresh process and wait for its result (see LoadProcess)."""
     return LoadProcess(kind, **kwargs).result(timeout_s)

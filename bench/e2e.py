@@ -84,6 +84,7 @@ from bench._common import (
     machine_busy_seconds,
     make_event,
     memory_kib,
+    merge_results,
     parse_pg_trace,
     percentile,
     pg_counters,
@@ -109,13 +110,22 @@ _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 @dataclass
 class Cluster:
-    """Everything this run started; :meth:`stop` ends all of it by PID."""
+    """Everything this run started; :meth:`stop` ends all of it by PID.
 
-    stack: EmbeddedStack
+    ``stack`` is None when Postgres and Kafka are given (nothing embedded runs). The CPU of
+    the ``postgres`` and ``broker`` columns is that of ``postgres_pid`` / ``opts.kafka_pid``
+    and their children when set, else of the embedded ones (0: not measured); ``broker_pid``,
+    when not None, overrides both for the broker. Endpoints and events belong to ``account``.
+    """
+
+    stack: EmbeddedStack | None
     dsn: str
     env: dict[str, str]
     logs: Path
     opts: argparse.Namespace
+    account: str = ACCOUNT
+    postgres_pid: int | None = None
+    broker_pid: int | None = None
     receiver: ReceiverProcess = field(default_factory=ReceiverProcess)
     ingest: list[ServiceProcess] = field(default_factory=list)
     dispatchers: list[ServiceProcess] = field(default_factory=list)
@@ -160,13 +170,17 @@ class Cluster:
 
     def groups(self) -> dict[str, Callable[[], list[int]]]:
         """The PIDs of each component, looked up when called (processes come and go)."""
-        pg = self.stack.postgres.pid or 0
-        broker = self.opts.kafka_pid or self.stack.broker.pid or 0
+        pg = self.postgres_pid
+        if pg is None:
+            pg = (self.stack.postgres.pid if self.stack else 0) or 0
+        broker = self.broker_pid
+        if broker is None:
+            broker = self.opts.kafka_pid or (self.stack.broker.pid if self.stack else 0) or 0
         return {
             "ingest": lambda: [s.pid for s in self.ingest],
             "dispatcher": lambda: [s.pid for s in self.dispatchers],
-            "postgres": lambda: process_tree(pg),
-            "broker": lambda: process_tree(broker),
+            "postgres": lambda: process_tree(pg) if pg else [],
+            "broker": lambda: process_tree(broker) if broker else [],
             "receiver": lambda: [self.receiver.pid],
             "admin": lambda: [self.admin.pid] if self.admin else [],
         }
@@ -216,8 +230,8 @@ class PgTrace:
 
     def __init__(self, cluster: Cluster) -> None:
         self._dsn = cluster.dsn
-        self._log = cluster.stack.postgres.log_path
-        self._enabled = bool(cluster.opts.pg_trace)
+        self._log = cluster.stack.postgres.log_path if cluster.stack else Path()
+        self._enabled = bool(cluster.opts.pg_trace) and cluster.stack is not None
         self._offset = 0
 
     async def _set(self, on: bool) -> None:
@@ -290,7 +304,7 @@ def _http_json(method: str, url: str, body: Any = None) -> tuple[int, Any]:
 def create_endpoints(cluster: Cluster) -> None:
     """Endpoint ``i`` receives event type ``bench.t<i>`` at ``/hook/<i>`` of the receiver."""
     for i in range(cluster.opts.endpoints):
-        body = {"account_id": ACCOUNT, "url": cluster.receiver.url(str(i)),
+        body = {"account_id": cluster.account, "url": cluster.receiver.url(str(i)),
                 "event_types": [f"{TYPE_PREFIX}{i}"], "max_in_flight": cluster.opts.max_in_flight}
         status, answer = _http_json("POST", f"{cluster.ingest[0].base_url}/v1/endpoints", body)
         if status != 201:
@@ -314,6 +328,7 @@ class Phase:
     pg: PgView = field(default_factory=PgView)
     trace: dict[str, TxnStats] = field(default_factory=dict)
     legs: list[tuple[str, list[float]]] = field(default_factory=list)
+    generators: list[LoadResult] = field(default_factory=list)  # each load process's own
 
     @property
     def seconds(self) -> float:
@@ -364,25 +379,37 @@ def wait_delivered(rx: ReceiverProcess, expected: int, timeout_s: float, stall_s
 
 
 def run_offer(cluster: Cluster, name: str, rate: float, per_request: int, duration_s: float,
-              warm_s: float, seq: int, probe: bool = False) -> Phase:
+              warm_s: float, seq: int, probe: bool = False, generators: int = 1) -> Phase:
     """Offer load, wait for the deliveries to arrive (bounded), collect the receipts.
 
-    With ``probe``, a side consumer notes when each delivery message became readable in Kafka.
+    ``generators`` load processes share ``rate`` equally, generator *k* posting to ingest
+    process *k mod n* (sequence numbers 100,000,000 apart, so events never repeat). With
+    ``probe``, a side consumer notes when each delivery message became readable in Kafka.
     """
     rx = cluster.receiver
     rx.take()
-    shape = EventShape(ACCOUNT, TYPE_PREFIX, cluster.opts.endpoints, cluster.opts.payload_bytes)
+    shape = EventShape(cluster.account, TYPE_PREFIX, cluster.opts.endpoints,
+                       cluster.opts.payload_bytes)
     spy: LoadProcess | None = None
     if probe:
         spy = LoadProcess("probe", bootstrap=cluster.env["POSTWIRE_KAFKA_BOOTSTRAP"],
-                          topic="bench.deliveries", duration_s=duration_s + 8)
+                          topic=cluster.env["POSTWIRE_TOPIC_PREFIX"] + "deliveries",
+                          duration_s=duration_s + 8)
         time.sleep(4)  # let it start and seek to the end before events flow
     before = cluster.dispatcher_metrics()
     observer, trace, meter = _watch(cluster)
     try:
-        load = run_load("offer", duration_s + 120, url=cluster.ingest[0].base_url, shape=shape,
-                        rate=rate, per_request=per_request, duration_s=duration_s,
-                        max_outstanding=cluster.opts.max_outstanding, first_seq=seq)
+        loads = [LoadProcess("offer", url=cluster.ingest[k % len(cluster.ingest)].base_url,
+                             shape=shape, rate=rate / generators, per_request=per_request,
+                             duration_s=duration_s, max_outstanding=cluster.opts.max_outstanding,
+                             first_seq=seq + k * 100_000_000)
+                 for k in range(generators)]
+        try:
+            each = [gen.result(duration_s + 120) for gen in loads]
+        finally:
+            for gen in loads:
+                gen.stop()
+        load = merge_results(each)
         cores = meter.stop({"loadgen": load.cpu_s})
         seen = spy.result(30) if spy is not None else None
     finally:
@@ -395,7 +422,7 @@ def run_offer(cluster: Cluster, name: str, rate: float, per_request: int, durati
     metrics = delta(cluster.dispatcher_metrics(), before, "postwire_")
     window = (load.started + warm_s, load.ended)
     phase = Phase(name, load, _by_event(rx.take()), window, cores, metrics, stats["duplicates"],
-                  pg=pg, trace=traced)
+                  pg=pg, trace=traced, generators=each)
     if seen is not None:
         phase.kafka = {event_id: (ts, at) for (event_id, ts), at in
                        zip(seen.accepted, seen.request_s, strict=True)}
@@ -454,8 +481,8 @@ def print_legs(title: str, legs: list[tuple[str, list[float]]]) -> None:
     print(f"\nWhere the time goes: {title} (ms, per event; one clock)")
     print(f"{'leg':<46}{'n':>7}{'p50':>9}{'p90':>9}{'p99':>9}")
     for name, values in legs:
-        print(f"{name:<46}{len(values):>7}{_f(percentile(values, 0.5), 1):>9}"
-              f"{_f(percentile(values, 0.9), 1):>9}{_f(percentile(values, 0.99), 1):>9}")
+        print(f"{name:<46}{len(values):>7}{fmt(percentile(values, 0.5), 1):>9}"
+              f"{fmt(percentile(values, 0.9), 1):>9}{fmt(percentile(values, 0.99), 1):>9}")
 
 
 async def _open_deliveries(dsn: str) -> int:
@@ -553,7 +580,7 @@ def run_backlog(cluster: Cluster, seq: int, leftover: int) -> Backlog:
     opts, rx = cluster.opts, cluster.receiver
     cluster.stop_dispatchers()
     rx.take()
-    shape = EventShape(ACCOUNT, TYPE_PREFIX, opts.endpoints, opts.payload_bytes)
+    shape = EventShape(cluster.account, TYPE_PREFIX, opts.endpoints, opts.payload_bytes)
     load = run_load("bulk", 600, url=cluster.ingest[0].base_url, shape=shape,
                     total=opts.backlog, per_request=500, concurrency=4, first_seq=seq)
     outbox_wait = asyncio.run(_outbox_empty(cluster.dsn, 120))
@@ -641,11 +668,11 @@ def print_idle(idle: Idle) -> None:
     print(f"\nIdle: {idle.seconds:.0f} s without traffic (cores; wake-ups = context switches "
           "per second of every thread)")
     print(f"{'':<12}" + "".join(f"{n:>11}" for n in names) + f"{'stack':>9}{'other':>7}")
-    print(f"{'cores':<12}" + "".join(f"{_f(idle.cores.get(n, 0.0), 3):>11}" for n in names)
-          + f"{_f(_stack(idle.cores), 3):>9}{_f(idle.cores.get('other', 0.0), 2):>7}")
-    print(f"{'wake-ups/s':<12}" + "".join(f"{_f(idle.wakeups.get(n, 0.0), 0):>11}"
+    print(f"{'cores':<12}" + "".join(f"{fmt(idle.cores.get(n, 0.0), 3):>11}" for n in names)
+          + f"{fmt(stack_cores(idle.cores), 3):>9}{fmt(idle.cores.get('other', 0.0), 2):>7}")
+    print(f"{'wake-ups/s':<12}" + "".join(f"{fmt(idle.wakeups.get(n, 0.0), 0):>11}"
                                           for n in names)
-          + f"{_f(sum(idle.wakeups.get(n, 0.0) for n in STACK), 0):>9}")
+          + f"{fmt(sum(idle.wakeups.get(n, 0.0) for n in STACK), 0):>9}")
     print(f"  Postgres: {idle.commits_per_s:.2f} commits/s (includes the 3 of each counter "
           f"reading), {idle.wal_syncs_per_s:.2f} WAL fsyncs/s, {idle.wal_bytes_per_s:,.0f} B of "
           "WAL/s")
@@ -653,7 +680,8 @@ def print_idle(idle: Idle) -> None:
 
 # ----------------------------------------------------------------- printing
 
-def _f(value: float, digits: int = 0) -> str:
+def fmt(value: float, digits: int = 0) -> str:
+    """``value`` with thousands separators and ``digits`` decimals; ``-`` for NaN."""
     return "-" if value != value else f"{value:,.{digits}f}"  # NaN -> "-"
 
 
@@ -664,18 +692,19 @@ def print_offer_table(title: str, phases: list[Phase], ceiling: float | None) ->
     for p in phases:
         lat = p.latencies_ms()
         delivered = p.delivered_per_s()
-        ratio = _f(delivered / ceiling, 2) if ceiling else "-"
-        print(f"{p.name:<34}{_f(p.load.offered / p.seconds):>10}"
-              f"{_f(len(p.load.accepted) / p.seconds):>11}{_f(delivered):>12}"
-              f"{_f(percentile(lat, 0.5), 1):>9}{_f(percentile(lat, 0.99), 1):>9}"
-              f"{p.missing():>8}{p.duplicates:>6}{ratio:>8}{_f(p.tail_s(), 1):>8}")
-        extra = (f"  ingest requests: p50 {_f(percentile(p.load.request_s, 0.5) * 1000, 1)} ms,"
-                 f" p99 {_f(percentile(p.load.request_s, 0.99) * 1000, 1)} ms;"
+        ratio = fmt(delivered / ceiling, 2) if ceiling else "-"
+        print(f"{p.name:<34}{fmt(p.load.offered / p.seconds):>10}"
+              f"{fmt(len(p.load.accepted) / p.seconds):>11}{fmt(delivered):>12}"
+              f"{fmt(percentile(lat, 0.5), 1):>9}{fmt(percentile(lat, 0.99), 1):>9}"
+              f"{p.missing():>8}{p.duplicates:>6}{ratio:>8}{fmt(p.tail_s(), 1):>8}")
+        extra = (f"  ingest requests: p50 {fmt(percentile(p.load.request_s, 0.5) * 1000, 1)} ms,"
+                 f" p99 {fmt(percentile(p.load.request_s, 0.99) * 1000, 1)} ms;"
                  f" skipped ticks: {p.load.skipped} events; errors: {p.load.errors}")
         print(extra)
 
 
-def _stack(cores: dict[str, float]) -> float:
+def stack_cores(cores: dict[str, float]) -> float:
+    """Cores of what an installation runs (:data:`STACK`), from cores per component."""
     return sum(cores.get(n, 0.0) for n in STACK)
 
 
@@ -689,11 +718,11 @@ def print_cpu(rows: list[tuple[str, dict[str, float], float]]) -> None:
           + f"{'ours':>7}{'other':>7}{'stack':>7}{'ms/deliv':>9}")
     for label, cores, per_s in rows:
         ours = sum(v for k, v in cores.items() if k != "other")
-        stack = _stack(cores)
-        print(f"{label:<34}" + "".join(f"{_f(cores.get(n, float('nan')), 2):>11}"
+        stack = stack_cores(cores)
+        print(f"{label:<34}" + "".join(f"{fmt(cores.get(n, float('nan')), 2):>11}"
                                        for n in names)
-              + f"{_f(ours, 2):>7}{_f(cores.get('other', float('nan')), 2):>7}"
-              + f"{_f(stack, 2):>7}{_f(stack * 1000 / per_s if per_s else float('nan'), 2):>9}")
+              + f"{fmt(ours, 2):>7}{fmt(cores.get('other', float('nan')), 2):>7}"
+              + f"{fmt(stack, 2):>7}{fmt(stack * 1000 / per_s if per_s else float('nan'), 2):>9}")
 
 
 def _sum(metrics: dict[str, float], prefix: str) -> float:
@@ -712,18 +741,18 @@ def describe_internals(metrics: dict[str, float]) -> str:
     attempts = _sum(metrics, "postwire_attempt_duration_seconds_count")
     attempt_s = _sum(metrics, "postwire_attempt_duration_seconds_sum")
     return (f"claims {claims}; re-published {republished}; attempts {int(attempts)} "
-            f"(mean {_f(attempt_s / attempts * 1000 if attempts else float('nan'), 1)} ms); "
-            f"outcome commits {int(commits)} (mean {_f(outcomes / commits if commits else 0, 1)}"
-            f" outcomes, {_f(commit_s / commits * 1000 if commits else float('nan'), 1)} ms)")
+            f"(mean {fmt(attempt_s / attempts * 1000 if attempts else float('nan'), 1)} ms); "
+            f"outcome commits {int(commits)} (mean {fmt(outcomes / commits if commits else 0, 1)}"
+            f" outcomes, {fmt(commit_s / commits * 1000 if commits else float('nan'), 1)} ms)")
 
 
 def print_backlog(b: Backlog) -> None:
     print("\nBacklog drain (dispatchers stopped while the backlog was ingested)")
     print(f"{'deliveries':>11}{'ingest s':>10}{'delivered':>11}{'first s':>9}{'drain s':>9}"
           f"{'deliv/s':>9}{'peak RSS MiB (VmHWM)':>22}{'max VmRSS':>11}")
-    print(f"{b.total:>11,}{_f(b.ingest_s, 1):>10}{b.delivered:>11,}{_f(b.first_s, 1):>9}"
-          f"{_f(b.drain_s, 1):>9}{_f(b.rate):>9}{', '.join(_f(h, 0) for h in b.hwm_mib):>22}"
-          f"{_f(b.rss_max_mib, 0):>11}")
+    print(f"{b.total:>11,}{fmt(b.ingest_s, 1):>10}{b.delivered:>11,}{fmt(b.first_s, 1):>9}"
+          f"{fmt(b.drain_s, 1):>9}{fmt(b.rate):>9}{', '.join(fmt(h, 0) for h in b.hwm_mib):>22}"
+          f"{fmt(b.rss_max_mib, 0):>11}")
     print("  first s / drain s: from the dispatchers' start to the first / last delivery; "
           "deliv/s: first to last delivery")
     print(f"  outbox emptied {b.outbox_wait_s:.1f} s after the ingest finished; delivery statuses "
@@ -796,13 +825,14 @@ def print_targets(results: dict[str, float]) -> None:
             print(f"{label:<40}{wanted:>12}{'not run':>12}{'-':>8}")
         else:
             verdict = "PASS" if ok(value) else "FAIL"
-            print(f"{label:<40}{wanted:>12}{_f(value, digits):>12}{verdict:>8}")
+            print(f"{label:<40}{wanted:>12}{fmt(value, digits):>12}{verdict:>8}")
 
 
 # ----------------------------------------------------------------- main
 
 @contextlib.contextmanager
-def _workdir(path: str | None) -> Iterator[Path]:
+def workdir(path: str | None) -> Iterator[Path]:
+    """``path`` wiped and created (kept afterwards), or a temporary directory deleted at exit."""
     if path:
         base = Path(path).resolve()
         if base.exists():
@@ -839,7 +869,7 @@ def measure(cluster: Cluster) -> None:
     idle: Idle | None = None
     if "idle" in opts.phases:
         idle = run_idle(cluster)
-        results["idle_stack"] = _stack(idle.cores)
+        results["idle_stack"] = stack_cores(idle.cores)
         print_idle(idle)
     if "latency" in opts.phases:
         name = f"single POST @{opts.latency_rate:g}/s"
@@ -847,7 +877,7 @@ def measure(cluster: Cluster) -> None:
                             min(opts.warm, 2.0), 5_000_000, probe=True)
         results["latency_p50"] = percentile(latency.latencies_ms(), 0.5)
         results["latency_p99"] = percentile(latency.latencies_ms(), 0.99)
-        results["latency_stack"] = _stack(latency.cores)
+        results["latency_stack"] = stack_cores(latency.cores)
         cpu_rows.append((name, latency.cores, len(latency.load.accepted) / latency.seconds))
         phases.append(latency)
         latency.legs = latency_legs(cluster.dsn, dict(latency.in_window()), latency.receipts,
@@ -934,7 +964,8 @@ def report(cluster: Cluster, results: dict[str, float],
                                          "keep them with --workdir DIR)"))
 
 
-def _env_pair(raw: str) -> tuple[str, str]:
+def env_pair(raw: str) -> tuple[str, str]:
+    """``POSTWIRE_NAME=value`` -> ``(name, value)`` (an argparse type)."""
     name, sep, value = raw.partition("=")
     if not sep or not name.startswith("POSTWIRE_"):
         raise argparse.ArgumentTypeError("expected POSTWIRE_NAME=value")
@@ -970,7 +1001,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ingest-procs", type=int, default=1)
     p.add_argument("--partitions", type=int, default=16)
     p.add_argument("--pool-size", type=int, default=10, help="POSTWIRE_DB_POOL_SIZE")
-    p.add_argument("--dispatcher-env", type=_env_pair, action="append", default=[],
+    p.add_argument("--dispatcher-env", type=env_pair, action="append", default=[],
                    metavar="POSTWIRE_X=V", help="extra dispatcher setting (repeatable)")
     p.add_argument("--py-spy", action="store_true",
                    help="py-spy record each dispatcher during the sustained phase and the first "
@@ -992,7 +1023,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return opts
 
 
-def _git_state() -> str:
+def git_state() -> str:
     """Commit and whether services/ or shared/ have uncommitted changes (they move fast)."""
     def git(*args: str) -> str:
         try:
@@ -1014,27 +1045,39 @@ def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    # Ctrl-C, SIGTERM and SIGHUP all unwind through the finally blocks that stop every process
-    # this run started (SIGINT is re-armed: a shell may start background jobs with it ignored).
+def start_run(module: str) -> str:
+    """What every benchmark run does first: Ctrl-C, SIGTERM and SIGHUP made to unwind through
+    the finally blocks that stop every process the run starts (SIGINT is re-armed: a shell may
+    start background jobs with it ignored); the command, the code (:func:`git_state`, returned
+    so the end can compare) and how busy the machine already is, printed."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
-    opts = parse_args(argv)
-    print(f"command: {' '.join([Path(sys.executable).name, '-m', 'bench.e2e', *sys.argv[1:]])}")
-    code = _git_state()
+    print(f"command: {' '.join([Path(sys.executable).name, '-m', module, *sys.argv[1:]])}")
+    code = git_state()
     print(f"code: {code}")
     busy = machine_busy_seconds()
     time.sleep(2.0)
     print(f"machine busy before start: {(machine_busy_seconds() - busy) / 2.0:.2f} cores "
           f"(other people's work on this machine skews every number below)")
-    with _workdir(opts.workdir) as base, EmbeddedStack(base_dir=base) as stack:
+    return code
+
+
+def stack_env(dsn: str, bootstrap: str, topic_prefix: str, opts: argparse.Namespace
+              ) -> dict[str, str]:
+    """The services' environment: ``opts.partitions`` and ``opts.pool_size`` apply."""
+    return {"POSTWIRE_DATABASE_URL": dsn, "POSTWIRE_KAFKA_BOOTSTRAP": bootstrap,
+            "POSTWIRE_TOPIC_PREFIX": topic_prefix, "POSTWIRE_API_KEYS": API_KEY,
+            "POSTWIRE_ALLOW_PRIVATE_TARGETS": "true",
+            "POSTWIRE_KAFKA_PARTITIONS": str(opts.partitions),
+            "POSTWIRE_DB_POOL_SIZE": str(opts.pool_size), "POSTWIRE_LOG_LEVEL": "WARNING"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    opts = parse_args(argv)
+    code = start_run("bench.e2e")
+    with workdir(opts.workdir) as base, EmbeddedStack(base_dir=base) as stack:
         dsn = asyncio.run(_prepare_db(stack))
-        bootstrap = opts.kafka_bootstrap or stack.kafka_bootstrap
-        env = {"POSTWIRE_DATABASE_URL": dsn, "POSTWIRE_KAFKA_BOOTSTRAP": bootstrap,
-               "POSTWIRE_TOPIC_PREFIX": "bench.", "POSTWIRE_API_KEYS": API_KEY,
-               "POSTWIRE_ALLOW_PRIVATE_TARGETS": "true",
-               "POSTWIRE_KAFKA_PARTITIONS": str(opts.partitions),
-               "POSTWIRE_DB_POOL_SIZE": str(opts.pool_size), "POSTWIRE_LOG_LEVEL": "WARNING"}
+        env = stack_env(dsn, opts.kafka_bootstrap or stack.kafka_bootstrap, "bench.", opts)
         cluster = Cluster(stack, dsn, env, base / "logs", opts)
         try:
             cluster.receiver.start()
@@ -1043,7 +1086,7 @@ def main(argv: list[str] | None = None) -> None:
             measure(cluster)
         finally:
             cluster.stop()
-        if _git_state() != code:
+        if git_state() != code:
             print("WARNING: services/ or shared/ changed during the run; later phases (the "
                   "backlog restarts the dispatchers) may have run newer code")
 
