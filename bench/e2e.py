@@ -14,9 +14,11 @@ Phases (``--phases`` picks a subset; they run in this order, the quiet ones firs
 short warm-up, each after the previous one's deliveries are done or ``--drain-timeout``):
 
 1. ``latency``: ``--latency-rate`` single-event POSTs per second for ``--latency-duration`` s
-   (each event has its own 202 time, so the latency is per event, not per batch). A side
-   Kafka consumer and the ``attempts`` rows split the latency into legs (ingest, Kafka,
-   dispatcher, HTTP).
+   (each event has its own 202 time, so the latency is per event, not per batch). The
+   ``attempts`` rows split the latency into legs (ingest, dispatcher, HTTP); a side Kafka
+   consumer, long-polling so that it does not load the broker it measures, tells which
+   delivery messages went through Kafka at all (at low rates Postgres is the only transport:
+   the wake-up path) and times the Kafka leg of those that did.
 2. ``ceiling``: a bare aiohttp client posting a webhook-shaped body to the same receiver at
    ``--ceiling-concurrency`` for ``--ceiling-duration`` s; delivered/s is shown against it.
 3. ``sustained``: events offered open-loop at ``--rate`` for ``--duration`` s as batches of
@@ -325,6 +327,7 @@ class Phase:
     metrics: dict[str, float]
     duplicates: int = 0
     kafka: dict[str, tuple[float, float]] = field(default_factory=dict)  # id -> (record ts, read)
+    probed: bool = False                # a Kafka probe ran (``kafka`` is then meaningful)
     pg: PgView = field(default_factory=PgView)
     trace: dict[str, TxnStats] = field(default_factory=dict)
     legs: list[tuple[str, list[float]]] = field(default_factory=list)
@@ -384,7 +387,8 @@ def run_offer(cluster: Cluster, name: str, rate: float, per_request: int, durati
 
     ``generators`` load processes share ``rate`` equally, generator *k* posting to ingest
     process *k mod n* (sequence numbers 100,000,000 apart, so events never repeat). With
-    ``probe``, a side consumer notes when each delivery message became readable in Kafka.
+    ``probe``, a side consumer notes which delivery messages went through Kafka and their
+    record timestamps (``Phase.kafka``; ``Phase.probed``).
     """
     rx = cluster.receiver
     rx.take()
@@ -424,6 +428,7 @@ def run_offer(cluster: Cluster, name: str, rate: float, per_request: int, durati
     phase = Phase(name, load, _by_event(rx.take()), window, cores, metrics, stats["duplicates"],
                   pg=pg, trace=traced, generators=each)
     if seen is not None:
+        phase.probed = True
         phase.kafka = {event_id: (ts, at) for (event_id, ts), at in
                        zip(seen.accepted, seen.request_s, strict=True)}
     return phase
@@ -449,9 +454,10 @@ async def _legs_rows(dsn: str, ids: list[str]) -> list[asyncpg.Record]:
 def latency_legs(dsn: str, accepted: dict[str, float], receipts: dict[str, float],
                  kafka: dict[str, tuple[float, float]]) -> list[tuple[str, list[float]]]:
     """Accept-to-receive split into legs (ms), per event, all on this machine's clock: ingest's
-    ``created_at``, the 202 (``accepted``), the Kafka record timestamp (the producer's send) and
-    the probe's read (``kafka``, when probed), the dispatcher's attempt start and duration
-    (``attempts``), the receiver's arrival (``receipts``)."""
+    ``created_at``, the 202 (``accepted``), the Kafka record timestamp (the producer's send,
+    for the events whose message went through Kafka: ``kafka``), the dispatcher's attempt
+    start and duration (``attempts``), the receiver's arrival (``receipts``). The probe's
+    read time is not a leg: it long-polls (see ``bench._common._probe``)."""
     rows = asyncio.run(_legs_rows(dsn, list(accepted)))
     legs: dict[str, list[float]] = {}
 
@@ -463,10 +469,9 @@ def latency_legs(dsn: str, accepted: dict[str, float], receipts: dict[str, float
         started, arrived = r["started_at"].timestamp(), receipts.get(event_id)
         add("created -> 202 read by generator", accepted[event_id] - created)
         if event_id in kafka:
-            record_ts, read = kafka[event_id]
+            record_ts, _read = kafka[event_id]
             add("created -> Kafka record (producer send)", record_ts - created)
-            add("Kafka record -> readable (probe read)", read - record_ts)
-            add("probe read -> attempt start (dispatcher)", started - read)
+            add("Kafka record -> attempt start (fetch, claim)", started - record_ts)
         add("created -> attempt start", started - created)
         add("attempt duration (dispatcher's own measure)", r["duration_ms"] / 1000)
         if arrived is not None:
@@ -477,12 +482,30 @@ def latency_legs(dsn: str, accepted: dict[str, float], receipts: dict[str, float
     return list(legs.items())
 
 
-def print_legs(title: str, legs: list[tuple[str, list[float]]]) -> None:
+def print_legs(title: str, legs: list[tuple[str, list[float]]],
+               transport: str | None = None) -> None:
     print(f"\nWhere the time goes: {title} (ms, per event; one clock)")
+    if transport is not None:
+        print(transport)
     print(f"{'leg':<46}{'n':>7}{'p50':>9}{'p90':>9}{'p99':>9}")
     for name, values in legs:
         print(f"{name:<46}{len(values):>7}{fmt(percentile(values, 0.5), 1):>9}"
               f"{fmt(percentile(values, 0.9), 1):>9}{fmt(percentile(values, 0.99), 1):>9}")
+
+
+def transport_line(phase: Phase) -> str | None:
+    """Which transport carried the phase's delivery messages, when a Kafka probe watched it:
+    at low rates Postgres is the only one (wake-ups) and there is no Kafka leg to show."""
+    if not phase.probed:
+        return None
+    events = [event_id for event_id, _ in phase.in_window()]
+    by_kafka = sum(1 for event_id in events if event_id in phase.kafka)
+    if by_kafka == 0:
+        return (f"transport: Postgres only - none of the {len(events):,} delivery messages went"
+                " through Kafka (each was taken from its wake-up and its outbox row deleted by"
+                " the claim), so there is no Kafka leg")
+    return (f"transport: {by_kafka:,} of {len(events):,} delivery messages went through Kafka"
+            " (the Kafka legs are over those); the rest only through Postgres")
 
 
 async def _open_deliveries(dsn: str) -> int:
@@ -940,7 +963,7 @@ def report(cluster: Cluster, results: dict[str, float],
             print(f"delivered/s / ceiling: {results['sustained'] / ceiling:.2f}")
     for p in phases:
         if p.legs:
-            print_legs(p.name, p.legs)
+            print_legs(p.name, p.legs, transport_line(p))
     if backlog is not None:
         print_backlog(backlog)
         print_legs(f"backlog drain ({backlog.total:,}; 'created' is before the dispatcher "
