@@ -116,8 +116,9 @@ class Cluster:
 
     ``stack`` is None when Postgres and Kafka are given (nothing embedded runs). The CPU of
     the ``postgres`` and ``broker`` columns is that of ``postgres_pid`` / ``opts.kafka_pid``
-    and their children when set, else of the embedded ones (0: not measured); ``broker_pid``,
-    when not None, overrides both for the broker. Endpoints and events belong to ``account``.
+    and their children when set, else of the embedded ones (0: not measured); ``broker_pids``,
+    when not None, overrides both for the broker (a cluster has one process per node).
+    Endpoints and events belong to ``account``.
     """
 
     stack: EmbeddedStack | None
@@ -127,7 +128,7 @@ class Cluster:
     opts: argparse.Namespace
     account: str = ACCOUNT
     postgres_pid: int | None = None
-    broker_pid: int | None = None
+    broker_pids: tuple[int, ...] | None = None
     receiver: ReceiverProcess = field(default_factory=ReceiverProcess)
     ingest: list[ServiceProcess] = field(default_factory=list)
     dispatchers: list[ServiceProcess] = field(default_factory=list)
@@ -175,14 +176,14 @@ class Cluster:
         pg = self.postgres_pid
         if pg is None:
             pg = (self.stack.postgres.pid if self.stack else 0) or 0
-        broker = self.broker_pid
-        if broker is None:
-            broker = self.opts.kafka_pid or (self.stack.broker.pid if self.stack else 0) or 0
+        embedded = (self.stack.broker.pid if self.stack else 0) or 0
+        brokers: tuple[int, ...] = (self.broker_pids if self.broker_pids is not None
+                                    else (int(self.opts.kafka_pid or embedded),))
         return {
             "ingest": lambda: [s.pid for s in self.ingest],
             "dispatcher": lambda: [s.pid for s in self.dispatchers],
             "postgres": lambda: process_tree(pg) if pg else [],
-            "broker": lambda: process_tree(broker) if broker else [],
+            "broker": lambda: [p for pid in brokers if pid for p in process_tree(pid)],
             "receiver": lambda: [self.receiver.pid],
             "admin": lambda: [self.admin.pid] if self.admin else [],
         }

@@ -33,7 +33,8 @@ Where it runs: by default on an embedded Postgres (fsync on) and Tansu broker of
 it uses those instead and does not start them (an embedded stack still starts for the part
 not given, and then only idles); the database is migrated, each run uses a fresh account per
 configuration and a fresh topic prefix. The CPU of an external Postgres or broker is reported
-only with ``--postgres-pid`` / ``--kafka-pid`` (that process and its children). Services,
+only with ``--postgres-pid`` / ``--kafka-pid PID[,PID...]`` (those processes and their
+children; one PID per Kafka node). Services,
 receiver and generators always run on this machine, on 127.0.0.1.
 
 Nothing here asserts: the script prints and exits non-zero only when something crashes.
@@ -151,7 +152,7 @@ class Site:
     bootstrap: str
     topic_prefix: str
     postgres_pid: int | None        # None: the embedded one; 0: not measured
-    broker_pid: int | None          # the same for the broker
+    broker_pids: tuple[int, ...] | None   # the same for the broker (one per node)
     logs: Path
 
 
@@ -163,7 +164,7 @@ def run_config(site: Site, config: Config, opts: argparse.Namespace, run_id: str
     env = stack_env(site.dsn, site.bootstrap, site.topic_prefix, copts)
     cluster = Cluster(site.stack, site.dsn, env, site.logs / config.label, copts,
                       account=f"scale_{run_id}_{config.label}", postgres_pid=site.postgres_pid,
-                      broker_pid=site.broker_pid)
+                      broker_pids=site.broker_pids)
     cluster.logs.mkdir(parents=True, exist_ok=True)
     generators = generator_count(config, opts)
     print(f"\n{'=' * 100}\nconfiguration {config.label}: {config.dispatchers} dispatcher(s), "
@@ -207,7 +208,7 @@ def open_site(base: Path, opts: argparse.Namespace, stack: EmbeddedStack | None)
         bootstrap = stack.kafka_bootstrap
     return Site(stack, dsn, bootstrap, f"bench.scale.{uuid.uuid4().hex[:6]}.",
                 opts.postgres_pid if given_dsn else None,
-                opts.kafka_pid if given_kafka else None, base / "logs")
+                tuple(opts.kafka_pids) if given_kafka else None, base / "logs")
 
 
 # ----------------------------------------------------------------- printing
@@ -316,18 +317,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kafka-bootstrap", default=None,
                    help="use this running Kafka (e.g. real Apache Kafka; also "
                         "POSTWIRE_KAFKA_BOOTSTRAP) instead of the embedded broker")
-    p.add_argument("--kafka-pid", type=int, default=0,
-                   help="with an external Kafka: its PID, so its CPU is the 'broker' column")
+    p.add_argument("--kafka-pid", dest="kafka_pids", type=_pids, default=[],
+                   help="with an external Kafka: its PIDs, comma-separated (one per node), so "
+                        "their CPU is the 'broker' column")
     p.add_argument("--postgres-pid", type=int, default=0,
                    help="with POSTWIRE_DATABASE_URL: the postmaster's PID, so its CPU (and its "
                         "backends') is the 'postgres' column")
     p.add_argument("--workdir", default=None, help="keep data and logs here (wiped first)")
     opts = p.parse_args(argv)
+    opts.kafka_pid = 0      # bench.e2e's single-PID setting; the Site carries kafka_pids
     try:
         opts.config_list = parse_configs(opts.configs, opts.rate_per_dispatcher)
     except ValueError as exc:
         p.error(str(exc))
     return opts
+
+
+def _pids(raw: str) -> list[int]:
+    try:
+        return [int(part) for part in raw.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected PID[,PID...]") from None
 
 
 def main(argv: list[str] | None = None) -> None:
