@@ -10,9 +10,9 @@ Messages taken from the wake-up channel carry their outbox row (``Pending.outbox
 transaction that settles or leases such a delivery deletes that row, so it is never published
 (:mod:`shared.core.wakeup`); a deferral keeps it, and so does a transaction that fails.
 
-Round trips at low rates: BEGIN with the generic-plan setting, the endpoint lock, the read,
-the lease count, the lease, and the wake-up rows' delete with COMMIT (five; the release to the
-pool sends nothing after a normal end, ``acquire_settled``).
+Round trips: BEGIN with the generic-plan setting, the endpoint lock, the read, the lease
+count, the lease, and the wake-up rows' delete with COMMIT (six; the release to the pool sends
+nothing after a normal end, ``acquire_settled``).
 """
 
 from __future__ import annotations

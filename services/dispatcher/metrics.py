@@ -92,8 +92,8 @@ class DispatcherMetrics:
             ["reason"], registry=r)
         self.wakeups = Counter(
             "postwire_wakeup_messages_total",
-            "Delivery messages taken from the Postgres wake-up channel instead of waiting for a"
-            " quiet Kafka fetch (the first messages after a quiet spell)", registry=r)
+            "Delivery messages taken from the Postgres wake-up channel (low rates: Postgres is"
+            " the only transport; the claim deletes their outbox rows)", registry=r)
         self.scheduler_backlog = Gauge(
             "postwire_scheduler_backlog", "Parked deliveries that are due but not yet re-published",
             registry=r)
