@@ -43,7 +43,10 @@ CLEAN_HEALTH_SQL = ("consecutive_failures = 0 AND circuit_open_until IS NULL"
 # way), apply each attempt's effect where this dispatcher still owns the delivery (lease held,
 # still open), clear leases it held, and insert the attempt rows numbered by the new
 # attempt_count. Ownership is read from the locked (latest) row versions, inside the statement.
-# The guarded form (``{guard}`` filled in, $11 the batch's endpoint ids) writes nothing when one
+# $11 and $12 bound the ids by the batch's smallest and largest: with a generic plan (the
+# dispatcher's pool plans generically, see :func:`shared.adapters.pg.pool.create_pool`) these
+# scalar bounds prune the day partitions when the executor starts, which the id array cannot.
+# The guarded form (``{guard}`` filled in, $13 the batch's endpoint ids) writes nothing when one
 # of those endpoints' health is not clean, and then answers a single row with ``dirty`` set.
 _RECORD_TEMPLATE = f"""
 WITH {{dirty}}u AS (
@@ -56,7 +59,8 @@ locked AS (
     SELECT d.id, d.lease_owner IS NOT DISTINCT FROM $10 AS mine,
            (d.lease_owner IS NOT DISTINCT FROM $10 AND d.status IN {OPEN_SQL})
                AS owned
-    FROM deliveries d WHERE d.id = ANY($1::text[]){{guard}} ORDER BY d.id FOR UPDATE
+    FROM deliveries d WHERE d.id = ANY($1::text[]) AND d.id >= $11 AND d.id <= $12{{guard}}
+    ORDER BY d.id FOR UPDATE
 ),
 upd AS (
     UPDATE deliveries d SET
@@ -73,7 +77,7 @@ upd AS (
         lease_until = CASE WHEN l.mine THEN NULL ELSE d.lease_until END,
         updated_at = now()
     FROM u JOIN locked l ON l.id = u.id
-    WHERE d.id = u.id AND d.id = ANY($1::text[])
+    WHERE d.id = u.id AND d.id = ANY($1::text[]) AND d.id >= $11 AND d.id <= $12
     RETURNING d.id, d.attempt_count, l.owned, u.started_at, u.duration_ms, u.status_code,
               u.error, u.excerpt, u.attempt_id
 ),
@@ -92,7 +96,7 @@ _RECORD_SQL = _RECORD_TEMPLATE.format(dirty="", guard="", dirty_row="")
 # trips) provided no endpoint's health changes: see :func:`record_plain_successes`.
 _RECORD_IF_CLEAN_SQL = _RECORD_TEMPLATE.format(
     dirty=f"""dirty AS (
-    SELECT EXISTS (SELECT 1 FROM endpoint_health WHERE endpoint_id = ANY($11::text[])
+    SELECT EXISTS (SELECT 1 FROM endpoint_health WHERE endpoint_id = ANY($13::text[])
                    AND NOT ({CLEAN_HEALTH_SQL})) AS found
 ),
 """,
@@ -156,14 +160,16 @@ def _status_of(item: Finished) -> tuple[str, float | None]:
 
 
 def _record_args(items: Sequence[Finished], owner: str) -> list[object]:
-    """$1..$10 of the record statements, the deliveries in id order (the lock order)."""
+    """$1..$12 of the record statements, the deliveries in id order (the lock order)."""
     ordered = sorted(items, key=lambda i: i.claimed.delivery_id)
     statuses = [_status_of(i) for i in ordered]
-    return [[i.claimed.delivery_id for i in ordered], [s for s, _ in statuses],
+    ids = [i.claimed.delivery_id for i in ordered]
+    return [ids, [s for s, _ in statuses],
             [d for _, d in statuses], [i.result.status_code for i in ordered],
             [i.result.error for i in ordered], [i.started_at for i in ordered],
             [i.result.duration_ms for i in ordered], [i.result.response_excerpt for i in ordered],
-            [new_id("att") for _ in ordered], owner]
+            [new_id("att") for _ in ordered], owner, ids[0] if ids else "",
+            ids[-1] if ids else ""]
 
 
 async def update_deliveries(conn: asyncpg.Connection, items: Sequence[Finished],

@@ -57,7 +57,9 @@ class Pipeline:
 
     def __init__(self, settings: DispatcherSettings, pool: asyncpg.Pool, owner: str,
                  claims: ClaimStore, client: WebhookClient, flusher: OutboxFlusher,
-                 metrics: DispatcherMetrics) -> None:
+                 metrics: DispatcherMetrics, outcome_pool: asyncpg.Pool | None = None) -> None:
+        """``outcome_pool``: where the outcome writer records (one flush at a time, so one
+        connection is enough; the app gives it a generically planning pool); ``pool`` if None."""
         self._settings = settings
         self._pool = pool
         self._owner = owner
@@ -71,7 +73,8 @@ class Pipeline:
                            settings.waiting_per_endpoint,
                            memory_wait_s=settings.sweep_stale_s / 2)
         self.writer = OutcomeWriter(
-            pool, owner, settings.backoff, metrics, flusher.submit, self._recorded,
+            outcome_pool if outcome_pool is not None else pool, owner, settings.backoff,
+            metrics, flusher.submit, self._recorded,
             batch_max=settings.outcome_batch_max, batch_wait_ms=settings.outcome_batch_wait_ms)
         # claim workers, each owning the endpoints of one shard (so their transactions never
         # wait for each other's endpoint locks), each with its own wake-up event

@@ -210,6 +210,32 @@ async def test_plain_successes_commit_as_one_statement(database_url: str,
     assert sorted(tuple(r) for r in rows) == [("succeeded", None, 1)] * 6
 
 
+async def test_outcomes_record_through_a_generically_planning_pool(database_url: str,
+                                                                    seed: Seeder) -> None:
+    ep = await seed.endpoint("http://x.test/")
+    events = [await seed.event([ep], publish=False) for _ in range(4)]
+    (ok, retry, dead, late_ok) = (await ClaimStore(seed.pool, "me", CFG).claim(
+        requests(events, ep))).claimed
+    generic = await create_pool(database_url, min_size=1, max_size=1, generic_plans=True)
+    try:
+        assert await generic.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+        await record(generic, "me", [(ok, AttemptResult(200), Succeeded())])  # plain
+        await record(generic, "me", [  # a failure changes health: the full transaction
+            (retry, AttemptResult(503), RetryAt(datetime.now(UTC), 30.0)),
+            (dead, AttemptResult(400), Dead("non_retryable_status"))])
+        await record(generic, "me", [(late_ok, AttemptResult(200), Succeeded())])  # not clean
+    finally:
+        await generic.close()
+    statuses = dict(await seed.pool.fetch(
+        "SELECT id, status FROM deliveries WHERE event_id = ANY($1::text[])",
+        [e.id for e in events]))
+    assert [statuses[c.delivery_id] for c in (ok, retry, dead, late_ok)] == [
+        "succeeded", "retrying", "dead", "succeeded"]
+    health = await seed.pool.fetchrow(
+        "SELECT consecutive_failures FROM endpoint_health WHERE endpoint_id = $1", ep.id)
+    assert health["consecutive_failures"] == 0  # the last success reset it
+
+
 async def test_plain_successes_of_a_recovering_endpoint_reset_its_health(
         pool: asyncpg.Pool, seed: Seeder) -> None:
     ep = await seed.endpoint("http://x.test/")

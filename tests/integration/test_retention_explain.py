@@ -19,9 +19,10 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from services.dispatcher import claims
+from services.dispatcher import claims, outcome_sql
 from services.dlq_replay.reads import DeadLetterQuery, list_dead_letters
 from services.ingest import events_repo
+from shared.core.ids import new_id
 from shared.core.retention import day_start, partition_name
 from shared.retention.seed import seed_day
 from tests.support.seeding import insert_endpoint
@@ -231,3 +232,40 @@ async def _generic_read_blocks(conn: asyncpg.Connection, ids: list[str]) -> dict
     finally:
         await tx.rollback()
     return _blocks(json.loads(raw)[0]["Plan"], {})
+
+
+async def test_outcome_generic_plan_opens_only_the_day_of_its_batch(
+        conn: asyncpg.Connection) -> None:
+    """The outcome writer's pool plans generically (a custom plan was planned on every batch,
+    which cost more than running it); the statement's id bounds prune at executor start, so
+    a batch of one day locks, updates and reads that day's deliveries only."""
+    ids = [r["id"] for r in await conn.fetch(
+        f'SELECT id FROM "{partition_name("deliveries", TARGET)}" ORDER BY id'
+        " OFFSET 100 LIMIT 3")]
+    endpoint_id = await conn.fetchval("SELECT endpoint_id FROM deliveries WHERE id = $1", ids[0])
+
+    def text_array(values: list[str]) -> str:
+        return "ARRAY[" + ",".join(f"'{v}'" for v in values) + "]::text[]"
+
+    sql = outcome_sql._RECORD_IF_CLEAN_SQL
+    for n in range(13, 0, -1):  # the parameters' casts are the PREPARE's business
+        sql = sql.replace(f"${n}::text[]", f"${n}")
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        await conn.execute(
+            "PREPARE outcome_record(text[], text[], float8[], int[], text[], timestamptz[],"
+            " int[], text[], text[], text, text, text, text[]) AS " + sql)
+        raw = await conn.fetchval(
+            "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE outcome_record("
+            f"{text_array(ids)}, {text_array(['succeeded'] * 3)},"
+            " ARRAY[NULL,NULL,NULL]::float8[], ARRAY[200,200,200], ARRAY[NULL,NULL,NULL]::text[],"
+            " ARRAY[now(),now(),now()], ARRAY[1,1,1], ARRAY[NULL,NULL,NULL]::text[],"
+            f" {text_array([new_id('att') for _ in ids])}, 'nobody', '{ids[0]}', '{ids[-1]}',"
+            f" {text_array([endpoint_id])})")
+    finally:
+        await tx.rollback()
+    scanned = _executed(json.loads(raw)[0]["Plan"])
+    assert {n for n in scanned if n.startswith("deliveries_p")} \
+        == {partition_name("deliveries", TARGET)}

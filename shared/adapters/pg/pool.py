@@ -21,6 +21,11 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.execute("SET TIME ZONE 'UTC'")
 
 
+async def _init_generic_plans(conn: asyncpg.Connection) -> None:
+    await _init_connection(conn)
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+
+
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Release hook of the pool: leaves the session as it is, but proves the connection idle.
 
@@ -78,8 +83,15 @@ async def acquire_settled(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connectio
 
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
-                      connect_timeout_s: float = 10.0) -> asyncpg.Pool:
+                      connect_timeout_s: float = 10.0, generic_plans: bool = False) -> asyncpg.Pool:
     """Open a pool and check the schema is current.
+
+    ``generic_plans``: the pool's sessions run ``plan_cache_mode = force_generic_plan``, so each
+    prepared statement is planned once per connection instead of on every execution (Postgres
+    otherwise keeps custom plans for statements over the day partitions, and planning such a
+    statement can cost more than running it). Only for a pool whose statements bound their
+    ids by scalar parameters where partition pruning matters (pruned when the executor starts);
+    the dispatcher's outcome writer has one.
 
     Raises ConfigError with one clear line when Postgres cannot be reached within
     ``connect_timeout_s`` or the schema is out of date.
@@ -87,7 +99,8 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
     try:
         pool: asyncpg.Pool = await asyncio.wait_for(
             asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
-                                init=_init_connection, reset=_keep_session,
+                                init=_init_generic_plans if generic_plans
+                                else _init_connection, reset=_keep_session,
                                 command_timeout=60),
             timeout=connect_timeout_s,
         )
