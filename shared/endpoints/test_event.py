@@ -15,9 +15,9 @@ import asyncpg
 import orjson
 
 from shared.adapters.kafka.publisher import Message
-from shared.adapters.kafka.topics import DELIVERIES
-from shared.adapters.pg.outbox import insert_outbox
-from shared.core.delivery_message import DeliveryMessage, encode_delivery_message
+from shared.adapters.pg.announce import announce
+from shared.core.delivery_status import DeliveryStatus
+from shared.core.event_body import render_body
 from shared.core.ids import new_id
 from shared.core.timefmt import format_ts, utcnow
 
@@ -47,17 +47,16 @@ async def insert_test_event(conn: asyncpg.Connection, *, endpoint_id: str, accou
     message, inside the caller's transaction (the endpoint must be live and the caller's)."""
     now = utcnow()
     event_id, delivery_id = new_id("evt"), new_id("dlv")
-    body = orjson.dumps({"id": event_id, "type": TEST_EVENT_TYPE, "timestamp": format_ts(now),
-                         "account_id": account_id, "data": test_event_data(sent_by)})
+    body = render_body(event_id, TEST_EVENT_TYPE, format_ts(now) or "", account_id,
+                       orjson.dumps(test_event_data(sent_by)))
     await conn.execute(
         "INSERT INTO events (id, account_id, type, ordering_key, body, created_at, delivery_count)"
         " VALUES ($1, $2, $3, NULL, $4, $5, 1)", event_id, account_id, TEST_EVENT_TYPE, body, now)
     await conn.execute(
         "INSERT INTO deliveries (id, event_id, endpoint_id, account_id, status, next_attempt_at,"
-        " created_at, updated_at) VALUES ($1, $2, $3, $4, 'pending', $5, $5, $5)",
-        delivery_id, event_id, endpoint_id, account_id, now)
-    message = DeliveryMessage(delivery_id=delivery_id, event_id=event_id, endpoint_id=endpoint_id,
-                              account_id=account_id, ordering_key=None, sequence=None,
-                              generation=0)
-    messages = [Message(DELIVERIES, message.key, encode_delivery_message(message))]
-    return TestEvent(event_id, delivery_id, await insert_outbox(conn, messages), messages)
+        " created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6, $6)",
+        delivery_id, event_id, endpoint_id, account_id, DeliveryStatus.PENDING.value, now)
+    messages, outbox_ids = await announce(conn, [{
+        "id": delivery_id, "event_id": event_id, "endpoint_id": endpoint_id,
+        "account_id": account_id, "ordering_key": None, "sequence": None, "generation": 0}])
+    return TestEvent(event_id, delivery_id, outbox_ids, messages)

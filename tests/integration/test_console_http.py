@@ -314,6 +314,12 @@ async def test_portal_actions_are_scoped_and_audited_as_the_account(
     test = await pool.fetchrow("SELECT d.endpoint_id, e.type FROM deliveries d JOIN events e"
                                " ON e.id = d.event_id WHERE d.id = $1", delivery_id)
     assert (test["endpoint_id"], test["type"]) == (endpoint_id, "postwire.test")
+    body = bytes(await pool.fetchval("SELECT e.body FROM deliveries d JOIN events e"
+                                     " ON e.id = d.event_id WHERE d.id = $1", delivery_id))
+    webhook = orjson.loads(body)  # the webhook body every event has, in the same member order
+    assert list(webhook) == ["id", "type", "timestamp", "account_id", "data"]
+    assert (webhook["type"], webhook["account_id"]) == ("postwire.test", account)
+    assert body == orjson.dumps(webhook) and webhook["data"]["sent_by"]
     assert await pool.fetchval("SELECT status FROM deliveries WHERE id = $1",
                                delivery_id) == "pending"  # no dispatcher here: it waits
     status, audit, _ = await admin.call(
