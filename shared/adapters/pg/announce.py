@@ -3,7 +3,8 @@ is written to the outbox in the caller's transaction.
 
 This is the one builder of that record in Python: the dispatcher's outcome writer (the next
 delivery of an ordering key), its scheduler (due retries, expired leases, stale and lost
-deliveries) and the admin service's requeue all announce through it, so a change to the
+deliveries), the admin service's requeue and the endpoint test event
+(:mod:`shared.endpoints.test_event`) all announce through it, so a change to the
 message (:mod:`shared.core.delivery_message`) or its key reaches every announcer. Ingest writes
 the same record from SQL inside its batch statement (``services/ingest/events_repo.py``), for
 speed; an integration test checks that both write the same key and value bytes.
