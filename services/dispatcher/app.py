@@ -110,8 +110,8 @@ async def make_app(settings: DispatcherSettings) -> web.Application:
     metrics = DispatcherMetrics()
     retention = retention_context(common.database_url, metrics.registry, os.environ)
     pool = await create_pool(common.database_url, max_size=common.db_pool_size)
-    # the outcome writer's own connection, planning generically: its statement is planned once
-    # instead of on every batch (0.3-0.4 ms, more than running it; docs/performance.md)
+    # the outcome writer's own connection for small batches, planning generically: its
+    # statement is planned once instead of on every batch (0.3-0.4 ms, more than running it)
     outcome_pool = await create_pool(common.database_url, min_size=1, max_size=1,
                                      generic_plans=True)
     publisher = KafkaPublisher.from_settings(common)

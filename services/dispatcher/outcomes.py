@@ -47,13 +47,26 @@ OnRecorded = Callable[[Sequence[Finished]], None]
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
+# Batches up to this many outcomes are recorded on ``small_batch_pool`` (generic plans): a
+# custom plan costs about 0.35 ms of planning per batch, a generic one about 7 us more per
+# outcome to run once a batch is large (measured: 20 outcomes 51-65 -> 31 us each generic,
+# 50: 35-59 -> 29-31, 150: 30-32 -> 37-38; docs/performance.md).
+GENERIC_PLAN_MAX_BATCH = 64
+
+
 class OutcomeWriter:
-    """One per dispatcher process; ``owner`` is the lease owner name of the process."""
+    """One per dispatcher process; ``owner`` is the lease owner name of the process.
+
+    ``small_batch_pool``: where batches of at most :data:`GENERIC_PLAN_MAX_BATCH` outcomes are
+    recorded, a pool planning generically (``create_pool(generic_plans=True)``); larger ones,
+    and all of them when None, go to ``pool``."""
 
     def __init__(self, pool: asyncpg.Pool, owner: str, policy: BackoffPolicy,
                  metrics: DispatcherMetrics, publish: Publish, on_recorded: OnRecorded, *,
-                 batch_max: int = 500, batch_wait_ms: int = 2) -> None:
+                 batch_max: int = 500, batch_wait_ms: int = 2,
+                 small_batch_pool: asyncpg.Pool | None = None) -> None:
         self._pool = pool
+        self._small_batch_pool = small_batch_pool
         self._owner = owner
         self._policy = policy
         self._metrics = metrics
@@ -147,7 +160,9 @@ class OutcomeWriter:
         endpoints (the everyday case), the full plan-lock-record transaction otherwise. The
         body awaits every operation and catches nothing, so the connection goes back without
         the pool's probe (``acquire_settled``): the plain case is one round trip in all."""
-        async with acquire_settled(self._pool) as conn:
+        small = self._small_batch_pool
+        pool = small if small is not None and len(batch) <= GENERIC_PLAN_MAX_BATCH else self._pool
+        async with acquire_settled(pool) as conn:
             if plain_successes(batch):
                 plain = await record_plain_successes(conn, batch, self._owner)
                 if plain is not None:

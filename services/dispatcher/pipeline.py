@@ -58,8 +58,8 @@ class Pipeline:
     def __init__(self, settings: DispatcherSettings, pool: asyncpg.Pool, owner: str,
                  claims: ClaimStore, client: WebhookClient, flusher: OutboxFlusher,
                  metrics: DispatcherMetrics, outcome_pool: asyncpg.Pool | None = None) -> None:
-        """``outcome_pool``: where the outcome writer records (one flush at a time, so one
-        connection is enough; the app gives it a generically planning pool); ``pool`` if None."""
+        """``outcome_pool``: the outcome writer's generically planning pool for small
+        batches (one flush at a time, so one connection is enough); see :class:`OutcomeWriter`."""
         self._settings = settings
         self._pool = pool
         self._owner = owner
@@ -73,9 +73,9 @@ class Pipeline:
                            settings.waiting_per_endpoint,
                            memory_wait_s=settings.sweep_stale_s / 2)
         self.writer = OutcomeWriter(
-            outcome_pool if outcome_pool is not None else pool, owner, settings.backoff,
-            metrics, flusher.submit, self._recorded,
-            batch_max=settings.outcome_batch_max, batch_wait_ms=settings.outcome_batch_wait_ms)
+            pool, owner, settings.backoff, metrics, flusher.submit, self._recorded,
+            batch_max=settings.outcome_batch_max, batch_wait_ms=settings.outcome_batch_wait_ms,
+            small_batch_pool=outcome_pool)
         # claim workers, each owning the endpoints of one shard (so their transactions never
         # wait for each other's endpoint locks), each with its own wake-up event
         self._wakes = [asyncio.Event() for _ in range(settings.claim_workers)]

@@ -22,7 +22,7 @@ from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.model import Claimed, Finished, Pending
 from services.dispatcher.offsets import Ticket
 from services.dispatcher.outcome_sql import record_plain_successes
-from services.dispatcher.outcomes import OutcomeWriter
+from services.dispatcher.outcomes import GENERIC_PLAN_MAX_BATCH, OutcomeWriter
 from services.dispatcher.scheduler import Republisher
 from shared.adapters.kafka.publisher import Message
 from shared.adapters.pg.pool import create_pool
@@ -234,6 +234,37 @@ async def test_outcomes_record_through_a_generically_planning_pool(database_url:
     health = await seed.pool.fetchrow(
         "SELECT consecutive_failures FROM endpoint_health WHERE endpoint_id = $1", ep.id)
     assert health["consecutive_failures"] == 0  # the last success reset it
+
+
+async def test_small_batches_record_on_the_generic_pool_and_large_ones_on_the_main_pool(
+        database_url: str, seed: Seeder) -> None:
+    ep = await seed.endpoint("http://x.test/", max_in_flight=1000)
+    size = GENERIC_PLAN_MAX_BATCH + 1
+    events = [await seed.event([ep], publish=False) for _ in range(size + 3)]
+    claimed = (await ClaimStore(seed.pool, "me", CFG).claim(requests(events, ep))).claimed
+    seen: dict[str, list[int]] = {"main": [], "small": []}
+    pools = {name: await create_pool(database_url, min_size=1, max_size=1,
+                                     generic_plans=name == "small") for name in seen}
+    try:
+        for name, p in pools.items():
+            async with p.acquire() as conn:
+                conn.add_query_logger(lambda logged, name=name: seen[name].append(
+                    len(logged.args[0])) if "INSERT INTO attempts" in logged.query else None)
+        sink = Sink()
+        writer = OutcomeWriter(pools["main"], "me", BackoffPolicy(), DispatcherMetrics(),
+                               sink.publish, sink.on_recorded, batch_max=1000,
+                               small_batch_pool=pools["small"])
+        writer.start()
+        for batch in (claimed[:3], claimed[3:]):
+            for c in batch:  # submitted at once: one batch each
+                writer.submit(Finished(c, AttemptResult(200), Succeeded(), datetime.now(UTC)))
+            assert await writer.drain(10)
+        await writer.stop()
+    finally:
+        for p in pools.values():
+            await p.close()
+    assert seen == {"small": [3], "main": [size]}
+    assert len(sink.recorded) == size + 3
 
 
 async def test_plain_successes_of_a_recovering_endpoint_reset_its_health(
