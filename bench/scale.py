@@ -161,7 +161,8 @@ def run_config(site: Site, config: Config, opts: argparse.Namespace, run_id: str
     copts = argparse.Namespace(**vars(opts))
     copts.dispatchers, copts.ingest_procs = config.dispatchers, config.ingest
     copts.pg_trace, copts.py_spy = False, False
-    env = stack_env(site.dsn, site.bootstrap, site.topic_prefix, copts)
+    env = {**stack_env(site.dsn, site.bootstrap, site.topic_prefix, copts),
+           "POSTWIRE_KAFKA_REPLICATION_FACTOR": str(opts.replication_factor)}
     cluster = Cluster(site.stack, site.dsn, env, site.logs / config.label, copts,
                       account=f"scale_{run_id}_{config.label}", postgres_pid=site.postgres_pid,
                       broker_pids=site.broker_pids)
@@ -311,6 +312,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drain-timeout", type=float, default=60.0,
                    help="max wait for the deliveries after the offer")
     p.add_argument("--partitions", type=int, default=32)
+    p.add_argument("--replication-factor", type=int, default=1,
+                   help="of the topics (a 3-node Kafka with min.insync.replicas 2 needs 3: "
+                        "with 1, no produce can be acknowledged)")
     p.add_argument("--pool-size", type=int, default=10, help="POSTWIRE_DB_POOL_SIZE")
     p.add_argument("--dispatcher-env", type=env_pair, action="append", default=[],
                    metavar="POSTWIRE_X=V", help="extra dispatcher setting (repeatable)")
