@@ -1086,6 +1086,14 @@ def start_run(module: str) -> str:
     return code
 
 
+def warn_if_code_changed(code: str, what: str) -> None:
+    """Say so when services/ or shared/ differ from ``code`` (:func:`start_run`): ``what``
+    may have run newer code than the run started with."""
+    if git_state() != code:
+        print(f"WARNING: services/ or shared/ changed during the run; {what} may have run "
+              "newer code")
+
+
 def stack_env(dsn: str, bootstrap: str, topic_prefix: str, opts: argparse.Namespace
               ) -> dict[str, str]:
     """The services' environment: ``opts.partitions`` and ``opts.pool_size`` apply."""
@@ -1110,9 +1118,7 @@ def main(argv: list[str] | None = None) -> None:
             measure(cluster)
         finally:
             cluster.stop()
-        if git_state() != code:
-            print("WARNING: services/ or shared/ changed during the run; later phases (the "
-                  "backlog restarts the dispatchers) may have run newer code")
+    warn_if_code_changed(code, "later phases (the backlog restarts the dispatchers)")
 
 
 if __name__ == "__main__":

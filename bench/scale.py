@@ -58,7 +58,6 @@ from bench.e2e import (
     create_endpoints,
     env_pair,
     fmt,
-    git_state,
     print_cpu,
     print_offer_table,
     print_pg,
@@ -68,6 +67,7 @@ from bench.e2e import (
     stack_env,
     start_run,
     warm_up,
+    warn_if_code_changed,
     workdir,
 )
 from deploy.embedded.stack import EmbeddedStack
@@ -366,9 +366,7 @@ def main(argv: list[str] | None = None) -> None:
                 print_summary(outcomes)
             if stack is not None:
                 stack.stop()
-    if git_state() != code:
-        print("WARNING: services/ or shared/ changed during the run; later configurations may "
-              "have run newer code")
+    warn_if_code_changed(code, "later configurations")
 
 
 if __name__ == "__main__":

@@ -262,27 +262,27 @@ def busiest_second(times: list[float]) -> str:
         f"{(t - best[0]) * 1000:.0f}" for t in best)
 
 
-async def _statuses(database_url: str, event_ids: list[str]) -> dict[str, int]:
+async def _fetch(database_url: str, sql: str, *args: object) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(database_url)
     try:
-        rows = await conn.fetch("SELECT status, count(*) AS n FROM deliveries"
-                                " WHERE event_id = ANY($1) GROUP BY status", event_ids)
+        return list(await conn.fetch(sql, *args))
     finally:
         await conn.close()
+
+
+async def _statuses(database_url: str, event_ids: list[str]) -> dict[str, int]:
+    rows = await _fetch(database_url, "SELECT status, count(*) AS n FROM deliveries"
+                        " WHERE event_id = ANY($1) GROUP BY status", event_ids)
     return {r["status"]: r["n"] for r in rows}
 
 
 async def _open(database_url: str) -> list[dict[str, object]]:
     """The open deliveries with what says why (lease, announcement, attempts)."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        rows = await conn.fetch(
-            "SELECT id, endpoint_id, status, ordering_key, sequence, lease_owner,"
-            " lease_until, published_at, next_attempt_at, created_at, updated_at,"
-            " attempt_count, now() AS now FROM deliveries"
-            " WHERE status IN ('pending', 'retrying') LIMIT 5")
-    finally:
-        await conn.close()
+    rows = await _fetch(
+        database_url, "SELECT id, endpoint_id, status, ordering_key, sequence, lease_owner,"
+        " lease_until, published_at, next_attempt_at, created_at, updated_at,"
+        " attempt_count, now() AS now FROM deliveries"
+        " WHERE status IN ('pending', 'retrying') LIMIT 5")
     return [dict(r) for r in rows]
 
 
@@ -290,13 +290,9 @@ async def _send_times(database_url: str, endpoint_id: str, rx: Receiver) -> list
     """When each request to the endpoint was sent (wall clock): the dispatchers' recorded
     attempt starts, plus, for a request the receiver saw but no attempt records (the killed
     process's), its arrival."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        rows = await conn.fetch(
-            "SELECT d.event_id, a.started_at FROM attempts a"
-            " JOIN deliveries d ON d.id = a.delivery_id WHERE d.endpoint_id = $1", endpoint_id)
-    finally:
-        await conn.close()
+    rows = await _fetch(database_url, "SELECT d.event_id, a.started_at FROM attempts a"
+                        " JOIN deliveries d ON d.id = a.delivery_id WHERE d.endpoint_id = $1",
+                        endpoint_id)
     recorded: dict[str, list[float]] = defaultdict(list)
     for r in rows:
         recorded[r["event_id"]].append(r["started_at"].timestamp())
@@ -312,10 +308,6 @@ async def _send_times(database_url: str, endpoint_id: str, rx: Receiver) -> list
 
 async def _sequences(database_url: str, endpoint_id: str) -> dict[str, int]:
     """Event id -> its delivery's sequence within its ordering key, for one endpoint."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        rows = await conn.fetch("SELECT event_id, sequence FROM deliveries"
-                                " WHERE endpoint_id = $1", endpoint_id)
-    finally:
-        await conn.close()
+    rows = await _fetch(database_url, "SELECT event_id, sequence FROM deliveries"
+                        " WHERE endpoint_id = $1", endpoint_id)
     return {r["event_id"]: r["sequence"] for r in rows}
