@@ -27,9 +27,9 @@ Pure bookkeeping on one event loop; the clock is injectable.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field, replace
@@ -74,6 +74,16 @@ class Gate:
         return not self.waiting and self.in_flight == 0 and self.claiming == 0
 
 
+def claim_shard_key(endpoint_id: str) -> int:
+    """Which claim worker serves ``endpoint_id`` (``key % workers``): a stable hash that is
+    independent of the endpoint's Kafka partition, ``crc32(endpoint id) % partitions``. The
+    ``deliveries`` key is the endpoint id (endpoint affinity), so the endpoints one member owns
+    share crc32 residues: the group's round-robin assignor gives member k of D the partitions
+    k, k+D, ..., and with crc32 here as well every endpoint of a member would fall to one claim
+    worker whenever the worker count divides D (4 dispatchers, 4 workers: 1 busy in each)."""
+    return int.from_bytes(hashlib.blake2b(endpoint_id.encode(), digest_size=4).digest(), "big")
+
+
 class Gates:
     """All gates of the process; see the module docstring."""
 
@@ -97,7 +107,7 @@ class Gates:
         found = self._gates.get(endpoint_id)
         if found is None:
             found = self._gates[endpoint_id] = Gate(endpoint_id, since=self._clock(),
-                                                    shard_key=zlib.crc32(endpoint_id.encode()))
+                                                    shard_key=claim_shard_key(endpoint_id))
         return found
 
     def add(self, pending: Pending) -> int:

@@ -24,7 +24,7 @@ import asyncpg
 
 from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.offsets import WAKEUP_PARTITION, OffsetTracker, Ticket
-from shared.core.delivery_message import DeliveryMessage, decode_delivery_message, delivery_key
+from shared.core.delivery_message import DeliveryMessage, decode_delivery_message
 from shared.core.wakeup import CHANNEL, decode_payload, partition_of
 from shared.tasks import cancel_and_wait
 
@@ -87,8 +87,7 @@ class WakeupListener:
             except (ValueError, TypeError) as exc:
                 log.warning("skipping an undecodable wake-up message: %s", exc)
                 continue
-            key = delivery_key(message.endpoint_id, message.ordering_key, message.delivery_id)
-            if not self._consumer.owns(partition_of(key, self._partitions)):
+            if not self._consumer.owns(partition_of(message.key, self._partitions)):
                 continue
             ticket = self._pipeline.tracker.track(WAKEUP_PARTITION, next(self._seq))
             self._consumer.note_woken(message.delivery_id, ticket, message.generation)

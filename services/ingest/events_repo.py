@@ -92,7 +92,7 @@ WITH ev AS (
 ), new_outbox AS (
     INSERT INTO outbox (topic, key, value)
     SELECT 'deliveries',
-           convert_to(endpoint_id || '|' || coalesce(ordering_key, delivery_id), 'UTF8'),
+           convert_to(endpoint_id, 'UTF8'),
            convert_to(format('{"delivery_id":"%s","event_id":"%s","endpoint_id":"%s",'
                              '"account_id":"%s","ordering_key":%s,"sequence":%s,'
                              '"generation":0}', delivery_id, event_id, endpoint_id, account_id,

@@ -2,10 +2,13 @@
 
 Written by ingest (fan-out) and the admin API (replays), read by the dispatcher. Pure: no I/O.
 
-- Key (UTF-8): ``endpoint_id|ordering_key`` when the event has an ordering key, otherwise
-  ``endpoint_id|delivery_id``. One endpoint + ordering key therefore stays on one partition,
-  while unordered deliveries spread. Endpoint ids never contain ``|``, so the first ``|``
-  separates the two parts even when an ordering key contains one.
+- Key (UTF-8): the endpoint id, for keyed and unkeyed deliveries alike (endpoint affinity).
+  All of an endpoint's deliveries therefore share one partition, so one dispatcher (the group
+  member that owns it) claims them and dispatchers do not queue on each other's
+  ``endpoint_health`` row locks. Routing is an optimisation, not a guarantee: Postgres (the
+  health-row lock, leases, generations) fences every claim, so a rebalance that briefly gives
+  two members one endpoint, or a message still carrying the key of an earlier version
+  (``endpoint_id|ordering_key`` or ``endpoint_id|delivery_id``), is handled correctly.
 - Value: a compact JSON object ``{"delivery_id", "event_id", "endpoint_id", "account_id",
   "ordering_key", "sequence", "generation"}`` in that order (ingest renders the same bytes in
   SQL, see ``services.ingest.events_repo``). The message is only a pointer: Postgres holds the
@@ -39,13 +42,13 @@ class DeliveryMessage:
     @property
     def key(self) -> bytes:
         """The Kafka key of this message (see the module docstring)."""
-        return delivery_key(self.endpoint_id, self.ordering_key, self.delivery_id)
+        return delivery_key(self.endpoint_id)
 
 
-def delivery_key(endpoint_id: str, ordering_key: str | None, delivery_id: str) -> bytes:
-    """``endpoint_id|ordering_key``, or ``endpoint_id|delivery_id`` without a key, as UTF-8."""
-    second = ordering_key if ordering_key is not None else delivery_id
-    return f"{endpoint_id}|{second}".encode()
+def delivery_key(endpoint_id: str) -> bytes:
+    """The ``deliveries`` key of every delivery to ``endpoint_id``: the id as UTF-8. Ingest
+    renders the same bytes in SQL (``services/ingest/events_repo.py``)."""
+    return endpoint_id.encode()
 
 
 def encode_delivery_message(message: DeliveryMessage) -> bytes:

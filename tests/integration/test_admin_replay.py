@@ -59,7 +59,7 @@ async def test_replay_queues_a_dead_delivery_and_audits_it(
     assert [(m.generation, m.sequence, m.ordering_key) for m in messages] == [(1, 1, "order-7")]
     keys = [k for k, m in await read_deliveries(kafka_bootstrap, topic_prefix, expect=1)
             if m.delivery_id == dead.delivery_id]
-    assert keys == [delivery_key(endpoint.id, "order-7", dead.delivery_id)]
+    assert keys == [delivery_key(endpoint.id)] == [endpoint.id.encode()]
 
 
 async def test_outcomes_for_every_delivery_state(admin: AdminApp, pool: asyncpg.Pool) -> None:

@@ -302,7 +302,7 @@ async def test_finishing_a_key_head_announces_the_next(pool: asyncpg.Pool,
     sink = await record(pool, "me", [(result.claimed[0], AttemptResult(204), Succeeded())])
     announced = [decode_delivery_message(m.value) for m in sink.messages]
     assert [m.delivery_id for m in announced] == [events[1].delivery_ids[ep.id]]
-    assert announced[0].sequence == 2 and sink.messages[0].key == f"{ep.id}|k".encode()
+    assert announced[0].sequence == 2 and sink.messages[0].key == ep.id.encode()
 
 
 async def test_scheduler_announces_due_retries_once(pool: asyncpg.Pool, seed: Seeder) -> None:

@@ -131,9 +131,8 @@ async def test_messages_reach_the_broker_with_key_and_value(
         assert message == DeliveryMessage(row["id"], row["event_id"], endpoint["id"], account,
                                           row["ordering_key"], row["sequence"], 0)
         assert raw == encode_delivery_message(message)
-        expected = row["ordering_key"] if row["ordering_key"] is not None else row["id"]
-        assert key == f"{endpoint['id']}|{expected}".encode()
-    assert len({found[r["id"]][2] for r in rows if r["ordering_key"]}) == 1  # same partition
+        assert key == endpoint["id"].encode()   # endpoint affinity: keyed or not
+    assert len({found[r["id"]][2] for r in rows}) == 1  # one partition for the endpoint
     # ...and the one every Postwire producer picks for the key (not a 1-in-N coincidence)
     partitions = await topic_partitions(kafka_bootstrap, f"{topic_prefix}deliveries")
     assert len(partitions) > 1

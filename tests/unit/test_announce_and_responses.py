@@ -21,12 +21,12 @@ def test_a_delivery_row_becomes_its_deliveries_record() -> None:
     assert (message.delivery_id, message.event_id, message.endpoint_id, message.account_id,
             message.ordering_key, message.sequence, message.generation) == (
         ROW["id"], ROW["event_id"], ROW["endpoint_id"], "acct_1", "order-7", 3, 2)
-    assert record.key == message.key == f"{ROW['endpoint_id']}|order-7".encode()
+    assert record.key == message.key == b"ep_01JD0000000000000000000001"
 
 
-def test_an_unordered_delivery_is_keyed_by_its_own_id() -> None:
+def test_an_unordered_delivery_is_keyed_by_its_endpoint_too() -> None:
     record = delivery_record({**ROW, "ordering_key": None, "sequence": None})
-    assert record.key == f"{ROW['endpoint_id']}|{ROW['id']}".encode()
+    assert record.key == b"ep_01JD0000000000000000000001"
 
 
 def test_json_response_renders_compact_json_with_status_and_headers() -> None:

@@ -27,10 +27,13 @@ def test_value_is_the_documented_compact_json() -> None:
         b'"ordering_key":"order-7","sequence":3,"generation":0}')
 
 
-def test_key_uses_ordering_key_when_present_else_delivery_id() -> None:
-    assert ORDERED.key == b"ep_1|order-7"
-    assert UNORDERED.key == b"ep_2|dlv_2"
-    assert delivery_key("ep_9", "caf\u00e9|x", "dlv_9") == "ep_9|caf\u00e9|x".encode()
+def test_key_is_the_endpoint_id_with_or_without_an_ordering_key() -> None:
+    assert ORDERED.key == b"ep_1"
+    assert UNORDERED.key == b"ep_2"
+    same_endpoint = [DeliveryMessage(f"dlv_{i}", "evt_1", "ep_9", "acct", key, seq, 0)
+                     for i, (key, seq) in enumerate([("caf\u00e9|x", 1), ("other", 4),
+                                                     (None, None), (None, None)])]
+    assert {m.key for m in same_endpoint} == {delivery_key("ep_9")} == {b"ep_9"}
 
 
 def _value(**changes: object) -> bytes:

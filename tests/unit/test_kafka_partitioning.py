@@ -11,14 +11,14 @@ PARTITIONS = list(range(16))
 
 
 def test_a_key_always_lands_on_the_same_partition_whatever_the_listing_order() -> None:
-    key = b"ep_01ABC|order-42"
+    key = b"ep_01JD4ZQ7W6C2V8Y3M5N9P0R1ST"
     expected = zlib.crc32(key) % 16
     assert partition_for(key, PARTITIONS, PARTITIONS) == expected
     assert partition_for(key, list(reversed(PARTITIONS)), [3]) == expected  # availability ignored
 
 
-def test_keys_spread_over_every_partition() -> None:
-    counts = Counter(partition_for(f"ep_{i % 50}|dlv_{i}".encode(), PARTITIONS, PARTITIONS)
+def test_endpoint_keys_spread_over_every_partition() -> None:
+    counts = Counter(partition_for(f"ep_01JD{i:022d}".encode(), PARTITIONS, PARTITIONS)
                      for i in range(16000))
     assert set(counts) == set(PARTITIONS)
     assert max(counts.values()) < 1.2 * 1000 and min(counts.values()) > 0.8 * 1000

@@ -37,8 +37,10 @@ from shared.core.wakeup import (
 
 
 def _message(i: int) -> tuple[bytes, bytes]:
-    m = DeliveryMessage(f"dlv_{i:026d}", f"evt_{i:026d}", "ep_1", "acct", None, None, 0)
-    return delivery_key(m.endpoint_id, None, m.delivery_id), encode_delivery_message(m)
+    """Message ``i``: for endpoint ``ep_<i mod 8>``, every third one with an ordering key."""
+    key, seq = (f"order-{i}", 1) if i % 3 == 0 else (None, None)
+    m = DeliveryMessage(f"dlv_{i:026d}", f"evt_{i:026d}", f"ep_{i % 8}", "acct", key, seq, 0)
+    return delivery_key(m.endpoint_id), encode_delivery_message(m)
 
 
 def test_ingest_notifies_while_its_traffic_is_low() -> None:
@@ -125,6 +127,12 @@ def test_a_dispatcher_takes_only_the_messages_of_its_partitions() -> None:
     expected = [100 + i for i, (k, _) in enumerate(messages) if partition_of(k, 4) in {1, 2}]
     assert 0 < taken == len(expected) < len(messages)
     assert [outbox_id for _, _, outbox_id in pipeline.accepted] == expected
+    # endpoint affinity: one member takes all of an endpoint's messages, keyed or not
+    taken_endpoints = {m.endpoint_id for _, m, _ in pipeline.accepted}
+    assert {f"ep_{i % 8}" for i in range(len(messages)) if 100 + i in expected} == \
+        taken_endpoints
+    assert all(f"ep_{i % 8}" not in taken_endpoints
+               for i in range(len(messages)) if 100 + i not in expected)
     assert all(t.partition == WAKEUP_PARTITION for t, _, _ in pipeline.accepted)
     assert consumer.woken == [(m.delivery_id, t, m.generation) for t, m, _ in pipeline.accepted]
     # wake-up tickets are never offsets of a Kafka partition
