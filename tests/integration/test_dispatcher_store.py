@@ -41,13 +41,6 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     await p.close()
 
 
-@pytest_asyncio.fixture(scope="module")
-async def seed(pool: asyncpg.Pool) -> AsyncIterator[Seeder]:
-    s = Seeder(pool, "127.0.0.1:1", "unused.")
-    yield s
-    await s.close()
-
-
 def requests(events: Sequence[Event], ep: Endpoint) -> list[Pending]:
     out = []
     for n, event in enumerate(events):

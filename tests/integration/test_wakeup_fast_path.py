@@ -46,13 +46,6 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     await p.close()
 
 
-@pytest_asyncio.fixture(scope="module")
-async def seed(pool: asyncpg.Pool) -> AsyncIterator[Seeder]:
-    s = Seeder(pool, "127.0.0.1:1", "unused.")
-    yield s
-    await s.close()
-
-
 @pytest_asyncio.fixture
 async def heard(database_url: str) -> AsyncIterator[list[str]]:
     """Payloads notified on the wake-up channel while the test runs."""
