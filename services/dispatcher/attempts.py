@@ -38,13 +38,15 @@ def to_result(outcome: HttpOutcome, now: datetime) -> AttemptResult:
     )
 
 
-async def perform(claimed: Claimed, client: WebhookClient) -> tuple[datetime, AttemptResult,
-                                                                     str | None]:
+async def perform(claimed: Claimed, client: WebhookClient, started: datetime | None = None
+                  ) -> tuple[datetime, AttemptResult, str | None]:
     """Send one attempt now; returns (start time, result, transport error detail).
 
+    ``started``: the attempt's start as the caller read it just before (a rate-limited send
+    decides on that very reading whether it may still leave); the current time when None.
     Never raises except CancelledError (the client translates every transport failure).
     """
-    started = utcnow()
+    started = started or utcnow()
     headers = webhook_headers(list(claimed.secrets), claimed.event_id,
                               int(started.timestamp()), claimed.body)
     outcome = await client.post(claimed.url, claimed.body, headers)

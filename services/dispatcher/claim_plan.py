@@ -14,9 +14,12 @@ one action, in request order:
 - ``Defer(delay_s)``: keep the message in memory and ask again shortly (``max_in_flight``
   reached across all dispatchers, or the next rate slot is beyond the horizon).
 - ``Claim``: lease it; send no earlier than ``send_at``. At most ``max_in_flight`` unexpired
-  leases per endpoint; rate slots spaced by :func:`shared.core.backoff.reserve_send_time`
-  stretched by :data:`RATE_SAFETY` (so up to 50 ms of send jitter still cannot put more than
-  ``rate`` sends into any one-second window); one probe while the circuit is half-open.
+  leases per endpoint; rate slots at least :func:`rate_slots.slot_spacing_us` apart
+  (``RATE_SAFETY / rate``), so that a send leaving at most
+  :data:`rate_slots.LATE_SEND_TOLERANCE_S` after its slot can never put more than ``rate``
+  sends into any one-second window (the theorem is in :mod:`rate_slots`; a later send gives
+  its slot up); one probe while the circuit is half-open. ``Claim.rate_limited`` says the
+  send must keep to that tolerance.
 
 Endpoint slots are mutated in place; callers write the changed ones back. Times are the
 database clock's, so dispatchers on different machines agree.
@@ -30,10 +33,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from services.dispatcher.model import Pending
-from shared.core.backoff import CircuitState, EndpointHealth, circuit_state, reserve_send_time
+from services.dispatcher.rate_slots import RATE_SAFETY, slot_spacing_us
+from shared.core.backoff import CircuitState, EndpointHealth, circuit_state
 from shared.core.delivery_status import OPEN_STATUSES
 
-RATE_SAFETY = 1.05
+__all__ = ["RATE_SAFETY", "Action", "Cancel", "Claim", "ClaimConfig", "Defer", "DeliveryRow",
+           "EndpointSlot", "KillDisabled", "Park", "Skip", "plan_claims"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +115,7 @@ class Claim:
     send_at: datetime
     lease_until: datetime
     probe: bool
+    rate_limited: bool = False   # the send must leave within the tolerance of send_at
 
 
 Action = Skip | Cancel | KillDisabled | Park | Defer | Claim
@@ -167,15 +173,16 @@ def _gate(row: DeliveryRow, slot: EndpointSlot, now: datetime, cfg: ClaimConfig,
     if slot.leased >= row.max_in_flight:
         return Defer(cfg.defer_s, "max_in_flight")
     send_at = now
-    if row.rate_limit_per_s is not None and row.rate_limit_per_s >= 1:
-        next_free = slot.rate_next_free_at.timestamp() if slot.rate_next_free_at else 0.0
-        at, new_free = reserve_send_time(next_free, now.timestamp(), row.rate_limit_per_s)
-        ahead = at - now.timestamp()
+    rate_limited = row.rate_limit_per_s is not None and row.rate_limit_per_s >= 1
+    if rate_limited:
+        assert row.rate_limit_per_s is not None
+        if slot.rate_next_free_at is not None and slot.rate_next_free_at > now:
+            send_at = slot.rate_next_free_at
+        ahead = (send_at - now).total_seconds()
         if ahead > cfg.rate_horizon_s:
             return Defer(max(ahead - cfg.rate_horizon_s, 0.01), "rate_limit")
-        send_at = now + timedelta(seconds=ahead)
-        spacing = (new_free - at) * RATE_SAFETY
-        slot.rate_next_free_at = send_at + timedelta(seconds=spacing)
+        spacing = timedelta(microseconds=slot_spacing_us(row.rate_limit_per_s))
+        slot.rate_next_free_at = send_at + spacing
         slot.changed = True
     probe = circuit_state(slot.health, now) is CircuitState.HALF_OPEN
     lease_until = send_at + timedelta(seconds=cfg.lease_s)
@@ -183,7 +190,7 @@ def _gate(row: DeliveryRow, slot: EndpointSlot, now: datetime, cfg: ClaimConfig,
         slot.probe_until = lease_until
         slot.changed = True
     slot.leased += 1
-    return Claim(send_at, lease_until, probe)
+    return Claim(send_at, lease_until, probe, rate_limited)
 
 
 def plan_claims(requests: Sequence[Pending], rows: Mapping[str, DeliveryRow],

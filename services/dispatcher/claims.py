@@ -41,6 +41,7 @@ from services.dispatcher.claim_plan import (
 from services.dispatcher.deadletters import kill_deliveries
 from services.dispatcher.model import Claimed, Pending
 from services.dispatcher.outcome_sql import release_next_in_keys
+from services.dispatcher.rate_slots import send_window
 from shared.adapters.kafka.publisher import Message
 from shared.adapters.pg.outbox import insert_outbox
 from shared.adapters.pg.pool import acquire_settled
@@ -277,12 +278,14 @@ class ClaimStore:
         """Inside the open transaction: lock, read, plan and carry out (all but the commit)."""
         health_rows = await conn.fetch(_LOCK_HEALTH_SQL, endpoint_ids)
         delivery_ids = [p.message.delivery_id for p in batch]
+        read_started = time.monotonic()
         rows = await conn.fetch(_ROWS_SQL, delivery_ids, min(delivery_ids, default=""),
                                 max(delivery_ids, default=""))
         if not rows:
             return ClaimResult(settled=[(p, "unknown") for p in batch])
         now: datetime = rows[0]["now"]
-        local_now = time.monotonic()  # this process's clock at (about) the database's now
+        # the database's now lies between these two readings of this process's clock
+        local_now = (read_started, time.monotonic())
         leased = {r["endpoint_id"]: r["n"] for r in
                   await conn.fetch(_LEASED_SQL, endpoint_ids, now)}
         slots = {r["endpoint_id"]: _slot(r, leased.get(r["endpoint_id"], 0))
@@ -298,7 +301,7 @@ class ClaimStore:
 
     async def _apply(self, conn: asyncpg.Connection, batch: Sequence[Pending],
                      actions: list[Action], slots: dict[str, EndpointSlot],
-                     now: datetime, local_now: float) -> ClaimResult:
+                     now: datetime, local_now: tuple[float, float]) -> ClaimResult:
         result = ClaimResult()
         sorted_actions = _Sorted()
         for req, action in zip(batch, actions, strict=True):
@@ -333,7 +336,11 @@ class ClaimStore:
                                                  for r in rows})
 
     async def _lease(self, conn: asyncpg.Connection, claims: dict[str, tuple[Pending, Claim]],
-                     now: datetime, local_now: float, result: ClaimResult) -> None:
+                     now: datetime, local_now: tuple[float, float],
+                     result: ClaimResult) -> None:
+        """Lease the claimed deliveries; each one's send window (:func:`send_window`) maps
+        its slot onto this process's clock through ``local_now``, the readings taken around
+        the read of the database's ``now``."""
         ids = sorted(claims)
         rows = await conn.fetch(_CLAIM_SQL, self._owner, ids,
                                 [claims[i][1].lease_until for i in ids], ids[0], ids[-1])
@@ -352,6 +359,8 @@ class ClaimStore:
                                         "endpoint_id": req.message.endpoint_id}})
                 result.settled.append((req, "skipped_bad_secret"))
                 continue
+            window = send_window(*local_now, (claim.send_at - now).total_seconds(),
+                                 claim.rate_limited)
             result.claimed.append(Claimed(
                 pending=req, delivery_id=delivery_id, event_id=row["event_id"],
                 endpoint_id=req.message.endpoint_id, account_id=row["account_id"],
@@ -359,8 +368,7 @@ class ClaimStore:
                 secrets=tuple(secrets), body=bytes(row["body"]),
                 event_created_at=row["created_at"], attempt_count=row["attempt_count"],
                 round_attempt_count=row["round_attempt_count"],
-                send_at_s=local_now + max(0.0, (claim.send_at - now).total_seconds()),
-                probe=claim.probe,
+                send_at_s=window.not_before, probe=claim.probe, send_by_s=window.not_after,
             ))
 
 

@@ -228,6 +228,18 @@ class Gates:
         gate.not_before = 0.0
         self._forget_if_idle(gate)
 
+    def returned(self, pending: Pending, requeue: bool) -> None:
+        """An attempt in flight ended without being sent (it gave its rate slot up): its slot
+        is free again, no completion is counted, and with ``requeue`` the request goes back
+        to the front of its queue, to be claimed again now."""
+        gate = self.gate(pending.message.endpoint_id)
+        gate.in_flight -= 1
+        self.in_flight -= 1
+        if requeue:
+            gate.waiting.appendleft(replace(pending, park_s=None, outbox_id=None))
+            self.waiting += 1
+        self._forget_if_idle(gate)
+
     def learn(self, endpoint_id: str, max_in_flight: int, rate_limit_per_s: int | None) -> None:
         """Update an endpoint's limits from a fresh read of its configuration."""
         gate = self._gates.get(endpoint_id)

@@ -50,6 +50,11 @@ class DispatcherMetrics:
         self.dead_letters = Counter(
             "postwire_dead_letters_total", "Deliveries dead-lettered, by reason", ["reason"],
             registry=r)
+        self.rate_slots_missed = Counter(
+            "postwire_rate_slot_missed_total",
+            "Rate-limited attempts that would have left more than the tolerance after their"
+            " reserved slot, so were not sent: the lease ended and the delivery was claimed"
+            " again with a new slot", registry=r)
         self.claims = Counter(
             "postwire_claims_total", "Delivery messages handled by the claim step, by result",
             ["result"], registry=r)

@@ -37,8 +37,10 @@ class Claimed:
 
     ``send_at_s`` is when to send (a reserved rate-limit slot), on this process's monotonic
     clock, anchored when the claim read the database clock (so the time the claim took to
-    commit and the attempt task to start does not shift the slot). ``secrets`` are the HMAC
-    keys to sign with, current first.
+    commit and the attempt task to start does not shift the slot). ``send_by_s`` (same clock)
+    is the latest moment a rate-limited send may still leave; a task that cannot send by then
+    gives the slot up (:mod:`services.dispatcher.rate_slots`); None without a rate limit.
+    ``secrets`` are the HMAC keys to sign with, current first.
     """
 
     pending: Pending
@@ -56,6 +58,7 @@ class Claimed:
     round_attempt_count: int
     send_at_s: float
     probe: bool
+    send_by_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

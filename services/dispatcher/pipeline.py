@@ -30,6 +30,7 @@ from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.model import Claimed, Finished, Pending
 from services.dispatcher.offsets import OffsetTracker, Ticket
 from services.dispatcher.outcomes import OutcomeWriter
+from services.dispatcher.rate_slots import GiveUp, SendWindow, WaitFor, send_verdict
 from services.dispatcher.settings import DispatcherSettings
 from shared.adapters.http_client import WebhookClient
 from shared.core.backoff import CircuitState
@@ -199,10 +200,23 @@ class Pipeline:
             self.tracker.done(claimed.pending.ticket)
 
     async def _attempt(self, claimed: Claimed) -> None:
-        delay = claimed.send_at_s - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        started, result, detail = await perform(claimed, self._client)
+        """Wait for the slot, then send and submit the outcome; or, when a rate-limited send
+        could not leave within the tolerance of its slot, send nothing and give the slot up
+        (:meth:`_give_up_slot`). Nothing awaits between the verdict and the attempt's start."""
+        window = SendWindow(claimed.send_at_s, claimed.send_by_s)
+        while True:
+            # the recorded start lies between two readings of the clock the window is on
+            before = time.monotonic()
+            started_at = utcnow()
+            verdict = send_verdict(window, before, time.monotonic())
+            if isinstance(verdict, WaitFor):
+                await asyncio.sleep(verdict.seconds)
+                continue
+            if isinstance(verdict, GiveUp):
+                await self._give_up_slot(claimed, verdict.late_s)
+                return
+            break
+        started, result, detail = await perform(claimed, self._client, started_at)
         s = self._settings
         decision = decide(result, claimed.round_attempt_count + 1, s.common.retry_schedule,
                           utcnow(), self._rng, s.floors)
@@ -210,6 +224,38 @@ class Pipeline:
             log.debug("attempt error %s", detail, extra={"pw": {
                 "delivery_id": claimed.delivery_id, "endpoint_id": claimed.endpoint_id}})
         self.writer.submit(Finished(claimed, result, decision, started))
+
+    async def _give_up_slot(self, claimed: Claimed, late_s: float) -> None:
+        """End the lease of a delivery that was not sent and claim it again (a new claim
+        reserves a new slot and checks everything afresh). The lease ends in Postgres before
+        the request is queued again, so no other claim can find it leased by a task that is
+        gone, and since nothing was sent nothing can be sent twice. While Postgres cannot be
+        reached the release is retried (50 ms doubling to 2 s) until it succeeds or the lease
+        has expired anyway; the message's offset stays uncommitted throughout, so a crash
+        meanwhile leaves the delivery to the partition's next owner or the sweeper."""
+        self._metrics.rate_slots_missed.inc()
+        log.info("rate slot missed by %.1f ms; claiming the delivery again", late_s * 1000,
+                 extra={"pw": {"delivery_id": claimed.delivery_id,
+                               "endpoint_id": claimed.endpoint_id,
+                               "event_id": claimed.event_id}})
+        expires = (claimed.send_at_s + self._settings.delivery_timeout_s
+                   + self._settings.lease_margin_s)
+        pause = 0.05
+        while True:
+            try:
+                await self._pool.execute(_RELEASE_SQL, [claimed.delivery_id], self._owner)
+                break
+            except _DB_ERRORS as exc:
+                if time.monotonic() > expires:
+                    log.warning("releasing a missed slot's lease failed (%s); it expires",
+                                exc, extra={"pw": {"delivery_id": claimed.delivery_id,
+                                                   "endpoint_id": claimed.endpoint_id}})
+                    break
+                await asyncio.sleep(pause)
+                pause = min(2.0, pause * 2)
+        self._tasks.pop(claimed.delivery_id, None)
+        self.gates.returned(claimed.pending, self.tracker.is_current(claimed.pending.ticket))
+        self._wake()
 
     def _recorded(self, batch: Iterable[Finished]) -> None:
         for item in batch:

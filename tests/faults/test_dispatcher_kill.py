@@ -24,14 +24,19 @@ succeeded and the ledger balances with nothing open; every request carries a kno
 had reached the receiver by the time of the kill and came again after it (the killed process
 could not record it);
 ``/limited`` never had more than 2 requests at once; ``/rated`` got no more than
-``RATE_LIMIT`` requests in any one-second window of send times (plus
-``RATE_JITTER_ALLOWANCE``, see there) and no more than ``RATE_LIMIT`` a second over the run;
+``RATE_LIMIT`` requests in any closed one-second window of send times (no slack: a send that
+would leave more than 49 ms after its slot gives the slot up, so this holds on any machine
+load, see ``services/dispatcher/rate_slots.py``) and no more than ``RATE_LIMIT`` a second over
+the run;
 and per ordering key, first arrivals follow acceptance order (the sequence ingest allocated)
 and none arrives before its predecessor was answered.
 
-Send times are the dispatchers' recorded attempt starts (and, for the killed process's
-unrecorded requests, their arrival): the receiver shares this test's event loop, whose stalls
-on a busy machine stamped arrivals up to 450 ms late while the sends were 105 ms apart.
+Send times are the dispatchers' recorded attempt starts, the very time stamps the send
+decision brackets: the receiver shares this test's event loop, whose stalls on a busy machine
+stamped arrivals up to 450 ms late while the sends were 105 ms apart. The killed process's
+requests that it could not record (0 or 1 per run: a request to ``/rated`` is answered at
+once) have no exact send time, only their late arrival stamps; they count in the run's rate
+but not in the windows (each could add at most one to a window, at its unknown time).
 Concurrency at the receiver needs no such care: a request cannot start before the one whose
 slot it takes has been answered.
 """
@@ -51,10 +56,10 @@ import pytest_asyncio
 
 from deploy.embedded.services import ServiceProcess
 from tests.conftest import TEST_API_KEY, RunService, ServiceEnvFactory
-from tests.e2e.test_dispatch_ordering import max_in_window
 from tests.support.dispatch import FAST_ENV, metric, poll
 from tests.support.ledger import assert_ledger_balances
 from tests.support.receiver import Received, Receiver, Reply
+from tests.unit.test_dispatcher_rate_slots import most_in_closed_window
 
 AUTH = {"Authorization": f"Bearer {TEST_API_KEY}"}
 ACCOUNT = "acct_dispatcher_kill"
@@ -64,10 +69,6 @@ LOAD_S = 12.0
 KILL_AT = 0.4
 RATE_LIMIT = 10
 KILL_SLACK_S = 0.5    # a request the killed process wrote may be read this long after the kill
-# Sends are spaced 1.05/rate apart, which keeps ``rate`` per one-second window only while a
-# send leaves at most 50 ms after its reserved slot; on a loaded 2-core machine a dispatcher
-# was seen 77 ms late (11 sends in 0.973 s at a limit of 10, no crash involved): one more.
-RATE_JITTER_ALLOWANCE = 1
 # Per 20 events: 8 fanned out to /plain-a and /plain-b, 3 to /limited, 6 keyed, 3 to /rated
 # (at 100/s: 40, 15, 30 and 15 a second).
 PATTERN = ["t.plain"] * 8 + ["t.limited"] * 3 + ["t.keyed"] * 6 + ["t.rated"] * 3
@@ -236,11 +237,15 @@ async def test_kill_9_of_one_of_three_dispatchers_keeps_every_guarantee(
     # Limits held across the processes, through the kill.
     assert rx.max_concurrent["/limited"] <= 2, rx.max_concurrent["/limited"]
     assert rx.max_concurrent["/limited"] == 2, "the load kept two requests in flight"
-    sends = await _send_times(database_url, paths["/rated"], rx)
+    recorded, unrecorded = await _send_times(database_url, paths["/rated"], rx)
+    sends = recorded + unrecorded
     assert len(sends) >= len(rx.requests_for("/rated"))
-    assert max_in_window(sends) <= RATE_LIMIT + RATE_JITTER_ALLOWANCE, busiest_second(sends)
-    assert max_in_window(sends) >= RATE_LIMIT * 0.8, "the load pressed on the rate limit"
+    assert most_in_closed_window(recorded) <= RATE_LIMIT, busiest_second(recorded)
+    assert most_in_closed_window(recorded) >= RATE_LIMIT * 0.8, "the load pressed on the limit"
     assert len(sends) / (max(sends) - min(sends)) <= RATE_LIMIT, "the long-run rate held"
+    missed = sum([await metric(s, "postwire_rate_slot_missed_total") for s in survivors])
+    print(f"/rated: {len(recorded)} recorded sends, {len(unrecorded)} unrecorded (killed), "
+          f"survivors gave up {missed:.0f} late slots; {busiest_second(recorded)}")
 
     # Order per key: first arrivals follow acceptance order (the sequence ingest allocated),
     # and none arrives before its predecessor's first 2xx was answered.
@@ -259,11 +264,11 @@ async def test_kill_9_of_one_of_three_dispatchers_keeps_every_guarantee(
 
 
 def busiest_second(times: list[float]) -> str:
-    """The sends of the busiest one-second window, as offsets from its first (ms)."""
+    """The sends of the busiest closed one-second window, as offsets from its first (ms)."""
     ordered = sorted(times)
     best: list[float] = []
     for i, start in enumerate(ordered):
-        window = [t for t in ordered[i:] if t - start < 1.0]
+        window = [t for t in ordered[i:] if t - start <= 1.0]
         if len(window) > len(best):
             best = window
     return f"{len(best)} sends within 1 s at +ms " + ", ".join(
@@ -294,9 +299,10 @@ async def _open(database_url: str) -> list[dict[str, object]]:
     return [dict(r) for r in rows]
 
 
-async def _send_times(database_url: str, endpoint_id: str, rx: Receiver) -> list[float]:
+async def _send_times(database_url: str, endpoint_id: str, rx: Receiver
+                      ) -> tuple[list[float], list[float]]:
     """When each request to the endpoint was sent (wall clock): the dispatchers' recorded
-    attempt starts, plus, for a request the receiver saw but no attempt records (the killed
+    attempt starts, and, for each request the receiver saw but no attempt records (the killed
     process's), its arrival."""
     rows = await _fetch(database_url, "SELECT d.event_id, a.started_at FROM attempts a"
                         " JOIN deliveries d ON d.id = a.delivery_id WHERE d.endpoint_id = $1",
@@ -309,9 +315,10 @@ async def _send_times(database_url: str, endpoint_id: str, rx: Receiver) -> list
         if request.path == "/rated":
             arrived[request.webhook_id].append(request.wall)
     sends = [t for times in recorded.values() for t in times]
+    unrecorded: list[float] = []
     for event_id, walls in arrived.items():
-        sends.extend(sorted(walls)[:max(0, len(walls) - len(recorded[event_id]))])
-    return sends
+        unrecorded.extend(sorted(walls)[:max(0, len(walls) - len(recorded[event_id]))])
+    return sends, unrecorded
 
 
 async def _sequences(database_url: str, endpoint_id: str) -> dict[str, int]:

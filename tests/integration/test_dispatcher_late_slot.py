@@ -1,0 +1,108 @@
+"""A rate-limited send that would leave too late after its slot is given up, not sent.
+
+The real pipeline (claim, attempt task, outcome writer) on the embedded Postgres and broker,
+in this test's event loop. The endpoint's next free slot is put 0.4 s ahead; once the
+delivery is claimed (leased, its task asleep until the slot), the test blocks the event loop
+for 0.6 s, as a loaded machine does. The task wakes 0.2 s past its slot, beyond the 49 ms
+tolerance: it sends nothing, ends its lease in Postgres, and the delivery is claimed again
+with a new slot, one spacing later, and sent once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from services.dispatcher.app import claim_config
+from services.dispatcher.claims import ClaimStore
+from services.dispatcher.metrics import DispatcherMetrics
+from services.dispatcher.pipeline import Pipeline
+from services.dispatcher.rate_slots import slot_spacing_us
+from services.dispatcher.settings import load_dispatcher_settings
+from shared.adapters.http_client import WebhookClient
+from shared.adapters.kafka.publisher import KafkaPublisher
+from shared.core.delivery_message import DeliveryMessage
+from shared.outbox_relay import OutboxFlusher
+from tests.conftest import ServiceEnvFactory
+from tests.support.dispatch import FAST_ENV, Seeder
+from tests.support.receiver import Receiver
+
+OWNER = "late-slot-test"
+RATE = 2
+STALL_S = 0.6
+
+
+async def _until(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_send_stalled_past_its_slot_is_given_up_and_claimed_again(
+        database_url: str, kafka_bootstrap: str, topic_prefix: str,
+        service_env: ServiceEnvFactory) -> None:
+    settings = load_dispatcher_settings(service_env(**FAST_ENV))
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    seed = Seeder(pool, kafka_bootstrap, topic_prefix)
+    publisher = KafkaPublisher(kafka_bootstrap, topic_prefix, partitions=4)
+    metrics = DispatcherMetrics()
+    client = WebhookClient(timeout_s=5.0, allow_private=True)
+    flusher = OutboxFlusher(pool, publisher)
+    pipeline = Pipeline(settings, pool, OWNER, ClaimStore(pool, OWNER, claim_config(settings)),
+                        client, flusher, metrics)
+    try:
+        async with Receiver() as rx:
+            ep = await seed.endpoint(rx.url("/rated"), rate_limit_per_s=RATE)
+            event = await seed.event([ep], publish=False)
+            delivery_id = event.delivery_ids[ep.id]
+            first_slot: datetime = await pool.fetchval(
+                "INSERT INTO endpoint_health (endpoint_id, rate_next_free_at)"
+                " VALUES ($1, now() + interval '0.4 seconds') ON CONFLICT (endpoint_id)"
+                " DO UPDATE SET rate_next_free_at = excluded.rate_next_free_at"
+                " RETURNING rate_next_free_at", ep.id)
+            flusher.start()
+            pipeline.start()
+            ticket = pipeline.tracker.track("p", 0)  # as the consumer does per message
+            pipeline.accept(ticket, DeliveryMessage(
+                delivery_id, event.id, ep.id, ep.account_id, None, None))
+            await _until(lambda: pipeline.gates.in_flight == 1)
+            owner = await pool.fetchval("SELECT lease_owner FROM deliveries WHERE id = $1",
+                                        delivery_id)
+            assert owner == OWNER
+            assert await pool.fetchval("SELECT rate_next_free_at FROM endpoint_health"
+                                       " WHERE endpoint_id = $1", ep.id) > first_slot
+
+            # the event loop stalls past the slot and its tolerance, as on a loaded machine
+            time.sleep(STALL_S)  # noqa: ASYNC251 (the stall is the point)
+
+            def missed() -> float:
+                value = metrics.registry.get_sample_value("postwire_rate_slot_missed_total")
+                return value or 0.0
+
+            await rx.wait_for(lambda: len(rx.requests) >= 1, timeout_s=10)
+            await _until(lambda: pipeline.gates.in_flight == 0 and not pipeline.waiting)
+            assert missed() >= 1, "the late slot was given up"
+            await asyncio.sleep(0.3)  # nothing else is on its way
+            assert len(rx.requests) == 1, "sent once, at its new slot"
+            rows = await pool.fetch("SELECT started_at FROM attempts WHERE delivery_id = $1",
+                                    delivery_id)
+            assert len(rows) == 1
+            # the first slot was never used: the send kept the next one, a spacing later
+            assert rows[0]["started_at"] >= first_slot + timedelta(
+                microseconds=slot_spacing_us(RATE))
+            status = await pool.fetchval("SELECT status FROM deliveries WHERE id = $1",
+                                         delivery_id)
+            assert status == "succeeded"
+            assert pipeline.tracker.committable() == {"p": 1}, "its offset may be committed"
+    finally:
+        await pipeline.shutdown(drain_s=1.0)
+        await flusher.stop()
+        await client.close()
+        await seed.close()
+        await publisher.stop()
+        await pool.close()
