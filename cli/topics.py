@@ -3,8 +3,11 @@
 An operator step for production clusters where the services' own accounts may not create
 topics: it reads the same variables as the services (``POSTWIRE_KAFKA_*``,
 ``POSTWIRE_TOPIC_PREFIX``), creates what is missing (unless ``--check``), and prints one row per
-topic. Exit status: 0 every topic exists and matches, 1 a topic is missing (``--check``) or does
-not match, 2 a bad setting, 5 Kafka unreachable or the credentials were refused.
+topic. A replication factor below ``min.insync.replicas`` is refused (nothing is created; an
+existing topic like that does not match): with ``acks=all`` no write could be acknowledged.
+Exit status: 0 every topic exists and matches, 1 a topic is missing (``--check``) or does
+not match, 2 a bad setting (also a replication factor below the brokers'
+``min.insync.replicas`` when creating), 5 Kafka unreachable or the credentials were refused.
 """
 
 from __future__ import annotations
@@ -46,9 +49,11 @@ def register(sub: Subparsers) -> None:
         description="Create the missing Postwire topics with POSTWIRE_KAFKA_PARTITIONS "
         "partitions and replication factor POSTWIRE_KAFKA_REPLICATION_FACTOR, then check that "
         "every topic matches. Uses POSTWIRE_KAFKA_BOOTSTRAP and the POSTWIRE_KAFKA_SECURITY_* "
-        "/ SASL_* / SSL_* variables, like the services.",
+        "/ SASL_* / SSL_* variables, like the services. A replication factor below the "
+        "topic's or brokers' min.insync.replicas is refused (no write could be acknowledged).",
         epilog="exit status: 0 all topics match, 1 missing (--check) or mismatched, "
-        "2 bad setting, 5 Kafka unreachable or credentials refused")
+        "2 bad setting (or a replication factor below the brokers' min.insync.replicas), "
+        "5 Kafka unreachable or credentials refused")
     parser.add_argument("--check", action="store_true",
                         help="only verify: create nothing, exit 1 when a topic is missing")
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")

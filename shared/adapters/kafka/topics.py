@@ -5,6 +5,14 @@ partition count differs from ``POSTWIRE_KAFKA_PARTITIONS`` would move keys to ot
 (ordering), and one with a lower replication factor than ``POSTWIRE_KAFKA_REPLICATION_FACTOR``
 is less durable than the operator asked for: both are :class:`TopicMismatch`, which stops a
 service at start. ``postwire topics`` runs the same check as an operator step.
+
+A topic whose replication factor is below its ``min.insync.replicas`` (a topic setting, by
+default the brokers') can never acknowledge a produce with ``acks=all``, which every Postwire
+producer uses: ingest would answer 202 while nothing reached Kafka. Such a topic is a
+:class:`TopicMismatch` too (:func:`insync_problem`), and topics are not created with a
+replication factor below the brokers' ``min.insync.replicas``. Brokers that do not answer
+``DescribeConfigs`` (the embedded Tansu broker closes the connection) leave it unknown: not
+checked.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from shared.adapters.kafka.security import client_options
@@ -25,6 +34,7 @@ DELIVERIES = "deliveries"
 DEADLETTER = "deadletter"
 LOGICAL_TOPICS = (DELIVERIES, DEADLETTER)
 _TOPIC_EXISTS = 36
+MIN_INSYNC = "min.insync.replicas"
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +57,7 @@ class TopicState:
     replication_factor: int
     created: bool
     known: bool = True  # False: the broker did not describe it (yet); nothing to compare
+    min_insync: int | None = None  # its min.insync.replicas; None: the broker did not say
 
     def problem(self, partitions: int, replication_factor: int) -> str | None:
         """Why this topic does not match the settings, or None when it does (or is unknown)."""
@@ -58,7 +69,20 @@ class TopicState:
         if self.replication_factor < replication_factor:
             return (f"Kafka topic {self.name} has replication factor {self.replication_factor} "
                     f"but POSTWIRE_KAFKA_REPLICATION_FACTOR={replication_factor}")
+        return insync_problem(f"Kafka topic {self.name} has replication factor",
+                              self.replication_factor, self.min_insync)
+
+
+def insync_problem(subject: str, replication_factor: int, min_insync: int | None) -> str | None:
+    """The rule: with ``acks=all`` a write needs ``min_insync`` replicas in sync, so a
+    replication factor below it can never be acknowledged. Returns the one-line reason,
+    starting with ``subject`` (followed by the factor), or None when the factor suffices or
+    ``min_insync`` is unknown."""
+    if min_insync is None or replication_factor >= min_insync:
         return None
+    return (f"{subject} {replication_factor} but {MIN_INSYNC}={min_insync}: no write to it "
+            f"could ever be acknowledged (Postwire produces with acks=all); use a replication "
+            f"factor of at least {min_insync}")
 
 
 def unreachable_message(bootstrap: str, security: KafkaSecurity, exc: BaseException) -> str:
@@ -117,7 +141,14 @@ async def _ensure(admin: AIOKafkaAdminClient, prefix: str, partitions: int,
     wanted = [topic_name(prefix, t) for t in LOGICAL_TOPICS]
     missing = [t for t in wanted if t not in existing]
     created: list[str] = []
+    broker_min_insync: int | None = None
     if missing:
+        broker_min_insync = await _broker_min_insync(admin)
+        refused = insync_problem("POSTWIRE_KAFKA_REPLICATION_FACTOR is", replication_factor,
+                                 broker_min_insync)
+        if refused is not None:
+            raise TopicMismatch(f"not creating Kafka topics {', '.join(missing)}: {refused} "
+                                f"(the brokers' default)")
         response = await admin.create_topics([
             NewTopic(t, num_partitions=partitions, replication_factor=replication_factor)
             for t in missing
@@ -130,12 +161,66 @@ async def _ensure(admin: AIOKafkaAdminClient, prefix: str, partitions: int,
         log.info("created topics %s", created)
     present = [t for t in wanted if t not in created]
     described = await _describe(admin, present)
-    states = [TopicState(t, partitions, replication_factor, True) for t in created]
+    insync = await _topic_min_insync(admin, sorted(described))
+    states = [TopicState(t, partitions, replication_factor, True, min_insync=broker_min_insync)
+              for t in created]
     for name in present:
         layout = described.get(name)
-        states.append(TopicState(name, *layout, created=False) if layout is not None
+        states.append(TopicState(name, *layout, created=False, min_insync=insync.get(name))
+                      if layout is not None
                       else TopicState(name, 0, 0, created=False, known=False))
     return sorted(states, key=lambda s: s.name)
+
+
+def _config_values(responses: list[Any], key: str = MIN_INSYNC) -> dict[str, int]:
+    """resource name -> integer value of ``key`` from DescribeConfigs answers (resources
+    answered with an error, or without the key, are left out)."""
+    out: dict[str, int] = {}
+    for response in responses:
+        for resource in response.to_object().get("resources", []):
+            if resource.get("error_code"):
+                continue
+            for entry in resource.get("config_entries") or []:
+                if entry.get("config_names") == key and entry.get("config_value") is not None:
+                    out[resource["resource_name"]] = int(entry["config_value"])
+    return out
+
+
+async def _broker_min_insync(admin: AIOKafkaAdminClient) -> int | None:
+    """The brokers' default ``min.insync.replicas`` (the largest any broker says), or None
+    when the broker does not answer DescribeConfigs."""
+    try:
+        brokers = (await admin.describe_cluster()).get("brokers") or []
+        resources = [ConfigResource(ConfigResourceType.BROKER, str(b["node_id"]),
+                                    {MIN_INSYNC: None}) for b in brokers]
+        values = _config_values(await admin.describe_configs(resources)) if resources else {}
+    except (KafkaError, OSError, ValueError) as exc:
+        log.info("the broker did not describe its %s (%r); not checked", MIN_INSYNC, exc)
+        return None
+    return max(values.values(), default=None)
+
+
+async def _topic_min_insync(admin: AIOKafkaAdminClient, names: list[str],
+                            attempts: int = 10) -> dict[str, int]:
+    """Each topic's effective ``min.insync.replicas``; a topic just created may not be
+    described at once (UNKNOWN_TOPIC_OR_PARTITION), so this asks again (0.3 s apart). Topics
+    the broker does not describe are left out (not checked)."""
+    values: dict[str, int] = {}
+    for attempt in range(attempts):
+        pending = [n for n in names if n not in values]
+        if not pending:
+            break
+        try:
+            values.update(_config_values(await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, n, {MIN_INSYNC: None})
+                 for n in pending])))
+        except (KafkaError, OSError, ValueError) as exc:
+            log.info("the broker did not describe %s of %s (%r); not checked", MIN_INSYNC,
+                     pending, exc)
+            break
+        if attempt < attempts - 1 and any(n not in values for n in names):
+            await asyncio.sleep(0.3)
+    return values
 
 
 async def _describe(admin: AIOKafkaAdminClient, names: list[str],
