@@ -158,6 +158,8 @@ class ClaimResult:
     outbox_ids: list[int] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     endpoint_limits: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+    # unexpired leases per endpoint across all dispatchers right after this claim
+    endpoint_leases: dict[str, int] = field(default_factory=dict)
     circuits: dict[str, CircuitState] = field(default_factory=dict)
     consumed_outbox_ids: list[int] = field(default_factory=list)  # wake-up rows deleted
 
@@ -297,6 +299,7 @@ class ClaimStore:
             result.endpoint_limits[row.endpoint_id] = (row.max_in_flight, row.rate_limit_per_s)
         for endpoint_id, slot in slots.items():
             result.circuits[endpoint_id] = circuit_state(slot.health, now)
+            result.endpoint_leases[endpoint_id] = slot.leased
         return result
 
     async def _apply(self, conn: asyncpg.Connection, batch: Sequence[Pending],

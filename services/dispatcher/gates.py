@@ -11,8 +11,8 @@ claim step with ``park_s`` set, which parks those deliveries in Postgres roughly
 endpoint would reach them, releasing the memory and the Kafka offsets:
 
 - An endpoint that fell behind (its oldest message has waited longer than ``memory_wait_s``)
-  keeps only what it works off in ``memory_wait_s`` at its measured completion rate (at least
-  its in-flight cap), so no message waits in memory until the sweeper would call it stale.
+  keeps only what it works off in ``memory_wait_s`` at its pace (at least its in-flight cap),
+  so no message waits in memory until the sweeper would call it stale.
 - Any other endpoint is not capped while memory is free: parking costs database writes and a
   Kafka round trip per delivery, so a burst (a backlog after an outage) is worked off from
   memory. Once the process holds ``max_waiting`` messages, fetching has stopped, and an
@@ -21,6 +21,17 @@ endpoint would reach them, releasing the memory and the Kafka offsets:
   wait is bounded and parking would not speed anyone up); an endpoint that cannot keeps its
   fair share, ``max_waiting`` over the endpoints with waiting work (at least two, and at least
   ``waiting_per_endpoint``), and parks the rest, so fetching resumes for the others.
+
+An endpoint's pace (:meth:`Gate.pace`) is the rate at which the endpoint completes attempts
+across every dispatcher, not only in this one: a parked delivery is re-announced on the
+endpoint's partition and comes back to whichever dispatcher owns it then, so its wait is the
+endpoint's queue over the endpoint's pace. By Little's law that pace is the endpoint's leases
+held at once across all dispatchers (counted by every claim, under the endpoint's row lock)
+over the time a lease is held (claim to recorded outcome, the same for every dispatcher: it is
+the receiver's answer time plus the rate slot's wait). This process's own completion rate would
+be 1/D of it while D dispatchers share the endpoint (a rebalance, messages of an earlier key),
+and a park D times too long. The pace is never taken below what this process alone completes,
+and before any lease figure exists it is that local rate.
 
 Pure bookkeeping on one event loop; the clock is injectable.
 """
@@ -57,6 +68,10 @@ class Gate:
     done_at: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
     since: float = 0.0              # when this gate was created (clock of its Gates)
     shard_key: int = 0              # stable hash of the endpoint id: which claim worker
+    # (time, leases of the endpoint across all dispatchers) as claims counted them
+    leases_seen: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=256))
+    # (time, seconds a lease was held: claim to recorded outcome) of this process's attempts
+    held: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=256))
 
     def cap(self, endpoint_concurrency: int) -> int:
         return max(1, min(self.max_in_flight, endpoint_concurrency))
@@ -69,6 +84,27 @@ class Gate:
         if not self.done_at:
             return None
         return len(self.done_at) / min(RATE_WINDOW_S, max(1.0, now - self.since))
+
+    def endpoint_pace(self, now: float) -> float | None:
+        """Completions per second of the endpoint across every dispatcher, by Little's law:
+        the mean of the lease counts claims saw over the mean time a lease is held, both over
+        the last ``RATE_WINDOW_S``. None without both figures."""
+        for samples in (self.leases_seen, self.held):
+            while samples and samples[0][0] < now - RATE_WINDOW_S:
+                samples.popleft()
+        if not self.leases_seen or not self.held:
+            return None
+        leases = sum(n for _, n in self.leases_seen) / len(self.leases_seen)
+        held_s = sum(h for _, h in self.held) / len(self.held)
+        return leases / held_s if held_s > 0 and leases > 0 else None
+
+    def pace(self, now: float) -> float | None:
+        """The endpoint's pace (module docstring): the larger of :meth:`endpoint_pace` and
+        this process's own :meth:`completion_rate`; None before any attempt finished here."""
+        local = self.completion_rate(now)
+        if local is None:
+            return None
+        return max(local, self.endpoint_pace(now) or 0.0)
 
     def idle(self) -> bool:
         return not self.waiting and self.in_flight == 0 and self.claiming == 0
@@ -126,7 +162,7 @@ class Gates:
     def waiting_limit(self, gate: Gate, now: float, busy_gates: int) -> int:
         """How many messages ``gate`` may hold now, ``busy_gates`` endpoints having waiting
         work (see the module docstring)."""
-        rate = gate.completion_rate(now)
+        rate = gate.pace(now)
         if rate is None:
             return len(gate.waiting)  # no attempt finished yet: no basis for parking
         fill = gate.cap(self.endpoint_concurrency)
@@ -143,7 +179,7 @@ class Gates:
     def _overflow(self, gate: Gate, now: float, busy_gates: int) -> list[Pending]:
         limit = self.waiting_limit(gate, now, busy_gates)
         out: list[Pending] = []
-        rate = gate.completion_rate(now) or float(gate.cap(self.endpoint_concurrency))
+        rate = gate.pace(now) or float(gate.cap(self.endpoint_concurrency))
         while len(gate.waiting) > limit:
             position = len(gate.waiting) + gate.in_flight + gate.claiming
             delay = min(MAX_PARK_S, max(MIN_PARK_S, position / rate))
@@ -219,12 +255,16 @@ class Gates:
         gate.in_flight += 1
         self.in_flight += 1
 
-    def finished(self, endpoint_id: str) -> None:
-        """An attempt's outcome is recorded; its slot is free again."""
+    def finished(self, endpoint_id: str, held_s: float | None = None) -> None:
+        """An attempt's outcome is recorded; its slot is free again. ``held_s``: how long
+        its lease was held (claim to recorded outcome), for the endpoint's pace."""
         gate = self.gate(endpoint_id)
         gate.in_flight -= 1
         self.in_flight -= 1
-        gate.done_at.append(self._clock())
+        now = self._clock()
+        gate.done_at.append(now)
+        if held_s is not None:
+            gate.held.append((now, held_s))
         gate.not_before = 0.0
         self._forget_if_idle(gate)
 
@@ -240,12 +280,17 @@ class Gates:
             self.waiting += 1
         self._forget_if_idle(gate)
 
-    def learn(self, endpoint_id: str, max_in_flight: int, rate_limit_per_s: int | None) -> None:
-        """Update an endpoint's limits from a fresh read of its configuration."""
+    def learn(self, endpoint_id: str, max_in_flight: int, rate_limit_per_s: int | None,
+              leases: int | None = None) -> None:
+        """Update an endpoint's limits from a fresh read of its configuration; ``leases``:
+        the endpoint's unexpired leases across all dispatchers right after that claim (for
+        the endpoint's pace)."""
         gate = self._gates.get(endpoint_id)
         if gate is not None:
             gate.max_in_flight = max(1, max_in_flight)
             gate.rate_limit_per_s = rate_limit_per_s
+            if leases is not None:
+                gate.leases_seen.append((self._clock(), leases))
 
     def drop(self, partitions: Iterable[Hashable] | None = None) -> list[Pending]:
         """Remove waiting requests of ``partitions`` (all when None); returns them."""

@@ -81,6 +81,7 @@ class Pipeline:
         # wait for each other's endpoint locks), each with its own wake-up event
         self._wakes = [asyncio.Event() for _ in range(settings.claim_workers)]
         self._tasks: dict[str, tuple[asyncio.Task[None], Claimed]] = {}
+        self._claimed_at: dict[str, float] = {}   # delivery id -> monotonic time of its claim
         self._claim_tasks: list[asyncio.Task[None]] = []
         self.circuits: dict[str, CircuitState] = {}
 
@@ -164,7 +165,8 @@ class Pipeline:
     def _apply(self, result: ClaimResult) -> None:
         self._flusher.submit(result.outbox_ids, result.messages)
         for endpoint_id, (max_in_flight, rate) in result.endpoint_limits.items():
-            self.gates.learn(endpoint_id, max_in_flight, rate)
+            self.gates.learn(endpoint_id, max_in_flight, rate,
+                             result.endpoint_leases.get(endpoint_id))
         self.circuits.update(result.circuits)
         labels: Counter[str] = Counter()
         for pending, label in result.settled:
@@ -177,8 +179,10 @@ class Pipeline:
             else:
                 self.gates.settled(pending)
         labels["deferred"] += len(result.deferred)
+        claimed_at = time.monotonic()
         for claimed in result.claimed:
             self.gates.started(claimed.pending)
+            self._claimed_at[claimed.delivery_id] = claimed_at
             task = asyncio.create_task(self._guarded_attempt(claimed), name="attempt")
             self._tasks[claimed.delivery_id] = (task, claimed)
         labels["claimed"] += len(result.claimed)
@@ -196,6 +200,7 @@ class Pipeline:
             log.exception("attempt crashed", extra={"pw": {
                 "delivery_id": claimed.delivery_id, "endpoint_id": claimed.endpoint_id}})
             self._tasks.pop(claimed.delivery_id, None)
+            self._claimed_at.pop(claimed.delivery_id, None)
             self.gates.finished(claimed.endpoint_id)
             self.tracker.done(claimed.pending.ticket)
 
@@ -254,14 +259,18 @@ class Pipeline:
                 await asyncio.sleep(pause)
                 pause = min(2.0, pause * 2)
         self._tasks.pop(claimed.delivery_id, None)
+        self._claimed_at.pop(claimed.delivery_id, None)
         self.gates.returned(claimed.pending, self.tracker.is_current(claimed.pending.ticket))
         self._wake()
 
     def _recorded(self, batch: Iterable[Finished]) -> None:
+        now = time.monotonic()
         for item in batch:
             claimed = item.claimed
             self._tasks.pop(claimed.delivery_id, None)
-            self.gates.finished(claimed.endpoint_id)
+            claimed_at = self._claimed_at.pop(claimed.delivery_id, None)
+            self.gates.finished(claimed.endpoint_id,
+                                None if claimed_at is None else now - claimed_at)
             self.tracker.done(claimed.pending.ticket,
                               final=isinstance(item.decision, Succeeded | Dead))
         self._wake()

@@ -362,3 +362,16 @@ async def test_outcomes_gather_while_a_batch_records_and_none_after_stop(
                                      [e.id for e in events]))
     assert statuses == {**{c.delivery_id: "succeeded" for c in (first, *rest)},
                         late.delivery_id: "pending"}
+
+
+async def test_claims_report_the_endpoints_leases_across_claimers(pool: asyncpg.Pool,
+                                                                   seed: Seeder) -> None:
+    """What the gates pace parking by: each claim reports the endpoint's unexpired leases,
+    every claimer's included, right after it leased."""
+    ep = await seed.endpoint("http://x.test/", max_in_flight=3)
+    events = [await seed.event([ep], publish=False) for _ in range(5)]
+    reqs = requests(events, ep)
+    first = await ClaimStore(pool, "one", CFG).claim(reqs[:2])
+    assert first.endpoint_leases == {ep.id: 2}
+    second = await ClaimStore(pool, "two", CFG).claim(reqs[2:])
+    assert len(second.claimed) == 1 and second.endpoint_leases == {ep.id: 3}

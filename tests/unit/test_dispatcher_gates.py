@@ -212,3 +212,63 @@ def test_when_memory_is_full_a_young_endpoint_is_not_judged_on_its_first_seconds
     clock.now += 1.0
     taken = g.take(500)
     assert all(p.park_s is None for p in taken) and g.full
+
+
+def _lagging(clock: Clock, leases: list[int], held_s: list[float]) -> Gates:
+    """400 messages for an endpoint with max_in_flight 2 that this process completed at 2/s
+    over the last 10 s, its oldest message waiting 9 s (> the 8 s memory wait); claims saw
+    ``leases`` of the endpoint across all dispatchers, this process's leases were held
+    ``held_s``."""
+    g = gates(memory_wait_s=8.0, clock=clock)
+    g.add(pending("a", 0))
+    g.learn("a", max_in_flight=2, rate_limit_per_s=None)
+    for n in range(1, 400):
+        g.add(pending("a", n))
+    for p in g.take(500):
+        g.started(p)
+    gate = g.gate("a")
+    gate.since = clock.now - 60.0
+    gate.done_at.extend([clock.now] * 20)
+    for n in leases:
+        g.learn("a", max_in_flight=2, rate_limit_per_s=None, leases=n)
+    gate.held.extend((clock.now, h) for h in held_s)
+    clock.now += 9.0
+    return g
+
+
+def test_a_park_is_paced_by_the_endpoint_across_dispatchers_not_by_this_process() -> None:
+    """Three dispatchers share the endpoint: this one completes 2/s, but the claims saw its 2
+    leases busy all the time, each held 0.125 s, so the endpoint completes 16/s. The excess
+    parks at queue position / 16 s (about 25 s for the last), not / 2 (200 s)."""
+    clock = Clock()
+    g = _lagging(clock, leases=[2, 2, 2, 1, 2, 2, 2, 2], held_s=[0.125] * 10)
+    gate = g.gate("a")
+    pace = gate.pace(clock.now)
+    assert pace is not None and 14.9 < pace < 15.1  # mean leases 1.875 / 0.125 s
+    parked = g.take(500)
+    assert all(p.park_s is not None for p in parked)
+    assert len(parked) == 398 - int(pace * 8.0)          # keeps what it works off in 8 s
+    longest = max(p.park_s or 0.0 for p in parked)
+    assert 400 / pace * 0.9 <= longest <= 400 / pace * 1.1
+
+
+def test_without_lease_figures_the_pace_is_this_process_own() -> None:
+    clock = Clock()
+    g = _lagging(clock, leases=[], held_s=[0.125] * 10)
+    parked = g.take(500)
+    assert len(parked) == 398 - 16
+    assert max(p.park_s or 0.0 for p in parked) >= 400 / 2 * 0.9
+
+
+def test_the_pace_is_never_below_what_this_process_completes() -> None:
+    clock = Clock()
+    g = _lagging(clock, leases=[1], held_s=[1.0])   # the figures say 1/s; it did 2/s itself
+    assert g.gate("a").pace(clock.now) == 2.0
+
+
+def test_lease_figures_older_than_the_window_are_forgotten() -> None:
+    clock = Clock()
+    g = _lagging(clock, leases=[2], held_s=[0.1])
+    gate = g.gate("a")
+    assert gate.endpoint_pace(clock.now) == 20.0
+    assert gate.endpoint_pace(clock.now + 10.0) is None
