@@ -51,6 +51,18 @@ _RELEASE_SQL = """
 UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, updated_at = now()
 WHERE id = ANY($1::text[]) AND lease_owner = $2
 """
+# A missed rate slot: end the lease (updated_at stays: it dates the delivery's queueing, and the
+# first-attempt delay counts from it) and, for a circuit probe, end the probe as its outcome
+# would, so the next claim may probe at once instead of waiting for the lease to expire.
+_GIVE_UP_SQL = """
+WITH released AS (
+    UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
+    WHERE id = $1 AND lease_owner = $2
+    RETURNING endpoint_id
+)
+UPDATE endpoint_health h SET probe_until = NULL, updated_at = now()
+FROM released WHERE $3 AND h.endpoint_id = released.endpoint_id
+"""
 
 
 class Pipeline:
@@ -234,7 +246,8 @@ class Pipeline:
         """End the lease of a delivery that was not sent and claim it again (a new claim
         reserves a new slot and checks everything afresh). The lease ends in Postgres before
         the request is queued again, so no other claim can find it leased by a task that is
-        gone, and since nothing was sent nothing can be sent twice. While Postgres cannot be
+        gone, and since nothing was sent nothing can be sent twice; a circuit probe ends its
+        probe with it (``_GIVE_UP_SQL``). While Postgres cannot be
         reached the release is retried (50 ms doubling to 2 s) until it succeeds or the lease
         has expired anyway; the message's offset stays uncommitted throughout, so a crash
         meanwhile leaves the delivery to the partition's next owner or the sweeper."""
@@ -248,7 +261,8 @@ class Pipeline:
         pause = 0.05
         while True:
             try:
-                await self._pool.execute(_RELEASE_SQL, [claimed.delivery_id], self._owner)
+                await self._pool.execute(_GIVE_UP_SQL, claimed.delivery_id, self._owner,
+                                         claimed.probe)
                 break
             except _DB_ERRORS as exc:
                 if time.monotonic() > expires:
