@@ -2,7 +2,9 @@
 
 Work spreads over both, nothing is delivered twice in normal operation, ordering keys hold
 across the rebalance that the second process causes, and the per-endpoint limits hold across
-processes (they live in Postgres, not in either process).
+processes (they live in Postgres, not in either process). Deliveries are keyed by endpoint, so
+work spreads by endpoint: the test has endpoints on every partition, so whichever partitions
+each process owns, both have work.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import AsyncIterator
 
 import pytest_asyncio
 
+from shared.core.wakeup import partition_of
 from tests.e2e.test_dispatch_ordering import max_in_window
 from tests.support.dispatch import (
     DispatcherFactory,
@@ -20,6 +23,8 @@ from tests.support.dispatch import (
     poll,
 )
 from tests.support.receiver import Receiver, Reply
+
+PARTITIONS = 4   # of the deliveries topic in these tests (tests/support/dispatch.py)
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -47,6 +52,10 @@ async def test_two_dispatchers_share_work_keep_order_and_limits(
 
     await poll(assigned, lambda a: a[0] > 0 and a[1] > 0 and sum(a) == 4, 30)
     events += [await seeder.event([rated], data={"n": n}) for n in range(12)]
+    spread = [await seeder.endpoint(rx.url("/spread"))]   # endpoints on every partition
+    while len({partition_of(ep.id.encode(), PARTITIONS) for ep in spread}) < PARTITIONS:
+        spread.append(await seeder.endpoint(rx.url("/spread"), account_id=spread[0].account_id))
+    events += [await seeder.event([ep], data={"n": n}) for n, ep in enumerate(spread)]
     events += [await seeder.event([keyed], ordering_key=f"k{n % 3}", data={"n": n})
                for n in range(30, 60)]
     ids = [d for e in events for d in e.delivery_ids.values()]

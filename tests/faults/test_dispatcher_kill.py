@@ -12,10 +12,13 @@ test's receiver:
 - ``/rated``: ``rate_limit_per_s`` ``RATE_LIMIT``, offered half as much again;
 - ``/keyed``: every event carries one of three ordering keys.
 
-Unkeyed deliveries of one endpoint are spread over every partition, so all three dispatchers
-work for ``/limited`` and ``/rated`` at the same time: their limits live in Postgres. At
-``KILL_AT`` of the load, the dispatcher holding partitions is killed with SIGKILL, leaving
-attempts in flight and leases held.
+Deliveries are keyed by endpoint, so each endpoint's work goes to the dispatcher owning its
+partition; the first four endpoints are placed on four different partitions (an endpoint
+created on a partition already taken is deleted and created again), so whichever three
+partitions each survivor owns after the kill, both have endpoints to serve. At ``KILL_AT`` of
+the load, the dispatcher holding partitions is killed with SIGKILL, leaving attempts in flight
+and leases held: until those leases expire, the new owner of an endpoint claims beside the
+dead one's leases, and the limits, which live in Postgres, must still hold.
 
 Checks: its partitions move to the two survivors and both deliver afterwards; every accepted
 event reached every endpoint it was meant for with a 2xx (nothing lost), every delivery
@@ -55,6 +58,7 @@ import asyncpg
 import pytest_asyncio
 
 from deploy.embedded.services import ServiceProcess
+from shared.core.wakeup import partition_of
 from tests.conftest import TEST_API_KEY, RunService, ServiceEnvFactory
 from tests.support.dispatch import FAST_ENV, metric, poll
 from tests.support.ledger import assert_ledger_balances
@@ -96,7 +100,8 @@ async def rx() -> AsyncIterator[Receiver]:
 
 
 async def create_endpoints(ingest: ServiceProcess, rx: Receiver) -> dict[str, str]:
-    """The five endpoints of the module docstring; returns path -> endpoint id."""
+    """The five endpoints of the module docstring, the first four on distinct partitions;
+    returns path -> endpoint id."""
     specs: dict[str, dict[str, object]] = {
         "/plain-a": {"event_types": ["t.plain"]},
         "/plain-b": {"event_types": ["t.plain"]},
@@ -104,13 +109,23 @@ async def create_endpoints(ingest: ServiceProcess, rx: Receiver) -> dict[str, st
         "/rated": {"event_types": ["t.rated"], "rate_limit_per_s": RATE_LIMIT},
         "/keyed": {"event_types": ["t.keyed"]},
     }
-    ids = {}
+    ids: dict[str, str] = {}
+    used: set[int] = set()
     async with aiohttp.ClientSession(ingest.base_url, headers=AUTH) as http:
         for path, spec in specs.items():
             body: dict[str, object] = {"account_id": ACCOUNT, "url": rx.url(path), **spec}
-            async with http.post("/v1/endpoints", json=body) as resp:
-                assert resp.status == 201, await resp.text()
-                ids[path] = (await resp.json())["id"]
+            for _ in range(50):
+                async with http.post("/v1/endpoints", json=body) as resp:
+                    assert resp.status == 201, await resp.text()
+                    endpoint_id = (await resp.json())["id"]
+                partition = partition_of(endpoint_id.encode(), PARTITIONS)
+                if partition not in used or len(used) >= 4:
+                    break
+                async with http.delete(f"/v1/endpoints/{endpoint_id}") as resp:
+                    assert resp.status in (200, 204), await resp.text()
+            ids[path] = endpoint_id
+            used.add(partition)
+    assert len(used) >= 4, used
     return ids
 
 
