@@ -53,6 +53,7 @@ from services.dispatcher.recovery import (
     Suspicion,
     cap_commits,
     cluster_changed,
+    group_reset,
     merge_seen_ends,
     plan_recovery,
     progress_stalled,
@@ -77,6 +78,7 @@ COMMIT_TIMEOUT_S = 5.0         # a commit slower than this hung: re-join the gro
 RECOVERY_CHECK_S = 1.0         # how often log ends are read (log went backwards? lag?)
 CHECK_TIMEOUT_S = 3.0          # a log-end read slower than this counts as failed
 READY_STALE_S = 5.0            # not ready when log ends could not be read for this long
+UNREADABLE_RECREATE_S = 10.0   # log ends unreadable this long: re-create the consumer
 READY_STALL_S = 3.0            # not ready while fetches have stalled this long
 WOKEN_FORGET_S = 15.0          # a wake-up's Kafka copy, if any, is the relay's (3 s min age)
 WOKEN_MAX = 10_000
@@ -105,14 +107,16 @@ def _retrieve(task: asyncio.Future[object]) -> None:
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, owner: DeliveryConsumer) -> None:
+    def __init__(self, owner: DeliveryConsumer, consumer: AIOKafkaConsumer) -> None:
         self._owner = owner
+        self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         await self._owner.on_revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info("assigned %d partitions", len(assigned))
+        generation = self._owner.on_joined(self._consumer)
+        log.info("assigned %d partitions (group generation %s)", len(assigned), generation)
 
 
 class DeliveryConsumer:
@@ -136,12 +140,15 @@ class DeliveryConsumer:
         self._stuck_sessions = 0                          # consecutive sessions ended stuck
         self._last_loss_at: float | None = None           # monotonic time of the last log loss
         self._cluster_id: str | None = None               # the broker's, at the last check
+        self._generation: int | None = None               # the group's, at the last join
+        self._group_reset: str | None = None              # a reset seen at a join, to handle
         self._repair_topic = False                        # next session re-creates the topic
         self._lost_pending: Backwards | None = None       # announce once the topic exists
         self._checked_assignment: frozenset[TopicPartition] = frozenset()
         self._check_due = True
         self._last_check = 0.0
         self._check_ok_at = 0.0
+        self._session_started_at = 0.0
         self._assigned = 0
         self._stalled_since: float | None = None
         self._stop_fetch = asyncio.Event()
@@ -220,8 +227,9 @@ class DeliveryConsumer:
         # A pattern, not a topic list: metadata requests then name no topic, so the consumer
         # never auto-creates the topic (Tansu does, and racing an explicit CreateTopics after
         # a restart can leave it with two inconsistent copies).
-        consumer.subscribe(pattern=f"^{re.escape(self.topic)}$", listener=_Listener(self))
+        consumer.subscribe(pattern=f"^{re.escape(self.topic)}$", listener=_Listener(self, consumer))
         try:
+            self._session_started_at = time.monotonic()
             await consumer.start()
             self._consumer = consumer
             await self._loop(consumer)
@@ -389,6 +397,12 @@ class DeliveryConsumer:
             await asyncio.wait_for(self._check(consumer, assigned), timeout=CHECK_TIMEOUT_S)
         except (KafkaError, OSError, TimeoutError) as exc:
             log.info("reading log ends failed (%s: %s); will retry", type(exc).__name__, exc)
+            if now - max(self._check_ok_at, self._session_started_at) > UNREADABLE_RECREATE_S:
+                # Seen after the embedded broker restarted: the session's connections never
+                # recovered (every read timed out, the group was never joined again), so no
+                # check could notice the lost log. A new consumer connects and joins afresh.
+                raise ConfigError(f"log ends unreadable for {UNREADABLE_RECREATE_S:.0f} s; "
+                                  "re-creating the consumer") from exc
             return
         self._check_due = False
         self._checked_assignment = assigned
@@ -444,7 +458,8 @@ class DeliveryConsumer:
         """Read the log ends of ``assigned``; rewind partitions whose log went backwards,
         request the re-announcement of lost deliveries, and set the broker lag."""
         tracker = self._pipeline.tracker
-        if await self._check_cluster(consumer, assigned):
+        if await self._check_cluster(consumer, assigned) or await self._check_group(
+                consumer, assigned):
             return
         listed: dict[TopicPartition, int] = dict(await consumer.end_offsets(list(assigned)))
         # The larger of ListOffsets and the last fetch's high watermark: both can trail the
@@ -499,6 +514,21 @@ class DeliveryConsumer:
             return False
         self._ours.clear()  # committed to the cluster that is gone
         self._log_lost(Backwards.CLUSTER_CHANGED, f"cluster {known} -> {current}")
+        self._ends = {}
+        if assigned:
+            await self._rewind(consumer, set(assigned))
+        return True
+
+    async def _check_group(self, consumer: AIOKafkaConsumer,
+                           assigned: frozenset[TopicPartition]) -> bool:
+        """True (after rewinding every assigned partition and asking for the re-announcement)
+        when the last join found the coordinator had forgotten the group: its broker lost its
+        state, and its logs may have lost messages no consumer had read yet."""
+        reason, self._group_reset = self._group_reset, None
+        if reason is None:
+            return False
+        self._ours.clear()  # committed to the state that is gone
+        self._log_lost(Backwards.GROUP_RESET, reason)
         self._ends = {}
         if assigned:
             await self._rewind(consumer, set(assigned))
@@ -560,6 +590,20 @@ class DeliveryConsumer:
         if now - self._check_ok_at > READY_STALE_S:
             return "kafka: the log ends of the assigned partitions cannot be read"
         return None
+
+    def on_joined(self, consumer: AIOKafkaConsumer) -> int | None:
+        """A join of the group completed: note its generation (returned; None when the library
+        does not say), and a coordinator that forgot the group (:func:`group_reset`) for the
+        next check, which runs at once."""
+        coordinator: Any = getattr(consumer, "_coordinator", None)
+        joined = getattr(coordinator, "generation", None)
+        if not isinstance(joined, int):
+            return None
+        if group_reset(self._generation, joined):
+            self._group_reset = f"generation {self._generation} -> {joined}"
+            self._check_due = True
+        self._generation = joined
+        return joined
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Rebalance: drop waiting work of ``revoked``, commit what is durable, stop tracking."""

@@ -54,6 +54,7 @@ class Backwards(StrEnum):
     TOPIC_VANISHED = "topic_vanished"              # the topic disappeared from the metadata
     TOPIC_UNREADABLE = "topic_unreadable"          # re-created after a loss, yet unreadable
     CLUSTER_CHANGED = "cluster_changed"            # the broker answers with another cluster id
+    GROUP_RESET = "group_reset"                    # the coordinator forgot the group's generation
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +172,23 @@ def cluster_changed(known: str | None, current: str | None) -> bool:
     a cluster wiped and formatted again (every log is gone, whatever the offsets say). Unknown
     on either side (before the first metadata answer) is no change."""
     return known is not None and current is not None and current != known
+
+
+def group_reset(known: int | None, joined: int) -> bool:
+    """True when a join of the consumer group got a generation no higher than one this process
+    was already given: the group coordinator lost the group's state.
+
+    A healthy coordinator bumps the generation at every rebalance and keeps it through a
+    failover (Apache Kafka stores it with the committed offsets), so a member that is already
+    in the group can only be handed the same or a lower generation by a coordinator that
+    forgot the group: a broker with memory storage restarted (Tansu), a cluster wiped. Its
+    logs went with it, including messages acknowledged to a producer moments before that no
+    consumer had read yet, which no offset comparison can reveal (nothing was ever read from
+    that partition, so nothing is above its new end). Unknown (no join yet, or the library
+    does not say, or aiokafka's -1 for "no generation") is no reset. Generations start at 0 on
+    Tansu and at 1 on Apache Kafka.
+    """
+    return known is not None and known >= 0 and 0 <= joined <= known
 
 
 def should_recreate_topic(stuck_sessions: int, last_loss_at: float | None, now: float) -> bool:

@@ -13,6 +13,7 @@ from services.dispatcher.recovery import (
     PartitionView,
     cap_commits,
     cluster_changed,
+    group_reset,
     judge_partition,
     merge_seen_ends,
     plan_recovery,
@@ -145,3 +146,15 @@ def test_a_new_cluster_id_means_the_logs_are_gone() -> None:
     assert not cluster_changed("same", "same")
     assert not cluster_changed(None, "first-answer")   # nothing known yet
     assert not cluster_changed("known", None)          # no answer carried an id
+
+
+def test_group_reset_is_a_join_that_did_not_move_the_generation_forward() -> None:
+    assert not group_reset(None, 1)       # the first join this process sees
+    assert not group_reset(3, 4)          # a rebalance of a healthy group
+    assert group_reset(3, 3)              # the coordinator handed out the same generation
+    assert group_reset(5, 1)              # ... or started the group over
+    assert group_reset(0, 0)              # Tansu's first generation is 0
+    assert group_reset(3, 0)
+    assert not group_reset(0, 1)
+    assert not group_reset(3, -1)         # aiokafka's "no generation": unknown
+    assert not group_reset(-1, 0)
