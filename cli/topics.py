@@ -74,13 +74,15 @@ async def _existing_only(settings: KafkaTopicSettings) -> list[TopicState] | Non
     finally:
         await admin.close()
     wanted = {topic_name(settings.topic_prefix, t) for t in LOGICAL_TOPICS}
-    return None if wanted - names else await _sync(settings)
+    # Describe without creating: the node answering next may not know the topics yet (a
+    # cluster's metadata propagates), and --check must never create or refuse to create.
+    return None if wanted - names else await _sync(settings, create=False)
 
 
-async def _sync(settings: KafkaTopicSettings) -> list[TopicState]:
+async def _sync(settings: KafkaTopicSettings, create: bool = True) -> list[TopicState]:
     return await sync_topics(settings.bootstrap, settings.topic_prefix, settings.partitions,
                              replication_factor=settings.replication_factor,
-                             security=settings.security)
+                             security=settings.security, create=create)
 
 
 def cmd_topics(args: argparse.Namespace) -> int:

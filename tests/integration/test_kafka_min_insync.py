@@ -72,13 +72,19 @@ async def test_replication_below_min_insync_is_refused_on_three_nodes(
     # another node may learn of the new topics a moment later
     await poll(lambda: _list_topics(bootstrap),
                lambda names: {"ok.deliveries", "ok.deadletter"} <= names, 15)
-    assert _topics(bootstrap, "ok.", 3, "--check").returncode == 0
+    # ... and the node `--check` asks may list them later still (metadata propagates)
+    # (poll raises with the last answer when the check never passes)
+    await poll(lambda: asyncio.to_thread(_topics, bootstrap, "ok.", 3, "--check"),
+               lambda done: done.returncode == 0, 30, interval_s=1.0)
 
     await _create(bootstrap, ["hand.deliveries", "hand.deadletter"], replication=1)
     await poll(lambda: _list_topics(bootstrap),
                lambda names: {"hand.deliveries", "hand.deadletter"} <= names, 15)
-    checked = _topics(bootstrap, "hand.", 1, "--check")
-    assert checked.returncode == EXIT_MISMATCH
+    # the node asked may not describe them yet ("run again"); it must say so, never create
+    checked = await poll(lambda: asyncio.to_thread(_topics, bootstrap, "hand.", 1, "--check"),
+                         lambda done: "does not describe it yet" not in done.stderr, 30,
+                         interval_s=1.0)
+    assert checked.returncode == EXIT_MISMATCH, checked.stderr
     assert ("postwire topics: Kafka topic hand.deliveries has replication factor 1 but "
             "min.insync.replicas=2: no write to it could ever be acknowledged") in checked.stderr
 

@@ -117,8 +117,11 @@ async def ensure_topics(bootstrap: str, prefix: str, partitions: int,
 
 async def sync_topics(bootstrap: str, prefix: str, partitions: int,
                       timeout_s: float = 15.0, *, replication_factor: int = 1,
-                      security: KafkaSecurity = PLAINTEXT) -> list[TopicState]:
+                      security: KafkaSecurity = PLAINTEXT,
+                      create: bool = True) -> list[TopicState]:
     """Create the missing Postwire topics and describe all of them, mismatches included.
+    With ``create`` false nothing is created: a topic this broker does not know (another node
+    of the cluster may know it first) is returned as not ``known``.
 
     Raises KafkaUnreachable when the broker cannot be reached (or refuses the credentials)
     within ``timeout_s``, ConfigError when it refuses to create a topic."""
@@ -127,7 +130,7 @@ async def sync_topics(bootstrap: str, prefix: str, partitions: int,
     try:
         async with asyncio.timeout(timeout_s):
             await admin.start()
-            states = await _ensure(admin, prefix, partitions, replication_factor)
+            states = await _ensure(admin, prefix, partitions, replication_factor, create)
     except (KafkaError, OSError, TimeoutError) as exc:
         raise KafkaUnreachable(unreachable_message(bootstrap, security, exc)) from exc
     finally:
@@ -136,10 +139,10 @@ async def sync_topics(bootstrap: str, prefix: str, partitions: int,
 
 
 async def _ensure(admin: AIOKafkaAdminClient, prefix: str, partitions: int,
-                  replication_factor: int) -> list[TopicState]:
+                  replication_factor: int, create: bool = True) -> list[TopicState]:
     existing = set(await admin.list_topics())
     wanted = [topic_name(prefix, t) for t in LOGICAL_TOPICS]
-    missing = [t for t in wanted if t not in existing]
+    missing = [t for t in wanted if t not in existing] if create else []
     created: list[str] = []
     broker_min_insync: int | None = None
     if missing:
