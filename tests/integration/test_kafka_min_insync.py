@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from deploy.embedded.services import start_service
 from tests.conftest import RealKafkaFactory, ServiceEnvFactory
 from tests.support.dispatch import poll
+from tests.support.topics import list_topics
 
 POSTWIRE = str(Path(sys.executable).with_name("postwire"))
 EXIT_CONFIG, EXIT_MISMATCH = 2, 1
@@ -33,15 +34,6 @@ def _topics(bootstrap: str, prefix: str, replication: int, *args: str
                POSTWIRE_KAFKA_REPLICATION_FACTOR=str(replication))
     return subprocess.run([POSTWIRE, "topics", *args], env=env, capture_output=True, text=True,
                           timeout=60, check=False)
-
-
-async def _list_topics(bootstrap: str) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        return set(await admin.list_topics())
-    finally:
-        await admin.close()
 
 
 async def _create(bootstrap: str, names: list[str], replication: int) -> None:
@@ -65,12 +57,12 @@ async def test_replication_below_min_insync_is_refused_on_three_nodes(
         "postwire topics: not creating Kafka topics low.deliveries, low.deadletter: "
         "POSTWIRE_KAFKA_REPLICATION_FACTOR is 1 but min.insync.replicas=2: no write"), \
         refused.stderr
-    assert not {t for t in await _list_topics(bootstrap) if t.startswith("low.")}
+    assert not {t for t in await list_topics(bootstrap) if t.startswith("low.")}
 
     created = _topics(bootstrap, "ok.", 3)
     assert created.returncode == 0, created.stderr
     # another node may learn of the new topics a moment later
-    await poll(lambda: _list_topics(bootstrap),
+    await poll(lambda: list_topics(bootstrap),
                lambda names: {"ok.deliveries", "ok.deadletter"} <= names, 15)
     # ... and the node `--check` asks may list them later still (metadata propagates)
     # (poll raises with the last answer when the check never passes)
@@ -78,7 +70,7 @@ async def test_replication_below_min_insync_is_refused_on_three_nodes(
                lambda done: done.returncode == 0, 30, interval_s=1.0)
 
     await _create(bootstrap, ["hand.deliveries", "hand.deadletter"], replication=1)
-    await poll(lambda: _list_topics(bootstrap),
+    await poll(lambda: list_topics(bootstrap),
                lambda names: {"hand.deliveries", "hand.deadletter"} <= names, 15)
     # the node asked may not list or describe them yet ("missing", "run again": exit 1 too,
     # never a creation), until the cluster agrees

@@ -9,20 +9,11 @@ import uuid
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from shared.adapters.kafka.metadata import auto_topic_creation_forbidden
 from shared.adapters.kafka.topics import ensure_topics, topic_name
-
-
-async def _topics(bootstrap: str) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        return set(await admin.list_topics())
-    finally:
-        await admin.close()
+from tests.support.topics import list_topics
 
 
 async def test_a_producer_does_not_create_a_missing_topic(kafka_bootstrap: str) -> None:
@@ -35,7 +26,7 @@ async def test_a_producer_does_not_create_a_missing_topic(kafka_bootstrap: str) 
             await producer.send_and_wait(missing, b"x")
     finally:
         await producer.stop()
-    assert missing not in await _topics(kafka_bootstrap)
+    assert missing not in await list_topics(kafka_bootstrap)
 
 
 async def test_ensure_topics_creates_them_with_the_configured_partitions(

@@ -14,6 +14,7 @@ from aiokafka.client import AIOKafkaClient
 from shared.adapters.kafka.metadata import cluster_id_of
 from tests.conftest import RealKafkaFactory
 from tests.support.real_kafka import RealKafkaCluster, RealKafkaError, kafka_dist_dir, ports_of
+from tests.support.topics import list_topics
 
 
 async def _round_trip(bootstrap: str, topic: str) -> bytes:
@@ -40,15 +41,6 @@ async def _round_trip(bootstrap: str, topic: str) -> bytes:
         await consumer.stop()
 
 
-async def _topics(bootstrap: str) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        return set(await admin.list_topics())
-    finally:
-        await admin.close()
-
-
 async def _cluster_id(bootstrap: str) -> str | None:
     client = AIOKafkaClient(bootstrap_servers=bootstrap)
     await client.bootstrap()
@@ -63,13 +55,13 @@ async def test_cluster_round_trip_empty_restart_and_stop(real_kafka: RealKafkaFa
     assert cluster.port_base is not None
     assert cluster.bootstrap == f"127.0.0.1:{cluster.port_base}"
     assert await _round_trip(cluster.bootstrap, "support.rt") == b"hello"
-    assert "support.rt" in await _topics(cluster.bootstrap)
+    assert "support.rt" in await list_topics(cluster.bootstrap)
     first_id = await _cluster_id(cluster.bootstrap)
     assert first_id
 
     cluster.restart_empty()
     assert cluster.bootstrap == f"127.0.0.1:{cluster.port_base}"  # same ports, new cluster
-    assert "support.rt" not in await _topics(cluster.bootstrap)
+    assert "support.rt" not in await list_topics(cluster.bootstrap)
     # a wiped cluster is formatted again: its new id is what the dispatcher notices
     second_id = await _cluster_id(cluster.bootstrap)
     assert second_id and second_id != first_id

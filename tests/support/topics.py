@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.adapters.kafka.topics import DEADLETTER, DELIVERIES, topic_name
 from shared.core.delivery_message import DeliveryMessage, decode_delivery_message
@@ -98,3 +99,13 @@ async def read_deadletters(bootstrap: str, prefix: str, want: int,
     records = await read_topic(bootstrap, topic_name(prefix, DEADLETTER),
                                until=lambda got: len(got) >= want, timeout_s=timeout_s)
     return [orjson.loads(r.value) | {"_key": (r.key or b"").decode()} for r in records]
+
+
+async def list_topics(bootstrap: str) -> set[str]:
+    """The topic names the broker answering at ``bootstrap`` lists now."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
