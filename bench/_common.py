@@ -508,6 +508,67 @@ async def pg_counters(dsn: str) -> dict[str, float]:
         await conn.close()
 
 
+_BACKENDS_SQL = """
+SELECT pid, coalesce(nullif(application_name, ''), backend_type) AS who FROM pg_stat_activity
+"""
+
+
+async def pg_backends(dsn: str) -> dict[int, str]:
+    """Every Postgres process the server lists (client backends and its own background
+    workers), by PID: the client's ``application_name``, else the backend type."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn, server_settings={"application_name": "bench-observer"})
+    try:
+        return {r["pid"]: r["who"] for r in await conn.fetch(_BACKENDS_SQL)}
+    finally:
+        await conn.close()
+
+
+class PgCpuByBackend:
+    """Postgres CPU between ``start`` and ``stop`` per kind of backend, in cores: which
+    service's connections (their ``application_name``) or which background process
+    (``walwriter``, ``checkpointer`` ...) spent it. A backend that started meanwhile counts
+    whole; one that ended meanwhile is lost (pools keep theirs, so neither is common)."""
+
+    def __init__(self, dsn: str, postmaster_pid: int = 0) -> None:
+        """``postmaster_pid``: also count the server's processes that ``pg_stat_activity``
+        does not list (the postmaster itself, ...), named by their process title."""
+        self._dsn = dsn
+        self._postmaster_pid = postmaster_pid
+        self._before: dict[int, float] = {}
+        self._t0 = 0.0
+
+    def _processes(self) -> dict[int, str]:
+        listed = asyncio.run(pg_backends(self._dsn))
+        if self._postmaster_pid:
+            for pid in process_tree(self._postmaster_pid):
+                if pid not in listed:
+                    listed[pid] = _process_title(pid)
+        return listed
+
+    def start(self) -> None:
+        self._before = {pid: cpu_seconds([pid]) for pid in self._processes()}
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self._t0, 1e-9)
+        cores: dict[str, float] = {}
+        for pid, who in self._processes().items():
+            used = cpu_seconds([pid]) - self._before.get(pid, 0.0)
+            cores[who] = cores.get(who, 0.0) + used / elapsed
+        return dict(sorted(cores.items(), key=lambda kv: -kv[1]))
+
+
+def _process_title(pid: int) -> str:
+    """A Postgres process's title (``postgres: checkpointer`` ...), without its arguments."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "gone"
+    return raw.strip()[:40] or "unknown"
+
+
 class PgWatcher:
     """Samples ``pg_stat_activity`` of one database every ``interval_s`` in a thread.
 
@@ -522,13 +583,19 @@ class PgWatcher:
         self._dsn = dsn
         self._interval_s = interval_s
         self._stop = threading.Event()
+        self._connected = threading.Event()
+        self.backend_pid = 0   # the watcher's own backend, known once start() returned
         self._thread = threading.Thread(target=self._run, name="pg-watcher", daemon=True)
         self.samples = 0
         self.waits: collections.Counter[str] = collections.Counter()
         self.lock_queries: collections.Counter[str] = collections.Counter()
 
     def start(self) -> None:
+        """Start sampling; returns once connected (or after 10 s), so that
+        ``backend_pid`` can be left out of the Postgres CPU: the watcher's own queries are
+        the benchmark's cost, not the stack's."""
         self._thread.start()
+        self._connected.wait(10)
 
     def stop(self) -> None:
         self._stop.set()
@@ -540,7 +607,12 @@ class PgWatcher:
     async def _sample(self) -> None:
         import asyncpg
 
-        conn = await asyncpg.connect(self._dsn)
+        try:
+            conn = await asyncpg.connect(self._dsn,
+                                         server_settings={"application_name": "bench-observer"})
+            self.backend_pid = conn.get_server_pid()
+        finally:
+            self._connected.set()
         try:
             while not self._stop.is_set():
                 for r in await conn.fetch(_ACTIVITY_SQL):

@@ -79,6 +79,7 @@ from bench._common import (
     EventShape,
     LoadProcess,
     LoadResult,
+    PgCpuByBackend,
     PgWatcher,
     TxnStats,
     context_switches,
@@ -128,6 +129,8 @@ class Cluster:
     opts: argparse.Namespace
     account: str = ACCOUNT
     postgres_pid: int | None = None
+    # the benchmark's own Postgres backends (the wait-profile sampler): not the stack's CPU
+    observer_pids: set[int] = field(default_factory=set)
     broker_pids: tuple[int, ...] | None = None
     receiver: ReceiverProcess = field(default_factory=ReceiverProcess)
     ingest: list[ServiceProcess] = field(default_factory=list)
@@ -142,7 +145,7 @@ class Cluster:
         return start_service(name, env, self.logs / f"{name}-{self.starts}.log")
 
     def start_services(self) -> None:
-        self.ingest = [self._start("ingest", "POSTWIRE_INGEST_PORT", {})
+        self.ingest = [self._start("ingest", "POSTWIRE_INGEST_PORT", dict(self.opts.ingest_env))
                        for _ in range(self.opts.ingest_procs)]
         self.admin = self._start("dlq_replay", "POSTWIRE_ADMIN_PORT",
                                  {"POSTWIRE_ADMIN_TOKENS": "bench:bench-admin-token-01"})
@@ -182,7 +185,8 @@ class Cluster:
         return {
             "ingest": lambda: [s.pid for s in self.ingest],
             "dispatcher": lambda: [s.pid for s in self.dispatchers],
-            "postgres": lambda: process_tree(pg) if pg else [],
+            "postgres": lambda: [p for p in (process_tree(pg) if pg else [])
+                                 if p not in self.observer_pids],
             "broker": lambda: [p for pid in brokers if pid for p in process_tree(pid)],
             "receiver": lambda: [self.receiver.pid],
             "admin": lambda: [self.admin.pid] if self.admin else [],
@@ -206,26 +210,44 @@ class PgView:
     counters: dict[str, float] = field(default_factory=dict)
     busy: dict[str, float] = field(default_factory=dict)
     lock_queries: list[tuple[str, int]] = field(default_factory=list)
+    cpu_by_backend: dict[str, float] = field(default_factory=dict)
 
 
 class PgObserver:
     """``start`` / ``stop`` around a phase; see :class:`PgView`."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, postmaster_pid: int = 0) -> None:
         self._dsn = dsn
         self._watcher = PgWatcher(dsn)
+        self._cpu = PgCpuByBackend(dsn, postmaster_pid)
+        self._cpu_cores: dict[str, float] | None = None
         self._before: dict[str, float] = {}
 
     def start(self) -> None:
         self._before = asyncio.run(pg_counters(self._dsn))
+        self._cpu.start()
         self._watcher.start()
+
+    @property
+    def backend_pid(self) -> int:
+        """The sampling connection's backend (0 until connected): the benchmark's, so not
+        counted as the stack's Postgres CPU."""
+        return self._watcher.backend_pid
+
+    def stop_cpu(self) -> None:
+        """End the CPU-by-backend window (with the phase's CPU meter, so both cover the
+        same seconds); :meth:`stop` ends it otherwise."""
+        if self._cpu_cores is None:
+            self._cpu_cores = self._cpu.stop()
 
     def stop(self) -> PgView:
         self._watcher.stop()
+        self.stop_cpu()
+        cpu = self._cpu_cores or {}
         time.sleep(STATS_LAG_S)
         after = asyncio.run(pg_counters(self._dsn))
         return PgView({k: v - self._before.get(k, 0.0) for k, v in after.items()},
-                      self._watcher.busy(), self._watcher.lock_queries.most_common(4))
+                      self._watcher.busy(), self._watcher.lock_queries.most_common(4), cpu)
 
 
 class PgTrace:
@@ -285,8 +307,10 @@ async def _db_fetch(dsn: str, sql: str) -> list[asyncpg.Record]:
 def _watch(cluster: Cluster) -> tuple[PgObserver, PgTrace, CpuMeter]:
     """Start what a measured phase reads afterwards: the Postgres wait-profile observer, the
     statement trace (active only with ``--pg-trace``) and the CPU meter."""
-    observer = PgObserver(cluster.dsn)
+    observer = PgObserver(cluster.dsn, cluster.postgres_pid
+                          or (cluster.stack.postgres.pid if cluster.stack else 0) or 0)
     observer.start()
+    cluster.observer_pids = {observer.backend_pid}
     trace = PgTrace(cluster)
     trace.start()
     meter = cluster.cpu_meter()
@@ -416,6 +440,7 @@ def run_offer(cluster: Cluster, name: str, rate: float, per_request: int, durati
                 gen.stop()
         load = merge_results(each)
         cores = meter.stop({"loadgen": load.cpu_s})
+        observer.stop_cpu()
         seen = spy.result(30) if spy is not None else None
     finally:
         if spy is not None:
@@ -805,6 +830,8 @@ def print_pg(rows: list[tuple[str, PgView, int]]) -> None:
                                                               for k, v in writes.items()))
         print("    busy backends: " + ", ".join(f"{k} {v:.2f}" for k, v in
                                               list(view.busy.items())[:7]))
+        print("    CPU by backend (cores): " + ", ".join(
+            f"{k} {v:.3f}" for k, v in view.cpu_by_backend.items() if v >= 0.0005))
         for query, count in view.lock_queries:
             print(f"    waiting on a lock ({count} samples): {query[:110]}")
 
@@ -954,7 +981,8 @@ def report(cluster: Cluster, results: dict[str, float],
     print(f"settings: {opts.dispatchers} dispatcher(s), {opts.ingest_procs} ingest, "
           f"{opts.endpoints} endpoints (1 event type each, max_in_flight {opts.max_in_flight}), "
           f"partitions {opts.partitions}, payload ~{opts.payload_bytes} B, "
-          f"dispatcher env {dict(opts.dispatcher_env) or '{}'}")
+          f"dispatcher env {dict(opts.dispatcher_env) or '{}'}, "
+          f"ingest env {dict(opts.ingest_env) or '{}'}")
     if phases:
         print_offer_table("Delivery (accept = 202 at the generator, receive = receiver clock)",
                           phases, ceiling)
@@ -1027,6 +1055,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pool-size", type=int, default=10, help="POSTWIRE_DB_POOL_SIZE")
     p.add_argument("--dispatcher-env", type=env_pair, action="append", default=[],
                    metavar="POSTWIRE_X=V", help="extra dispatcher setting (repeatable)")
+    p.add_argument("--ingest-env", type=env_pair, action="append", default=[],
+                   metavar="POSTWIRE_X=V", help="extra ingest setting (repeatable)")
     p.add_argument("--py-spy", action="store_true",
                    help="py-spy record each dispatcher during the sustained phase and the first "
                         "30 s of the backlog drain (speedscope files in the logs)")

@@ -109,7 +109,8 @@ async def make_app(settings: DispatcherSettings) -> web.Application:
     common = settings.common
     metrics = DispatcherMetrics()
     retention = retention_context(common.database_url, metrics.registry, os.environ)
-    pool = await create_pool(common.database_url, max_size=common.db_pool_size)
+    pool = await create_pool(common.database_url, max_size=common.db_pool_size,
+                             application_name="postwire-dispatcher")
     # the outcome writer's own connections for small batches, planning generically: its
     # statement is planned once instead of on every batch (0.3-0.4 ms, more than running it).
     # One flush runs at a time, but two slots: after Postgres restarts, the pool's background
@@ -117,7 +118,8 @@ async def make_app(settings: DispatcherSettings) -> web.Application:
     # writer waited on it (tests/faults/test_dispatcher_faults.py, postgres restart: 2 of 4
     # runs left deliveries pending for 60 s with one slot, none in 8 runs with two or none)
     outcome_pool = await create_pool(common.database_url, min_size=1, max_size=2,
-                                     generic_plans=True)
+                                     generic_plans=True,
+                                     application_name="postwire-dispatcher-outcomes")
     publisher = KafkaPublisher.from_settings(common)
     await publisher.start()
     flusher = OutboxFlusher(pool, publisher)

@@ -64,7 +64,8 @@ async def make_app(settings: AdminSettings) -> web.Application:
     metrics = AdminMetrics()
     retention = retention_context(common.database_url, metrics.registry, os.environ)
     retention_policy = load_retention_policy(os.environ)
-    pool = await create_pool(common.database_url, max_size=common.db_pool_size)
+    pool = await create_pool(common.database_url, max_size=common.db_pool_size,
+                             application_name="postwire-admin")
     publisher = KafkaPublisher.from_settings(common)
     await publisher.start()
     flusher = OutboxFlusher(pool, publisher)

@@ -31,7 +31,8 @@ async def make_app(settings: IngestSettings) -> web.Application:
     common = settings.common
     metrics = IngestMetrics()
     retention = retention_context(common.database_url, metrics.registry, os.environ)
-    pool = await create_pool(common.database_url, max_size=common.db_pool_size)
+    pool = await create_pool(common.database_url, max_size=common.db_pool_size,
+                             application_name="postwire-ingest")
     publisher = KafkaPublisher.from_settings(common)
     await publisher.start()
     flusher = OutboxFlusher(pool, publisher)

@@ -83,8 +83,12 @@ async def acquire_settled(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connectio
 
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
-                      connect_timeout_s: float = 10.0, generic_plans: bool = False) -> asyncpg.Pool:
+                      connect_timeout_s: float = 10.0, generic_plans: bool = False,
+                      application_name: str | None = None) -> asyncpg.Pool:
     """Open a pool and check the schema is current.
+
+    ``application_name``: what ``pg_stat_activity`` shows for the pool's sessions (e.g.
+    ``postwire-dispatcher``), so an operator can tell whose backend is busy or waiting.
 
     ``generic_plans``: the pool's sessions run ``plan_cache_mode = force_generic_plan``, so each
     prepared statement is planned once per connection instead of on every execution (Postgres
@@ -101,7 +105,9 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
             asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
                                 init=_init_generic_plans if generic_plans
                                 else _init_connection, reset=_keep_session,
-                                command_timeout=60),
+                                command_timeout=60,
+                                server_settings=({"application_name": application_name}
+                                                 if application_name else None)),
             timeout=connect_timeout_s,
         )
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError,
