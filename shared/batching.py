@@ -2,9 +2,11 @@
 
 A :class:`BatchCollector` takes *submissions* (lists of items) from any number of callers and
 hands them to its ``flush`` function in batches. A batch closes ``max_wait_s`` after its oldest
-submission arrived, or as soon as it holds ``max_items``; it is flushed on one of
-``max_in_flight`` concurrent flush tasks. While every flush slot is busy the open batch keeps
-filling (up to ``max_items``), so batches grow exactly when the flush is the bottleneck.
+submission arrived (a submission may ask for a shorter wait of its own: the batch then closes
+at the earliest of its submissions' deadlines), or as soon as it holds ``max_items``; it is
+flushed on one of ``max_in_flight`` concurrent flush tasks. While every flush slot is busy the
+open batch keeps filling (up to ``max_items``), so batches grow exactly when the flush is the
+bottleneck.
 
 Contract of the flush function: ``flush(items)`` returns exactly one result per item, in order.
 A submission is never split across batches: its items are flushed in the same call, or none is.
@@ -20,11 +22,10 @@ Ingest's group commit of events and the dispatcher's outcome writer are both bui
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from shared.tasks import cancel_and_wait
@@ -49,7 +50,7 @@ class BatchResultMismatch(RuntimeError):
 class _Submission(Generic[T, R]):
     items: Sequence[T]
     future: asyncio.Future[list[R]]
-    arrived: float = field(default_factory=time.monotonic)
+    deadline: float   # monotonic time by which its batch closes
 
 
 class BatchCollector(Generic[T, R]):
@@ -71,7 +72,8 @@ class BatchCollector(Generic[T, R]):
         self._pending: deque[_Submission[T, R]] = deque()
         self._pending_items = 0
         self._arrived = asyncio.Event()
-        self._full = asyncio.Event()
+        self._full = asyncio.Event()   # full, closing, or the deadline moved earlier
+        self._deadline = float("inf")   # earliest deadline of the pending submissions
         self._idle = asyncio.Event()
         self._idle.set()
         self._flushes: dict[asyncio.Task[None], list[_Submission[T, R]]] = {}
@@ -88,8 +90,11 @@ class BatchCollector(Generic[T, R]):
         """Start the collector task (inside the running loop)."""
         self._collector = asyncio.create_task(self._collect(), name=self._name)
 
-    def submit(self, items: Sequence[T]) -> asyncio.Future[list[R]]:
-        """Queue ``items`` for the next batch; never blocks.
+    def submit(self, items: Sequence[T], max_wait_s: float | None = None
+               ) -> asyncio.Future[list[R]]:
+        """Queue ``items`` for the next batch; never blocks. ``max_wait_s``: how long these
+        items may wait for their batch to close, when shorter than the collector's (a caller
+        someone is waiting on); the collector's ``max_wait_s`` when None or longer.
 
         The returned future resolves to one result per item once their batch was flushed, or
         holds the batch's exception; it is cancelled by :meth:`abort`. An empty submission
@@ -101,10 +106,16 @@ class BatchCollector(Generic[T, R]):
         if not items:
             future.set_result([])
             return future
-        self._pending.append(_Submission(items, future))
+        wait = self._max_wait_s if max_wait_s is None else min(max(0.0, max_wait_s),
+                                                                self._max_wait_s)
+        deadline = time.monotonic() + wait
+        self._pending.append(_Submission(items, future, deadline))
         self._pending_items += len(items)
         self._idle.clear()
         self._arrived.set()
+        if deadline < self._deadline:
+            self._deadline = deadline
+            self._full.set()   # the collector recomputes how long to wait
         if self._pending_items >= self._max_items:
             self._full.set()
         return future
@@ -132,6 +143,7 @@ class BatchCollector(Generic[T, R]):
         for sub in [*in_flight, *self._pending]:
             sub.future.cancel()
         self._pending.clear()
+        self._deadline = float("inf")
         self._pending_items = 0
         self._running = 0
         self._idle.set()
@@ -156,14 +168,18 @@ class BatchCollector(Generic[T, R]):
         self._flushes.pop(task, None)
 
     async def _wait_until_closed(self) -> None:
-        """Return when the oldest submission waited ``max_wait_s`` or the batch is full."""
-        remaining = self._pending[0].arrived + self._max_wait_s - time.monotonic()
-        if self._closing or remaining <= 0 or self._pending_items >= self._max_items:
-            return
-        self._full.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(remaining):
-                await self._full.wait()
+        """Return when the earliest deadline of the pending submissions passed, the batch
+        is full, or the collector is closing."""
+        while True:
+            remaining = self._deadline - time.monotonic()
+            if self._closing or remaining <= 0 or self._pending_items >= self._max_items:
+                return
+            self._full.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._full.wait()
+            except TimeoutError:
+                return
 
     def _take_batch(self) -> list[_Submission[T, R]]:
         batch: list[_Submission[T, R]] = []
@@ -175,6 +191,7 @@ class BatchCollector(Generic[T, R]):
             batch.append(self._pending.popleft())
             count += size
         self._pending_items -= count
+        self._deadline = min((sub.deadline for sub in self._pending), default=float("inf"))
         if self._pending_items < self._max_items:
             self._full.clear()
         return batch

@@ -42,7 +42,7 @@ import hashlib
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Collection, Hashable, Iterable
 from dataclasses import dataclass, field, replace
 
 from services.dispatcher.model import Pending
@@ -187,10 +187,11 @@ class Gates:
             self.waiting -= 1
         return out
 
-    def take(self, limit: int, shard: tuple[int, int] = (0, 1)) -> list[Pending]:
+    def take(self, limit: int, shards: Collection[int] = (0,), of: int = 1) -> list[Pending]:
         """Up to ``limit`` requests for the next claim (overflow parks come on top of it),
-        from the endpoints of ``shard`` = (index, count) only: concurrent claim workers take
-        disjoint endpoints, so their transactions never wait for each other's locks.
+        from the endpoints of the claim shards ``shards`` (of ``of``: an endpoint's shard is
+        ``shard_key % of``) only: concurrent claim workers take disjoint endpoints, so their
+        transactions never wait for each other's locks.
 
         The budget is shared round-robin: every ready endpoint gets an equal share per pass.
         Requests without ``park_s`` count as claiming until settled, deferred or started.
@@ -198,10 +199,9 @@ class Gates:
         now = self._clock()
         out: list[Pending] = []
         budget = min(limit, self.concurrency - self.in_flight - self.claiming)
-        index, count = shard
         busy = sum(1 for g in self._gates.values() if g.waiting)
         gates = [g for g in self._gates.values()
-                 if g.waiting and g.shard_key % count == index]
+                 if g.waiting and g.shard_key % of in shards]
         if gates:
             self._rotation = (self._rotation + 1) % len(gates)
             gates = gates[self._rotation:] + gates[:self._rotation]
@@ -267,6 +267,14 @@ class Gates:
             gate.held.append((now, held_s))
         gate.not_before = 0.0
         self._forget_if_idle(gate)
+
+    def awaits_slot(self, endpoint_id: str) -> bool:
+        """Whether a request waits for an in-flight slot that an attempt of ``endpoint_id``
+        frees once its outcome is recorded: the endpoint has requests waiting, or the
+        process is at its concurrency limit."""
+        gate = self._gates.get(endpoint_id)
+        return (gate is not None and bool(gate.waiting)) or (
+            self.waiting > 0 and self.in_flight + self.claiming >= self.concurrency)
 
     def returned(self, pending: Pending, requeue: bool) -> None:
         """An attempt in flight ended without being sent (it gave its rate slot up): its slot

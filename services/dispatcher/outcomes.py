@@ -63,8 +63,13 @@ class OutcomeWriter:
 
     def __init__(self, pool: asyncpg.Pool, owner: str, policy: BackoffPolicy,
                  metrics: DispatcherMetrics, publish: Publish, on_recorded: OnRecorded, *,
-                 batch_max: int = 500, batch_wait_ms: int = 2,
+                 batch_max: int = 500, batch_wait_ms: int = 2, linger_ms: int | None = None,
                  small_batch_pool: asyncpg.Pool | None = None) -> None:
+        """A batch closes ``batch_wait_ms`` after the first outcome something waits for
+        arrived (``submit(awaited=True)``), ``linger_ms`` (at least ``batch_wait_ms``; equal
+        when None) after the first of the others, or at ``batch_max`` outcomes."""
+        self._urgent_wait_s = batch_wait_ms / 1000.0
+        linger_s = max(batch_wait_ms if linger_ms is None else linger_ms, batch_wait_ms) / 1000.0
         self._pool = pool
         self._small_batch_pool = small_batch_pool
         self._owner = owner
@@ -73,16 +78,19 @@ class OutcomeWriter:
         self._publish = publish
         self._on_recorded = on_recorded
         self._batches: BatchCollector[Finished, bool] = BatchCollector(
-            self._record_batch, max_items=batch_max, max_wait_s=batch_wait_ms / 1000.0,
+            self._record_batch, max_items=batch_max, max_wait_s=linger_s,
             max_in_flight=1, name="outcome-writer")
 
-    def submit(self, item: Finished) -> None:
-        """Queue an outcome for the next group commit; never blocks.
+    def submit(self, item: Finished, awaited: bool = True) -> None:
+        """Queue an outcome for the next group commit; never blocks. ``awaited``: something
+        waits for this outcome to be recorded (the next delivery of its ordering key, a
+        request for its endpoint's slot), so its batch closes after ``batch_wait_ms``; when
+        False it may linger up to ``linger_ms`` to share a commit with later outcomes.
 
         After :meth:`stop` the outcome is not recorded (logged: its lease expires and the
         sweeper re-sends the delivery)."""
         try:
-            self._batches.submit((item,))
+            self._batches.submit((item,), self._urgent_wait_s if awaited else None)
         except CollectorClosed:
             claimed = item.claimed
             log.warning("outcome writer stopped; attempt outcome not recorded", extra=fields(

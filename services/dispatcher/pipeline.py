@@ -88,13 +88,15 @@ class Pipeline:
         self.writer = OutcomeWriter(
             pool, owner, settings.backoff, metrics, flusher.submit, self._recorded,
             batch_max=settings.outcome_batch_max, batch_wait_ms=settings.outcome_batch_wait_ms,
-            small_batch_pool=outcome_pool)
+            linger_ms=settings.outcome_linger_ms, small_batch_pool=outcome_pool)
         # claim workers, each owning the endpoints of one shard (so their transactions never
         # wait for each other's endpoint locks), each with its own wake-up event
         self._wakes = [asyncio.Event() for _ in range(settings.claim_workers)]
         self._tasks: dict[str, tuple[asyncio.Task[None], Claimed]] = {}
         self._claimed_at: dict[str, float] = {}   # delivery id -> monotonic time of its claim
         self._claim_tasks: list[asyncio.Task[None]] = []
+        self._claiming_shards: set[int] = set()   # shards in a claim transaction now
+        self._lingering = False   # a claim worker is gathering before a light-traffic claim
         self.circuits: dict[str, CircuitState] = {}
 
     # ------------------------------------------------------------------ consumer side
@@ -146,33 +148,76 @@ class Pipeline:
             event.set()
 
     async def _claim_loop(self, shard: int) -> None:
+        """Claim the shard's waiting requests, one transaction per round. A worker woken
+        from idle first gathers for ``claim_linger_ms``: at everyday rates messages arrive a
+        few milliseconds apart, and each claim transaction costs the same few round trips
+        and a commit whether it carries one delivery or twenty. One worker gathers at a
+        time and then takes every shard nobody is claiming (:meth:`_shards_to_take`); a
+        worker woken meanwhile leaves its shard to it. Under load a worker is never idle
+        (messages arrive while it claims), so it never lingers."""
         wake = self._wakes[shard]
+        linger_s = self._settings.claim_linger_ms / 1000.0
         while True:
             timeout = self.gates.next_ready_in()
+            was_idle = not wake.is_set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=timeout)
+            lingered = was_idle and linger_s > 0 and wake.is_set() and self.gates.waiting > 0
+            if lingered and self._lingering:
+                wake.clear()   # another worker is gathering; its claim takes this shard too
+                continue
+            if lingered:
+                self._lingering = True
+                try:
+                    await asyncio.sleep(linger_s)
+                finally:
+                    self._lingering = False
             wake.clear()
-            batch = self.gates.take(CLAIM_BATCH, shard=(shard, len(self._wakes)))
+            if shard in self._claiming_shards:
+                continue   # a lingering worker is claiming this shard; it wakes us after
+            shards = self._shards_to_take(shard, lingered)
+            batch = self.gates.take(CLAIM_BATCH, shards, len(self._wakes))
             if not batch:
                 continue
-            started = time.perf_counter()
+            self._claiming_shards.update(shards)
             try:
-                result = await self._claims.claim(batch)
-            except Exception as exc:  # a bug must not stop claiming: log it, retry later
-                if isinstance(exc, _DB_ERRORS):
-                    log.warning("claim of %d messages failed (%s); retrying", len(batch), exc)
-                else:
-                    log.exception("claim of %d messages crashed; retrying", len(batch))
-                for pending in batch:
-                    self.gates.defer(pending, 0.5)
-                await asyncio.sleep(0.2)
-                self._wake()
-                continue
-            self._metrics.claim_seconds.observe(time.perf_counter() - started)
-            self._metrics.claim_batch.observe(len(batch))
-            self._apply(result)
-            if self.gates.waiting:
-                self._wake()
+                await self._claim_batch(batch)
+            finally:
+                self._claiming_shards.difference_update(shards)
+                if self.gates.waiting:
+                    for other in shards - {shard}:
+                        self._wakes[other].set()
+
+    def _shards_to_take(self, shard: int, lingered: bool) -> set[int]:
+        """The claim shards a worker's next claim takes: its own; after a linger (traffic is
+        light) also every shard no other worker is claiming, so that light traffic to many
+        endpoints still shares one transaction. A worker finding its shard taken that way
+        waits until woken when that claim ends."""
+        if not lingered:
+            return {shard}
+        return {s for s in range(len(self._wakes)) if s not in self._claiming_shards}
+
+    async def _claim_batch(self, batch: list[Pending]) -> None:
+        """One claim transaction for ``batch``, its result applied; on failure every request
+        waits 0.5 s and is claimed again."""
+        started = time.perf_counter()
+        try:
+            result = await self._claims.claim(batch)
+        except Exception as exc:  # a bug must not stop claiming: log it, retry later
+            if isinstance(exc, _DB_ERRORS):
+                log.warning("claim of %d messages failed (%s); retrying", len(batch), exc)
+            else:
+                log.exception("claim of %d messages crashed; retrying", len(batch))
+            for pending in batch:
+                self.gates.defer(pending, 0.5)
+            await asyncio.sleep(0.2)
+            self._wake()
+            return
+        self._metrics.claim_seconds.observe(time.perf_counter() - started)
+        self._metrics.claim_batch.observe(len(batch))
+        self._apply(result)
+        if self.gates.waiting:
+            self._wake()
 
     def _apply(self, result: ClaimResult) -> None:
         self._flusher.submit(result.outbox_ids, result.messages)
@@ -240,7 +285,9 @@ class Pipeline:
         if detail is not None:
             log.debug("attempt error %s", detail, extra={"pw": {
                 "delivery_id": claimed.delivery_id, "endpoint_id": claimed.endpoint_id}})
-        self.writer.submit(Finished(claimed, result, decision, started))
+        self.writer.submit(Finished(claimed, result, decision, started),
+                           awaited=claimed.ordering_key is not None
+                           or self.gates.awaits_slot(claimed.endpoint_id))
 
     async def _give_up_slot(self, claimed: Claimed, late_s: float) -> None:
         """End the lease of a delivery that was not sent and claim it again (a new claim

@@ -38,7 +38,10 @@ class DispatcherSettings:
     drain_s: float                     # SIGTERM: wait this long for in-flight attempts
     kafka_session_timeout_ms: int      # group membership; a dead member is noticed after this
     outcome_batch_max: int             # group commit closes at this many outcomes...
-    outcome_batch_wait_ms: int         # ...or this long after the first one arrived
+    outcome_batch_wait_ms: int         # ...or this long after the first one arrived that
+    #                                    something waits for (a key's successor, a full gate)
+    outcome_linger_ms: int             # ...or, when nothing waits for any of them, this long
+    claim_linger_ms: int               # a claim worker woken from idle gathers this long
     denied_target_ports: frozenset[int] = frozenset()  # never connect to these ports
 
     @property
@@ -96,4 +99,6 @@ def load_dispatcher_settings(env: Mapping[str, str]) -> DispatcherSettings:
                                          300000),
         outcome_batch_max=env_int(env, "POSTWIRE_OUTCOME_BATCH_MAX", 500, 1, 10000),
         outcome_batch_wait_ms=env_int(env, "POSTWIRE_OUTCOME_BATCH_WAIT_MS", 5, 0, 1000),
+        outcome_linger_ms=env_int(env, "POSTWIRE_OUTCOME_LINGER_MS", 25, 0, 1000),
+        claim_linger_ms=env_int(env, "POSTWIRE_DISPATCHER_CLAIM_LINGER_MS", 10, 0, 1000),
     )

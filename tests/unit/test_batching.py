@@ -98,6 +98,39 @@ async def test_a_batch_waits_for_company_until_max_wait() -> None:
     await batches.close()
 
 
+async def test_a_hurried_submission_closes_the_open_batch_early_and_takes_it_along() -> None:
+    flush = GatedFlush(open_gate=True)
+    batches = collector(flush, max_items=100, max_wait_s=60)
+    lingering = batches.submit(["slow"])
+    await asyncio.sleep(0.01)
+    assert flush.batches == []   # the collector's own wait is a minute
+    async with asyncio.timeout(5):
+        hurried = await batches.submit(["urgent"], max_wait_s=0.02)
+    assert hurried == ["ok:urgent"] and lingering.done()
+    assert flush.batches == [["slow", "urgent"]]
+    await batches.close()
+
+
+async def test_after_a_hurried_batch_the_next_one_waits_the_collectors_time_again() -> None:
+    flush = GatedFlush(open_gate=True)
+    batches = collector(flush, max_items=100, max_wait_s=0.3)
+    await batches.submit(["urgent"], max_wait_s=0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await batches.submit(["later"])
+    assert loop.time() - started >= 0.25   # not the hurried deadline of the batch before
+    assert flush.batches == [["urgent"], ["later"]]
+    await batches.close()
+
+
+async def test_a_longer_wait_than_the_collectors_is_cut_to_it() -> None:
+    flush = GatedFlush(open_gate=True)
+    batches = collector(flush, max_items=100, max_wait_s=0.01)
+    async with asyncio.timeout(5):
+        assert await batches.submit(["a"], max_wait_s=60) == ["ok:a"]
+    await batches.close()
+
+
 async def test_a_submission_larger_than_max_items_is_flushed_alone_and_whole() -> None:
     flush = GatedFlush(open_gate=True)
     batches = collector(flush, max_items=2, max_wait_s=0.01)

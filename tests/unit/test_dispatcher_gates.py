@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from services.dispatcher.gates import Gates
+from services.dispatcher.gates import Gates, claim_shard_key
 from services.dispatcher.model import Pending
 from services.dispatcher.offsets import Ticket
 from shared.core.delivery_message import DeliveryMessage
@@ -196,11 +196,22 @@ def test_shards_split_endpoints_between_claim_workers() -> None:
     endpoints = [f"ep_{n}" for n in range(20)]
     for endpoint in endpoints:
         g.add(pending(endpoint, 0))
-    first = {p.message.endpoint_id for p in g.take(500, shard=(0, 2))}
-    second = {p.message.endpoint_id for p in g.take(500, shard=(1, 2))}
+    first = {p.message.endpoint_id for p in g.take(500, shards=(0,), of=2)}
+    second = {p.message.endpoint_id for p in g.take(500, shards=(1,), of=2)}
     assert first and second and not first & second  # disjoint, and both get work
     assert first | second == set(endpoints)
-    assert g.take(500, shard=(0, 2)) == [] and g.waiting == 0
+    assert g.take(500, shards=(0,), of=2) == [] and g.waiting == 0
+
+
+def test_a_take_of_several_shards_takes_their_endpoints_and_no_others() -> None:
+    g = gates()
+    endpoints = [f"ep_{n}" for n in range(40)]
+    for endpoint in endpoints:
+        g.add(pending(endpoint, 0))
+    taken = {p.message.endpoint_id for p in g.take(500, shards=(0, 2), of=4)}
+    assert taken == {e for e in endpoints if claim_shard_key(e) % 4 in (0, 2)}
+    rest = {p.message.endpoint_id for p in g.take(500, shards=(1, 3), of=4)}
+    assert rest == set(endpoints) - taken and g.waiting == 0
 
 
 def test_when_memory_is_full_a_young_endpoint_is_not_judged_on_its_first_seconds() -> None:
@@ -272,3 +283,26 @@ def test_lease_figures_older_than_the_window_are_forgotten() -> None:
     gate = g.gate("a")
     assert gate.endpoint_pace(clock.now) == 20.0
     assert gate.endpoint_pace(clock.now + 10.0) is None
+
+
+def test_an_attempt_is_awaited_when_its_endpoint_has_requests_waiting() -> None:
+    g = gates(endpoint_concurrency=1)
+    g.add(pending("ep_a", 0))
+    g.add(pending("ep_a", 1))
+    (first,) = g.take(500)
+    g.started(first)
+    assert g.awaits_slot("ep_a")          # ep_a_1 waits for the one slot
+    assert not g.awaits_slot("ep_b")      # unknown endpoint, nothing waits
+    g.drop(None)
+    assert not g.awaits_slot("ep_a")
+
+
+def test_an_attempt_is_awaited_anywhere_when_the_process_is_at_its_concurrency() -> None:
+    g = gates(concurrency=1)
+    g.add(pending("ep_a", 0))
+    g.add(pending("ep_b", 0))
+    (first,) = g.take(500)
+    g.started(first)
+    assert g.awaits_slot(first.message.endpoint_id)   # the other endpoint waits for it
+    g.finished(first.message.endpoint_id)
+    assert not g.awaits_slot(first.message.endpoint_id)   # below the limit again
