@@ -97,6 +97,7 @@ class Pipeline:
         self._claim_tasks: list[asyncio.Task[None]] = []
         self._claiming_shards: set[int] = set()   # shards in a claim transaction now
         self._lingering = False   # a claim worker is gathering before a light-traffic claim
+        self._hurry = asyncio.Event()   # a message arrived that should not wait for company
         self.circuits: dict[str, CircuitState] = {}
 
     # ------------------------------------------------------------------ consumer side
@@ -106,6 +107,8 @@ class Pipeline:
         ``outbox_id``: the message's outbox row, for a message taken from the wake-up channel
         (its claim deletes the row, see :class:`Pending`)."""
         shard_key = self.gates.add(Pending(ticket, message, outbox_id=outbox_id))
+        if message.ordering_key is not None:
+            self._hurry.set()   # a key's next delivery: its key's throughput waits on it
         self._wakes[shard_key % len(self._wakes)].set()
 
     def revoke(self, partitions: Iterable[Hashable] | None) -> None:
@@ -153,8 +156,10 @@ class Pipeline:
         few milliseconds apart, and each claim transaction costs the same few round trips
         and a commit whether it carries one delivery or twenty. One worker gathers at a
         time and then takes every shard nobody is claiming (:meth:`_shards_to_take`); a
-        worker woken meanwhile leaves its shard to it. Under load a worker is never idle
-        (messages arrive while it claims), so it never lingers."""
+        worker woken meanwhile leaves its shard to it. A message with an ordering key ends
+        the gathering at once: each of a key's deliveries waits for the one before, so a
+        linger would cap a busy key's rate. Under load a worker is never idle (messages
+        arrive while it claims), so it never lingers."""
         wake = self._wakes[shard]
         linger_s = self._settings.claim_linger_ms / 1000.0
         while True:
@@ -169,9 +174,11 @@ class Pipeline:
             if lingered:
                 self._lingering = True
                 try:
-                    await asyncio.sleep(linger_s)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._hurry.wait(), timeout=linger_s)
                 finally:
                     self._lingering = False
+                    self._hurry.clear()
             wake.clear()
             if shard in self._claiming_shards:
                 continue   # a lingering worker is claiming this shard; it wakes us after

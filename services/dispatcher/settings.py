@@ -99,6 +99,6 @@ def load_dispatcher_settings(env: Mapping[str, str]) -> DispatcherSettings:
                                          300000),
         outcome_batch_max=env_int(env, "POSTWIRE_OUTCOME_BATCH_MAX", 500, 1, 10000),
         outcome_batch_wait_ms=env_int(env, "POSTWIRE_OUTCOME_BATCH_WAIT_MS", 5, 0, 1000),
-        outcome_linger_ms=env_int(env, "POSTWIRE_OUTCOME_LINGER_MS", 25, 0, 1000),
-        claim_linger_ms=env_int(env, "POSTWIRE_DISPATCHER_CLAIM_LINGER_MS", 10, 0, 1000),
+        outcome_linger_ms=env_int(env, "POSTWIRE_OUTCOME_LINGER_MS", 50, 0, 1000),
+        claim_linger_ms=env_int(env, "POSTWIRE_DISPATCHER_CLAIM_LINGER_MS", 20, 0, 1000),
     )

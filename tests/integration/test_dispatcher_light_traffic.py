@@ -166,3 +166,25 @@ async def test_an_outcome_lingers_only_when_nothing_waits_for_it(
         else:
             assert took >= 0.8, f"an unkeyed outcome was recorded after {took:.2f} s"
         await _until(lambda: r.pipeline.gates.in_flight == 0)
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["unkeyed-gathers", "keyed-hurries"])
+async def test_a_keyed_message_ends_the_claim_linger(
+        database_url: str, kafka_bootstrap: str, topic_prefix: str,
+        service_env: ServiceEnvFactory, keyed: bool) -> None:
+    """Each of a key's deliveries waits for the one before it, so a gathering claim worker
+    would cap a busy key's rate at one delivery per linger: a keyed message is claimed at
+    once, an unkeyed one waits for company."""
+    async with rig(database_url, kafka_bootstrap, topic_prefix, service_env,
+                   DISPATCHER_CLAIM_LINGER_MS="1000") as r:
+        ep = await r.seed.endpoint(r.rx.url("/hurry"))
+        key = "order-7" if keyed else None
+        event = await r.seed.event([ep], ordering_key=key, publish=False)
+        accepted = time.monotonic()
+        r.accept(event, ep, 0, key, 1 if keyed else None)
+        await r.rx.wait_for(lambda: len(r.rx.requests) >= 1, timeout_s=10)
+        took = time.monotonic() - accepted
+        if keyed:
+            assert took < 0.8, f"a keyed message waited {took:.2f} s for its claim"
+        else:
+            assert took >= 0.8, f"an unkeyed message was sent after {took:.2f} s"
