@@ -98,6 +98,8 @@ class Pipeline:
         self._claiming_shards: set[int] = set()   # shards in a claim transaction now
         self._lingering = False   # a claim worker is gathering before a light-traffic claim
         self._hurry = asyncio.Event()   # a message arrived that should not wait for company
+        # shards whose messages arrived during a gathering worker's claim: claimed at once
+        self._handed_back: set[int] = set()
         self.circuits: dict[str, CircuitState] = {}
 
     # ------------------------------------------------------------------ consumer side
@@ -156,32 +158,30 @@ class Pipeline:
         few milliseconds apart, and each claim transaction costs the same few round trips
         and a commit whether it carries one delivery or twenty. One worker gathers at a
         time and then takes every shard nobody is claiming (:meth:`_shards_to_take`); a
-        worker woken meanwhile leaves its shard to it. A message with an ordering key ends
-        the gathering at once: each of a key's deliveries waits for the one before, so a
-        linger would cap a busy key's rate. Under load a worker is never idle (messages
-        arrive while it claims), so it never lingers."""
+        worker woken meanwhile leaves its shard to it, and is woken to claim at once
+        (without gathering again) if messages for it came during that claim. A message with
+        an ordering key ends the gathering at once: each of a key's deliveries waits for the
+        one before, so a linger would cap a busy key's rate. Under load a worker is never
+        idle (messages arrive while it claims), so it never lingers."""
         wake = self._wakes[shard]
-        linger_s = self._settings.claim_linger_ms / 1000.0
         while True:
             timeout = self.gates.next_ready_in()
             was_idle = not wake.is_set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=timeout)
-            lingered = was_idle and linger_s > 0 and wake.is_set() and self.gates.waiting > 0
+            if shard in self._claiming_shards:
+                wake.clear()   # a gathering worker's claim holds this shard; it wakes us after
+                continue
+            handed_back = shard in self._handed_back
+            self._handed_back.discard(shard)
+            lingered = (was_idle and not handed_back and wake.is_set()
+                        and self.gates.waiting > 0 and self._settings.claim_linger_ms > 0)
             if lingered and self._lingering:
                 wake.clear()   # another worker is gathering; its claim takes this shard too
                 continue
             if lingered:
-                self._lingering = True
-                try:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._hurry.wait(), timeout=linger_s)
-                finally:
-                    self._lingering = False
-                    self._hurry.clear()
+                await self._gather()
             wake.clear()
-            if shard in self._claiming_shards:
-                continue   # a lingering worker is claiming this shard; it wakes us after
             shards = self._shards_to_take(shard, lingered)
             batch = self.gates.take(CLAIM_BATCH, shards, len(self._wakes))
             if not batch:
@@ -191,9 +191,21 @@ class Pipeline:
                 await self._claim_batch(batch)
             finally:
                 self._claiming_shards.difference_update(shards)
-                if self.gates.waiting:
+                if self.gates.waiting:   # what came for the other shards meanwhile: at once
                     for other in shards - {shard}:
+                        self._handed_back.add(other)
                         self._wakes[other].set()
+
+    async def _gather(self) -> None:
+        """Wait ``claim_linger_ms`` for company, or until a keyed message arrives."""
+        self._lingering = True
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(),
+                                       timeout=self._settings.claim_linger_ms / 1000.0)
+        finally:
+            self._lingering = False
+            self._hurry.clear()
 
     def _shards_to_take(self, shard: int, lingered: bool) -> set[int]:
         """The claim shards a worker's next claim takes: its own; after a linger (traffic is
