@@ -36,6 +36,7 @@ from shared.adapters.http_client import WebhookClient
 from shared.core.backoff import CircuitState
 from shared.core.decision import Dead, Succeeded, decide
 from shared.core.delivery_message import DeliveryMessage
+from shared.core.per_second import PerSecondCount
 from shared.core.timefmt import utcnow
 from shared.outbox_relay import OutboxFlusher
 
@@ -100,6 +101,7 @@ class Pipeline:
         self._hurry = asyncio.Event()   # a message arrived that should not wait for company
         # shards whose messages arrived during a gathering worker's claim: claimed at once
         self._handed_back: set[int] = set()
+        self._arrivals = PerSecondCount()   # messages accepted, for whether to gather
         self.circuits: dict[str, CircuitState] = {}
 
     # ------------------------------------------------------------------ consumer side
@@ -109,6 +111,7 @@ class Pipeline:
         ``outbox_id``: the message's outbox row, for a message taken from the wake-up channel
         (its claim deletes the row, see :class:`Pending`)."""
         shard_key = self.gates.add(Pending(ticket, message, outbox_id=outbox_id))
+        self._arrivals.add(time.monotonic())
         if message.ordering_key is not None:
             self._hurry.set()   # a key's next delivery: its key's throughput waits on it
         self._wakes[shard_key % len(self._wakes)].set()
@@ -162,7 +165,8 @@ class Pipeline:
         (without gathering again) if messages for it came during that claim. A message with
         an ordering key ends the gathering at once: each of a key's deliveries waits for the
         one before, so a linger would cap a busy key's rate. Under load a worker is never
-        idle (messages arrive while it claims), so it never lingers."""
+        idle (messages arrive while it claims), so it never lingers; nor does a worker when
+        messages are too rare for company to come (:meth:`_company_expected`)."""
         wake = self._wakes[shard]
         while True:
             timeout = self.gates.next_ready_in()
@@ -175,7 +179,7 @@ class Pipeline:
             handed_back = shard in self._handed_back
             self._handed_back.discard(shard)
             lingered = (was_idle and not handed_back and wake.is_set()
-                        and self.gates.waiting > 0 and self._settings.claim_linger_ms > 0)
+                        and self.gates.waiting > 0 and self._company_expected())
             if lingered and self._lingering:
                 wake.clear()   # another worker is gathering; its claim takes this shard too
                 continue
@@ -195,6 +199,15 @@ class Pipeline:
                     for other in shards - {shard}:
                         self._handed_back.add(other)
                         self._wakes[other].set()
+
+    def _company_expected(self) -> bool:
+        """Whether gathering is worth its wait: messages arrive often enough that at least
+        one more is expected within ``claim_linger_ms`` (counted over the last whole
+        seconds). Below that rate (under 50 a second with the default 20 ms) a claim is
+        cheap in total anyway, and a message is not kept waiting for company that will
+        not come."""
+        linger_s = self._settings.claim_linger_ms / 1000.0
+        return linger_s > 0 and self._arrivals.recent(time.monotonic()) * linger_s >= 1.0
 
     async def _gather(self) -> None:
         """Wait ``claim_linger_ms`` for company, or until a keyed message arrives."""

@@ -24,6 +24,8 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 
+from shared.core.per_second import PerSecondCount
+
 CHANNEL = "postwire_wakeups"
 NOTIFY_BELOW_PER_S = 500   # deliveries a second (this ingest process) up to which it notifies
 MAX_PAYLOAD = 7900         # Postgres refuses a payload of 8000 bytes or more
@@ -35,19 +37,12 @@ class WakeupWindow:
     a burst is seen at once and a second of low traffic is enough to start again)."""
 
     def __init__(self) -> None:
-        self._second = float("-inf")
-        self._this_second = 0
-        self._last_second = 0
+        self._committed = PerSecondCount()
 
     def should_notify(self, now: float, deliveries: int) -> bool:
         """Record a commit of ``deliveries`` at ``now`` (monotonic seconds); True when its
         messages should be notified."""
-        second = float(int(now))
-        if second != self._second:
-            self._last_second = self._this_second if second - self._second == 1 else 0
-            self._second, self._this_second = second, 0
-        self._this_second += deliveries
-        return max(self._this_second, self._last_second) <= NOTIFY_BELOW_PER_S
+        return self._committed.add(now, deliveries) <= NOTIFY_BELOW_PER_S
 
 
 def partition_of(key: bytes, partitions: int) -> int:

@@ -1,9 +1,10 @@
 """Light traffic shares transactions: a claim worker woken from idle gathers for
-``POSTWIRE_DISPATCHER_CLAIM_LINGER_MS`` and then claims the waiting messages of every claim shard
-nobody is claiming in one transaction; an outcome nothing waits for lingers up to
-``POSTWIRE_OUTCOME_LINGER_MS`` to share the outcome writer's commit, while one that something
-waits for (the next delivery of its ordering key) is recorded after
-``POSTWIRE_OUTCOME_BATCH_WAIT_MS``.
+``POSTWIRE_DISPATCHER_CLAIM_LINGER_MS`` (when messages come often enough that company is
+expected within it: at least one per linger over the last whole seconds) and then claims the
+waiting messages of every claim shard nobody is claiming in one transaction; an outcome
+nothing waits for lingers up to ``POSTWIRE_OUTCOME_LINGER_MS`` to share the outcome writer's
+commit, while one that something waits for (the next delivery of its ordering key) is recorded
+after ``POSTWIRE_OUTCOME_BATCH_WAIT_MS``.
 
 The real pipeline (claim, attempt tasks, outcome writer) on the embedded Postgres and broker,
 in this test's event loop, fed the way the consumer and the wake-up listener feed it.
@@ -108,7 +109,7 @@ async def test_light_traffic_to_every_claim_shard_shares_one_claim_transaction(
         database_url: str, kafka_bootstrap: str, topic_prefix: str,
         service_env: ServiceEnvFactory) -> None:
     async with rig(database_url, kafka_bootstrap, topic_prefix, service_env,
-                   DISPATCHER_CLAIM_LINGER_MS="400") as r:
+                   DISPATCHER_CLAIM_LINGER_MS="1000") as r:
         endpoints = await _endpoint_per_shard(r.seed, r.rx)
         events = [await r.seed.event([ep], publish=False) for ep in endpoints * 2]
         for offset, (event, ep) in enumerate(zip(events, endpoints * 2, strict=True)):
@@ -188,3 +189,19 @@ async def test_a_keyed_message_ends_the_claim_linger(
             assert took < 0.8, f"a keyed message waited {took:.2f} s for its claim"
         else:
             assert took >= 0.8, f"an unkeyed message was sent after {took:.2f} s"
+
+
+async def test_rare_messages_are_claimed_without_gathering(
+        database_url: str, kafka_bootstrap: str, topic_prefix: str,
+        service_env: ServiceEnvFactory) -> None:
+    """One message in the last seconds with a 500 ms linger: no company is expected within
+    it (1 a second x 0.5 s < 1), so the message is claimed at once instead of waiting."""
+    async with rig(database_url, kafka_bootstrap, topic_prefix, service_env,
+                   DISPATCHER_CLAIM_LINGER_MS="500") as r:
+        ep = await r.seed.endpoint(r.rx.url("/rare"))
+        event = await r.seed.event([ep], publish=False)
+        accepted = time.monotonic()
+        r.accept(event, ep, 0)
+        await r.rx.wait_for(lambda: len(r.rx.requests) >= 1, timeout_s=10)
+        took = time.monotonic() - accepted
+        assert took < 0.4, f"a lone message waited {took:.2f} s for company"
