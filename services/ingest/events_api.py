@@ -127,7 +127,7 @@ class _Handlers:
         event = parse_event(await read_body_bytes(request, self._max_payload),
                             max_data_bytes=self._max_payload, idempotency_key=key)
         require_account(request, event.account_id)
-        [outcome] = await self._committer.submit([event])
+        [outcome] = await self._committer.submit([event], source=request.transport)
         if isinstance(outcome, ApiError):
             raise outcome
         return _accepted(outcome.body, outcome.replayed)
@@ -140,7 +140,7 @@ class _Handlers:
         items = parse_batch(await read_body_bytes(request, self._batch_limit), self._max_payload)
         items = [scoped_item(request, n, item) for n, item in enumerate(items)]
         outcomes = iter(await self._committer.submit(
-            [i for i in items if isinstance(i, EventInput)]))
+            [i for i in items if isinstance(i, EventInput)], source=request.transport))
         parts: list[bytes] = []
         for item in items:
             result = item if isinstance(item, ApiError) else next(outcomes)

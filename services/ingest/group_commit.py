@@ -2,7 +2,8 @@
 
 Requests :meth:`GroupCommitter.submit` a list of items (one event, or a batch request's valid
 events) and wait. The batching itself is :class:`shared.batching.BatchCollector`: a batch closes
-``max_wait_s`` after its first item arrived or as soon as it holds ``max_items``, and is
+``max_wait_s`` after its first item arrived (at once when no company is expected:
+:class:`~shared.core.company.CompanyForecast`) or as soon as it holds ``max_items``, and is
 committed on one of ``max_in_flight`` concurrent commit tasks; while every commit slot is busy
 the open batch keeps filling, so batches grow exactly when the database is the bottleneck.
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
@@ -36,6 +37,7 @@ from services.ingest.idempotency import (
 from shared.adapters.kafka.publisher import Message
 from shared.adapters.kafka.topics import DELIVERIES
 from shared.batching import BatchCollector, CollectorClosed
+from shared.core.company import CompanyForecast
 from shared.core.errors import ApiError, Unavailable
 from shared.core.event_fingerprint import WINDOW, AccountKey, StoredKey, first_uses
 from shared.core.timefmt import format_ts, utcnow
@@ -63,6 +65,7 @@ class GroupCommitter(Generic[T, R]):
     def __init__(self, commit: CommitFn[T, R], *, max_items: int, max_wait_s: float,
                  max_in_flight: int = 2) -> None:
         self._commit = commit
+        self._company = CompanyForecast(max_wait_s)
         self._batches: BatchCollector[T, R] = BatchCollector(
             self._commit_in_contract_terms, max_items=max_items, max_wait_s=max_wait_s,
             max_in_flight=max_in_flight, name="group-commit")
@@ -71,14 +74,19 @@ class GroupCommitter(Generic[T, R]):
         """Start the collector task (inside the running loop)."""
         self._batches.start()
 
-    async def submit(self, items: Sequence[T]) -> list[R]:
+    async def submit(self, items: Sequence[T], source: Hashable = None) -> list[R]:
         """Queue ``items`` for the next batch and wait until it committed; one outcome per item.
+
+        ``source``: who submits (the request's connection). The batch waits ``max_wait_s`` for
+        company only while company is expected (:class:`CompanyForecast`: submissions at least
+        once per wait, from more than one source); otherwise these items close it at once.
 
         Raises Unavailable (503) when shutting down or when the batch failed to commit; an
         ApiError raised by the commit function is re-raised as is.
         """
+        wait = None if self._company.arrive(time.monotonic(), source) else 0.0
         try:
-            future = self._batches.submit(items)
+            future = self._batches.submit(items, wait)
         except CollectorClosed:
             raise Unavailable("ingest is shutting down; retry later") from None
         return await future

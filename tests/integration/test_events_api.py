@@ -7,6 +7,7 @@ in two concurrent ones), listing, attempts, and a real database failure.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -433,7 +434,10 @@ async def test_stop_commits_what_is_queued_and_refuses_new_work() -> None:
     committer: GroupCommitter[str, str] = GroupCommitter(store, max_items=10, max_wait_s=60,
                                                           max_in_flight=1)
     committer.start()
-    queued = [asyncio.create_task(committer.submit([str(i)])) for i in range(3)]
+    # many callers at a high rate: company is expected, so the batch waits for it
+    for n in range(200):
+        committer._company.arrive(time.monotonic(), source=n)
+    queued = [asyncio.create_task(committer.submit([str(i)], source=i)) for i in range(3)]
     await asyncio.sleep(0.01)
     stopping = asyncio.create_task(committer.stop())
     await asyncio.sleep(0.01)
@@ -443,6 +447,21 @@ async def test_stop_commits_what_is_queued_and_refuses_new_work() -> None:
     await stopping
     assert [await t for t in queued] == [["ok:0"], ["ok:1"], ["ok:2"]]
     assert store.batches == [["0", "1", "2"]]
+
+
+async def test_a_lone_caller_is_not_kept_waiting_for_company() -> None:
+    """One connection posting one request at a time never brings its own company: its
+    batch closes at once however long the committer may wait, and however fast it posts."""
+    store = _Store()
+    store.gate.set()
+    committer: GroupCommitter[str, str] = GroupCommitter(store, max_items=10, max_wait_s=60,
+                                                          max_in_flight=1)
+    committer.start()
+    async with asyncio.timeout(5):
+        for i in range(300):
+            assert await committer.submit([str(i)], source="conn-1") == [f"ok:{i}"]
+    assert len(store.batches) == 300
+    await committer.stop()
 
 
 def _sample(text: str, line_start: str) -> float:
