@@ -10,9 +10,9 @@ Messages taken from the wake-up channel carry their outbox row (``Pending.outbox
 transaction that settles or leases such a delivery deletes that row, so it is never published
 (:mod:`shared.core.wakeup`); a deferral keeps it, and so does a transaction that fails.
 
-Round trips: BEGIN with the generic-plan setting and the endpoint lock, the read (deliveries
-with their endpoints' health), the lease count, the lease, and the wake-up rows' delete with
-COMMIT (five; the release to the pool sends nothing after a normal end, ``acquire_settled``).
+Round trips: BEGIN with the generic-plan setting, the endpoint lock, the read, the lease
+count, the lease, and the wake-up rows' delete with COMMIT (six; the release to the pool sends
+nothing after a normal end, ``acquire_settled``).
 """
 
 from __future__ import annotations
@@ -57,15 +57,14 @@ SELECT id FROM endpoints WHERE id = ANY($1::text[]) ORDER BY id
 ON CONFLICT DO NOTHING
 """
 
-# The endpoint lock goes in BEGIN's simple query (no round trip of its own); its rows are read
-# by the next statement, whose snapshot is taken after the lock was granted.
-_LOCK_HEALTH_SQL = ("SELECT 1 FROM endpoint_health WHERE endpoint_id = ANY({ids}::text[])"
-                    " ORDER BY endpoint_id FOR UPDATE")
+_LOCK_HEALTH_SQL = """
+SELECT endpoint_id, consecutive_failures, failing_since, circuit_open_until, probe_until,
+       rate_next_free_at
+FROM endpoint_health WHERE endpoint_id = ANY($1::text[]) ORDER BY endpoint_id FOR UPDATE
+"""
 
 _ROWS_SQL = f"""
-SELECT h.endpoint_id AS health_endpoint_id, h.consecutive_failures, h.failing_since,
-       h.circuit_open_until, h.probe_until, h.rate_next_free_at,
-       d.id, d.endpoint_id, d.status, d.generation, d.round_attempt_count, d.next_attempt_at,
+SELECT d.id, d.endpoint_id, d.status, d.generation, d.round_attempt_count, d.next_attempt_at,
        d.updated_at, coalesce(d.lease_until > statement_timestamp(), false) AS lease_active,
        (d.ordering_key IS NOT NULL AND EXISTS (
            SELECT 1 FROM deliveries p
@@ -76,7 +75,6 @@ SELECT h.endpoint_id AS health_endpoint_id, h.consecutive_failures, h.failing_si
        ep.enabled, ep.deleted_at IS NOT NULL AS deleted, ep.max_in_flight, ep.rate_limit_per_s,
        statement_timestamp() AS now
 FROM deliveries d JOIN endpoints ep ON ep.id = d.endpoint_id
-LEFT JOIN endpoint_health h ON h.endpoint_id = d.endpoint_id
 WHERE d.id = ANY($1::text[]) AND d.id >= $2 AND d.id <= $3
 """
 
@@ -91,24 +89,7 @@ WHERE d.id = ANY($1::text[]) AND d.id >= $2 AND d.id <= $3
 # fast as unpartitioned; a day inside the bounds that holds none of the ids costs one index
 # descent, tests/integration/test_retention_explain.py).
 _GENERIC_PLANS_SQL = "SET LOCAL plan_cache_mode = force_generic_plan"
-
-
-def begin_sql(endpoint_ids: Sequence[str]) -> str:
-    """``BEGIN``, the generic-plan setting and the lock of ``endpoint_ids``' health rows (in
-    id order), as one simple query: one round trip for all three. The ids are rendered as one
-    escaped array literal (``E'...'``, whatever ``standard_conforming_strings`` says); an id
-    with a NUL character cannot exist in Postgres and is left out."""
-    literal = text_array_literal([i for i in endpoint_ids if "\0" not in i])
-    return f"BEGIN; {_GENERIC_PLANS_SQL}; {_LOCK_HEALTH_SQL.format(ids=literal)}"
-
-
-def text_array_literal(values: Sequence[str]) -> str:
-    """A SQL literal that Postgres reads as the ``text[]`` of ``values`` (none holding NUL):
-    every element double-quoted with ``\\`` and ``"`` escaped, inside an escape string
-    constant, whose meaning does not depend on ``standard_conforming_strings``."""
-    elements = ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-                        for v in values)
-    return "E'{" + elements.replace("\\", "\\\\").replace("'", "''") + "}'"
+_BEGIN_SQL = f"BEGIN; {_GENERIC_PLANS_SQL}"   # one simple query: one round trip for both
 
 _LEASED_SQL = """
 SELECT endpoint_id, count(*) AS n FROM deliveries
@@ -285,8 +266,8 @@ class ClaimStore:
         await self._ensure_health_rows(endpoint_ids)
         async with acquire_settled(self._pool) as conn:
             try:
-                await conn.execute(begin_sql(endpoint_ids))
-                result = await self._decide(conn, batch)
+                await conn.execute(_BEGIN_SQL)
+                result = await self._decide(conn, batch, endpoint_ids)
                 result.consumed_outbox_ids = consumed_rows(batch, result.deferred)
                 await conn.execute(commit_sql(result.consumed_outbox_ids))
             except BaseException:
@@ -294,9 +275,10 @@ class ClaimStore:
                 raise
         return result
 
-    async def _decide(self, conn: asyncpg.Connection, batch: Sequence[Pending]) -> ClaimResult:
-        """Inside the open transaction, the endpoints locked: read, plan and carry out (all
-        but the commit)."""
+    async def _decide(self, conn: asyncpg.Connection, batch: Sequence[Pending],
+                      endpoint_ids: list[str]) -> ClaimResult:
+        """Inside the open transaction: lock, read, plan and carry out (all but the commit)."""
+        health_rows = await conn.fetch(_LOCK_HEALTH_SQL, endpoint_ids)
         delivery_ids = [p.message.delivery_id for p in batch]
         read_started = time.monotonic()
         rows = await conn.fetch(_ROWS_SQL, delivery_ids, min(delivery_ids, default=""),
@@ -306,11 +288,10 @@ class ClaimStore:
         now: datetime = rows[0]["now"]
         # the database's now lies between these two readings of this process's clock
         local_now = (read_started, time.monotonic())
-        endpoint_ids = sorted({r["endpoint_id"] for r in rows})
         leased = {r["endpoint_id"]: r["n"] for r in
                   await conn.fetch(_LEASED_SQL, endpoint_ids, now)}
         slots = {r["endpoint_id"]: _slot(r, leased.get(r["endpoint_id"], 0))
-                 for r in rows if r["health_endpoint_id"] is not None}
+                 for r in health_rows}
         by_id = {r["id"]: _row(r) for r in rows}
         actions = plan_claims(batch, by_id, slots, now, self._cfg, self._rng)
         result = await self._apply(conn, batch, actions, slots, now, local_now)

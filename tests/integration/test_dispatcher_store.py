@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 
 from services.dispatcher.claim_plan import RATE_SAFETY, ClaimConfig
-from services.dispatcher.claims import ClaimResult, ClaimStore, begin_sql, text_array_literal
+from services.dispatcher.claims import ClaimResult, ClaimStore
 from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.model import Claimed, Finished, Pending
 from services.dispatcher.offsets import Ticket
@@ -375,35 +375,3 @@ async def test_claims_report_the_endpoints_leases_across_claimers(pool: asyncpg.
     assert first.endpoint_leases == {ep.id: 2}
     second = await ClaimStore(pool, "two", CFG).claim(reqs[2:])
     assert len(second.claimed) == 1 and second.endpoint_leases == {ep.id: 3}
-
-
-async def test_a_claim_locks_endpoint_ids_of_any_spelling(pool: asyncpg.Pool,
-                                                          seed: Seeder) -> None:
-    """The endpoint lock is sent in BEGIN's simple query with the ids rendered as a literal:
-    ids with quotes, backslashes, braces, commas and spaces (an endpoint that does not exist)
-    neither break it nor inject anything, and the real endpoint beside them is claimed."""
-    ep = await seed.endpoint("http://x.test/")
-    events = [await seed.event([ep], publish=False) for _ in range(2)]
-    odd = ["ep_'; DROP TABLE endpoints; --", 'ep_"q"', "ep_back\\slash\\", "ep_{a,b} c", "ep_é"]
-    strays = [Pending(Ticket("p", 10 + n, 1), DeliveryMessage(
-        f"dlv_stray_{n}", "evt_stray", endpoint, "acct_x", None, None))
-        for n, endpoint in enumerate(odd)]
-    result = await ClaimStore(pool, "odd", CFG).claim([*requests(events, ep), *strays])
-    assert sorted(c.delivery_id for c in result.claimed) == sorted(
-        e.delivery_ids[ep.id] for e in events)
-    assert sorted(label for _, label in result.settled) == ["skipped_unknown"] * len(odd)
-    assert await pool.fetchval("SELECT count(*) FROM endpoints WHERE id = $1", ep.id) == 1
-
-
-async def test_the_lock_literal_reads_back_as_the_ids(pool: asyncpg.Pool) -> None:
-    """What Postgres parses the rendered array literal as, under either setting of
-    standard_conforming_strings; an id holding NUL (which no row can have) is left out."""
-    ids = ['a"b', "c\\d", "e'f", "{g,h}", " i ", "ü", "NULL", ""]
-    async with pool.acquire() as conn:
-        for conforming in ("on", "off"):
-            await conn.execute(f"SET standard_conforming_strings = {conforming}")
-            assert await conn.fetchval(f"SELECT {text_array_literal(ids)}::text[]") == ids
-        await conn.execute("RESET standard_conforming_strings")
-    sql = begin_sql(["ep_1", "ep_\0x"])
-    assert sql.startswith("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SELECT 1")
-    assert "ANY(E'{\"ep_1\"}'::text[])" in sql
