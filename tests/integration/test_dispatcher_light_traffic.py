@@ -18,21 +18,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import asyncpg
 import pytest
 
-from services.dispatcher.app import claim_config
-from services.dispatcher.claims import ClaimStore
 from services.dispatcher.gates import claim_shard_key
 from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.pipeline import Pipeline
 from services.dispatcher.settings import load_dispatcher_settings
-from shared.adapters.http_client import WebhookClient
-from shared.adapters.kafka.publisher import KafkaPublisher
 from shared.core.delivery_message import DeliveryMessage
-from shared.outbox_relay import OutboxFlusher
 from tests.conftest import ServiceEnvFactory
 from tests.support.dispatch import FAST_ENV, Endpoint, Event, Seeder
+from tests.support.pipeline_rig import pipeline_rig
 from tests.support.receiver import Receiver
 
 OWNER = "light-traffic-test"
@@ -65,26 +60,10 @@ async def rig(database_url: str, kafka_bootstrap: str, topic_prefix: str,
               service_env: ServiceEnvFactory, **env: str) -> AsyncIterator[Rig]:
     settings = load_dispatcher_settings(service_env(
         **FAST_ENV, DISPATCHER_CLAIM_WORKERS=str(WORKERS), **env))
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=6)
-    seed = Seeder(pool, kafka_bootstrap, topic_prefix)
-    publisher = KafkaPublisher(kafka_bootstrap, topic_prefix, partitions=4)
-    metrics = DispatcherMetrics()
-    client = WebhookClient(timeout_s=5.0, allow_private=True)
-    flusher = OutboxFlusher(pool, publisher)
-    pipeline = Pipeline(settings, pool, OWNER, ClaimStore(pool, OWNER, claim_config(settings)),
-                        client, flusher, metrics)
-    try:
-        async with Receiver() as rx:
-            flusher.start()
-            pipeline.start()
-            yield Rig(pipeline, metrics, seed, rx)
-    finally:
-        await pipeline.shutdown(drain_s=1.0)
-        await flusher.stop()
-        await client.close()
-        await seed.close()
-        await publisher.stop()
-        await pool.close()
+    async with (pipeline_rig(database_url, kafka_bootstrap, topic_prefix, settings, OWNER,
+                             pool_size=6) as running, Receiver() as rx):
+        running.start()
+        yield Rig(running.pipeline, running.metrics, running.seed, rx)
 
 
 async def _until(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
