@@ -79,6 +79,7 @@ RECOVERY_CHECK_S = 1.0         # how often log ends are read (log went backwards
 CHECK_TIMEOUT_S = 3.0          # a log-end read slower than this counts as failed
 READY_STALE_S = 5.0            # not ready when log ends could not be read for this long
 UNREADABLE_RECREATE_S = 10.0   # log ends unreadable this long: re-create the consumer
+UNREACHABLE_STOP_S = 1.0       # ...and give its stop this long (a leave nobody would hear)
 READY_STALL_S = 3.0            # not ready while fetches have stalled this long
 WOKEN_FORGET_S = 15.0          # a wake-up's Kafka copy, if any, is the relay's (3 s min age)
 WOKEN_MAX = 10_000
@@ -149,6 +150,7 @@ class DeliveryConsumer:
         self._last_check = 0.0
         self._check_ok_at = 0.0
         self._session_started_at = 0.0
+        self._unreachable = False                         # session ended: log ends unreadable
         self._assigned = 0
         self._stalled_since: float | None = None
         self._stop_fetch = asyncio.Event()
@@ -215,6 +217,7 @@ class DeliveryConsumer:
         self._position_sum = None
         self._frozen_since = None
         self._check_due = True
+        self._unreachable = False
         if self._repair_topic:
             await self._recreate_broken_topic()
         await ensure_topics(common.kafka_bootstrap, common.topic_prefix, common.kafka_partitions,
@@ -397,10 +400,16 @@ class DeliveryConsumer:
             await asyncio.wait_for(self._check(consumer, assigned), timeout=CHECK_TIMEOUT_S)
         except (KafkaError, OSError, TimeoutError) as exc:
             log.info("reading log ends failed (%s: %s); will retry", type(exc).__name__, exc)
-            if now - max(self._check_ok_at, self._session_started_at) > UNREADABLE_RECREATE_S:
+            # judged when the read gave up, not when it began: a read that timed out took
+            # CHECK_TIMEOUT_S, and the loop's other waits (a stalled fetch, a hung commit)
+            # come between reads, so judging at the start would add one more round of them
+            failed_at = time.monotonic()
+            if failed_at - max(self._check_ok_at, self._session_started_at) > UNREADABLE_RECREATE_S:
                 # Seen after the embedded broker restarted: the session's connections never
                 # recovered (every read timed out, the group was never joined again), so no
-                # check could notice the lost log. A new consumer connects and joins afresh.
+                # check could notice the lost log. A new consumer connects and joins afresh;
+                # the old one's last commit and leave are skipped (:meth:`_close`).
+                self._unreachable = True
                 raise ConfigError(f"log ends unreadable for {UNREADABLE_RECREATE_S:.0f} s; "
                                   "re-creating the consumer") from exc
             return
@@ -618,7 +627,13 @@ class DeliveryConsumer:
             log.info("revoked %d partitions", len(revoked))
 
     async def _close(self, consumer: AIOKafkaConsumer) -> None:
-        if self._lost_pending is None and not self._repair_topic:
+        """End a session: commit what is durable, drop the pipeline's waiting work, stop the
+        consumer (it leaves the group). A session ended because the broker stopped answering
+        (``_unreachable``) skips the commit and gives the stop ``UNREACHABLE_STOP_S``: neither
+        would be answered, and waiting 5 s and 10 s for that only delays the new consumer
+        (the offsets stay as last committed; what they do not cover is claimed again, which
+        Postgres makes harmless)."""
+        if self._lost_pending is None and not self._repair_topic and not self._unreachable:
             # offsets of a log that is gone would park the next session above the new end
             with contextlib.suppress(KafkaError, OSError, ConfigError):
                 await bounded(self._maybe_commit(consumer, force=True), 5.0)
@@ -628,4 +643,4 @@ class DeliveryConsumer:
         self._assigned = 0
         self._checked_assignment = frozenset()
         with contextlib.suppress(KafkaError, OSError):
-            await bounded(consumer.stop(), 10.0)
+            await bounded(consumer.stop(), UNREACHABLE_STOP_S if self._unreachable else 10.0)

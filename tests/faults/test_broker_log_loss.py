@@ -135,6 +135,27 @@ async def create_endpoints(ingest: ServiceProcess, account: str,
     return ids
 
 
+async def missing_delivery_rows(database_url: str,
+                                missing: list[tuple[str, str]]) -> list[dict[str, object]]:
+    """The ``deliveries`` rows (with their attempts, and the outbox's size) of some missing
+    (path, event id) pairs, for the failure message: what state they were left in."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT d.id, d.status, d.attempt_count, d.next_attempt_at, d.published_at,"
+            " d.lease_owner, d.lease_until, d.updated_at, d.last_status_code, d.last_error,"
+            " now() AS db_now,"
+            " (SELECT count(*) FROM outbox) AS outbox_rows,"
+            " (SELECT array_agg(a.status_code ORDER BY a.attempt) FROM attempts a"
+            "  WHERE a.delivery_id = d.id) AS attempts"
+            " FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id"
+            " WHERE d.event_id = ANY($1) AND e.url LIKE ANY($2)",
+            [event_id for _, event_id in missing], [f"%{path}" for path, _ in missing])
+        return [dict(r) for r in rows]
+    finally:
+        await conn.close()
+
+
 async def assert_all_delivered(rx: Receiver, offered: Offered, database_url: str,
                                paths: list[str]) -> float:
     """Every accepted event reached both paths with a 2xx within the budget after the broker's
@@ -155,8 +176,9 @@ async def assert_all_delivered(rx: Receiver, offered: Offered, database_url: str
         await rx.wait_for(lambda: wanted <= set(first_successes()), timeout_s=with_slack)
     except TimeoutError:
         missing = wanted - set(first_successes())
+        rows = await missing_delivery_rows(database_url, sorted(missing)[:5])
         raise AssertionError(f"{len(missing)} of {len(wanted)} deliveries never arrived "
-                             f"(first: {sorted(missing)[:3]})") from None
+                             f"(first: {sorted(missing)[:3]}); their rows: {rows}") from None
     firsts = first_successes()
     last = max(firsts[w] for w in wanted)
     recovery_s = last - offered.broker_back_at
