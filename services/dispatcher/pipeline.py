@@ -99,6 +99,7 @@ class Pipeline:
         self._claiming_shards: set[int] = set()   # shards in a claim transaction now
         self._lingering = False   # a claim worker is gathering before a light-traffic claim
         self._hurry = asyncio.Event()   # a message arrived that should not wait for company
+        self._burst = False   # messages arrived together: company came, claim them together
         # shards whose messages arrived during a gathering worker's claim: claimed at once
         self._handed_back: set[int] = set()
         self._arrivals = PerSecondCount()   # messages accepted, for whether to gather
@@ -115,6 +116,15 @@ class Pipeline:
         if message.ordering_key is not None:
             self._hurry.set()   # a key's next delivery: its key's throughput waits on it
         self._wakes[shard_key % len(self._wakes)].set()
+
+    def arrived(self, count: int) -> None:
+        """One arrival (a wake-up notification, a Kafka fetch) brought ``count`` messages,
+        already handed to :meth:`accept`. Several at once are the company a linger waits for
+        (a producer's batch, ingest's group commit): the next claim takes them from every
+        shard at once, without lingering for more."""
+        if count >= 2:
+            self._burst = True
+            self._hurry.set()
 
     def revoke(self, partitions: Iterable[Hashable] | None) -> None:
         """Forget waiting messages of ``partitions`` (all when None)."""
@@ -166,7 +176,9 @@ class Pipeline:
         an ordering key ends the gathering at once: each of a key's deliveries waits for the
         one before, so a linger would cap a busy key's rate. Under load a worker is never
         idle (messages arrive while it claims), so it never lingers; nor does a worker when
-        messages are too rare for company to come (:meth:`_company_expected`)."""
+        messages are too rare for company to come (:meth:`_company_expected`). Messages that
+        arrived together (:meth:`arrived`) are company already: the claim that takes them
+        from every shard starts at once."""
         wake = self._wakes[shard]
         while True:
             timeout = self.gates.next_ready_in()
@@ -179,7 +191,8 @@ class Pipeline:
             handed_back = shard in self._handed_back
             self._handed_back.discard(shard)
             lingered = (was_idle and not handed_back and wake.is_set()
-                        and self.gates.waiting > 0 and self._company_expected())
+                        and self.gates.waiting > 0
+                        and (self._burst or self._company_expected()))
             if lingered and self._lingering:
                 wake.clear()   # another worker is gathering; its claim takes this shard too
                 continue
@@ -210,7 +223,8 @@ class Pipeline:
         return linger_s > 0 and self._arrivals.recent(time.monotonic()) * linger_s >= 1.0
 
     async def _gather(self) -> None:
-        """Wait ``claim_linger_ms`` for company, or until a keyed message arrives."""
+        """Wait ``claim_linger_ms`` for company, or until a keyed message or several messages
+        at once arrive."""
         self._lingering = True
         try:
             with contextlib.suppress(TimeoutError):
@@ -218,6 +232,7 @@ class Pipeline:
                                        timeout=self._settings.claim_linger_ms / 1000.0)
         finally:
             self._lingering = False
+            self._burst = False
             self._hurry.clear()
 
     def _shards_to_take(self, shard: int, lingered: bool) -> set[int]:

@@ -54,6 +54,8 @@ class WakeupPipeline(Protocol):
     def accept(self, ticket: Ticket, message: DeliveryMessage,
                outbox_id: int | None = None) -> None: ...
 
+    def arrived(self, count: int) -> None: ...
+
 
 class WakeupListener:
     """LISTEN on the wake-up channel and hand owned messages to the pipeline; see module.
@@ -94,6 +96,7 @@ class WakeupListener:
             self._pipeline.accept(ticket, message, outbox_id)
             taken += 1
         if taken:
+            self._pipeline.arrived(taken)
             self._metrics.wakeups.inc(taken)
         return taken
 

@@ -184,3 +184,24 @@ async def test_rare_messages_are_claimed_without_gathering(
         await r.rx.wait_for(lambda: len(r.rx.requests) >= 1, timeout_s=10)
         took = time.monotonic() - accepted
         assert took < 0.4, f"a lone message waited {took:.2f} s for company"
+
+
+async def test_messages_that_arrive_together_are_claimed_together_at_once(
+        database_url: str, kafka_bootstrap: str, topic_prefix: str,
+        service_env: ServiceEnvFactory) -> None:
+    """A wake-up or fetch that brings several messages is the company a linger waits for (a
+    producer's batch, ingest's group commit): with a 1 s linger, one message for each claim
+    shard, arriving together, share one claim transaction that starts at once. (Alone, an
+    unkeyed message waits out the linger: ``test_a_keyed_message_ends_the_claim_linger``.)"""
+    async with rig(database_url, kafka_bootstrap, topic_prefix, service_env,
+                   DISPATCHER_CLAIM_LINGER_MS="1000") as r:
+        endpoints = await _endpoint_per_shard(r.seed, r.rx)
+        events = [await r.seed.event([ep], publish=False) for ep in endpoints]
+        accepted = time.monotonic()
+        for offset, (event, ep) in enumerate(zip(events, endpoints, strict=True)):
+            r.accept(event, ep, offset)
+        r.pipeline.arrived(len(events))
+        await r.rx.wait_for(lambda: len(r.rx.requests) >= len(events), timeout_s=10)
+        took = time.monotonic() - accepted
+        assert took < 0.8, f"messages that arrived together waited {took:.2f} s"
+        assert r.claims() == (1.0, float(len(events))), "one transaction for every shard"

@@ -36,6 +36,9 @@ class _Pipeline:
                outbox_id: int | None = None) -> None:
         self.accepted.append((message, outbox_id))
 
+    def arrived(self, count: int) -> None:
+        pass
+
 
 def _payload(i: int) -> tuple[tuple[DeliveryMessage, int], str]:
     m = DeliveryMessage(f"dlv_{i:026d}", f"evt_{i:026d}", "ep_1", "acct", None, None, 0)

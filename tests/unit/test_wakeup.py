@@ -109,10 +109,14 @@ class _Consumer:
 class _Pipeline:
     tracker: OffsetTracker = field(default_factory=OffsetTracker)
     accepted: list[tuple[Ticket, DeliveryMessage, int | None]] = field(default_factory=list)
+    arrivals: list[int] = field(default_factory=list)
 
     def accept(self, ticket: Ticket, message: DeliveryMessage,
                outbox_id: int | None = None) -> None:
         self.accepted.append((ticket, message, outbox_id))
+
+    def arrived(self, count: int) -> None:
+        self.arrivals.append(count)
 
 
 def test_a_dispatcher_takes_only_the_messages_of_its_partitions() -> None:
@@ -127,6 +131,7 @@ def test_a_dispatcher_takes_only_the_messages_of_its_partitions() -> None:
     expected = [100 + i for i, (k, _) in enumerate(messages) if partition_of(k, 4) in {1, 2}]
     assert 0 < taken == len(expected) < len(messages)
     assert [outbox_id for _, _, outbox_id in pipeline.accepted] == expected
+    assert pipeline.arrivals == [taken]    # one arrival: the notification's messages together
     # endpoint affinity: one member takes all of an endpoint's messages, keyed or not
     taken_endpoints = {m.endpoint_id for _, m, _ in pipeline.accepted}
     assert {f"ep_{i % 8}" for i in range(len(messages)) if 100 + i in expected} == \
