@@ -256,7 +256,6 @@ class DeliveryConsumer:
                 fresh = 0
                 for tp, records in (batches or {}).items():
                     fresh += self._accept(tp, records)
-                self._pipeline.arrived(fresh)
                 if fresh:  # the Kafka copy of a wake-up does not end a quiet spell
                     last_record_at = time.monotonic()
                 wanted = fetch_wait_ms(time.monotonic(), last_record_at)

@@ -118,10 +118,12 @@ class Pipeline:
         self._wakes[shard_key % len(self._wakes)].set()
 
     def arrived(self, count: int) -> None:
-        """One arrival (a wake-up notification, a Kafka fetch) brought ``count`` messages,
-        already handed to :meth:`accept`. Several at once are the company a linger waits for
-        (a producer's batch, ingest's group commit): the next claim takes them from every
-        shard at once, without lingering for more."""
+        """One wake-up notification brought ``count`` messages, already handed to
+        :meth:`accept`. Several at once are the company a linger waits for (ingest's group
+        commit gathered them): the next claim takes them from every shard at once, without
+        lingering for more. Only the wake-up channel says this: it carries traffic only
+        below a few hundred messages a second, where a claim's cost is what matters; under
+        load (Kafka fetches) busy workers keep their own shards."""
         if count >= 2:
             self._burst = True
             self._hurry.set()
