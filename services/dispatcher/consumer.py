@@ -642,5 +642,16 @@ class DeliveryConsumer:
         self._consumer = None
         self._assigned = 0
         self._checked_assignment = frozenset()
-        with contextlib.suppress(KafkaError, OSError):
-            await bounded(consumer.stop(), UNREACHABLE_STOP_S if self._unreachable else 10.0)
+        try:
+            with contextlib.suppress(KafkaError, OSError):
+                await bounded(consumer.stop(), UNREACHABLE_STOP_S if self._unreachable else 10.0)
+        except asyncio.CancelledError:
+            # Seen with aiokafka after one broker of three was killed: stopping the consumer
+            # cancelled the task that stops it (this one), and consumption ended silently.
+            # Unless this consumer is being stopped (``stop``), the cancellation was not
+            # meant for us: absorb it, so the session is re-created.
+            task = asyncio.current_task()
+            if self._closing.is_set() or task is None:
+                raise
+            task.uncancel()
+            log.warning("stopping the Kafka consumer cancelled its caller; carrying on")

@@ -137,3 +137,41 @@ async def test_closing_a_session_whose_broker_stopped_answering_skips_its_commit
     else:
         assert bounded.calls == [("DeliveryConsumer._maybe_commit", 5.0),
                                  ("_StoppableConsumer.stop", 10.0)]
+
+
+class _CallerCancellingConsumer(_DeadConsumer):
+    """Its stop cancels the task that stops it, as aiokafka's did once one broker of three
+    was killed."""
+
+    def __init__(self) -> None:
+        self.caller: asyncio.Task[Any] | None = None
+
+    async def stop(self) -> None:
+        assert self.caller is not None
+        self.caller.cancel()
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("closing", [False, True], ids=["session-ended", "consumer-stopping"])
+async def test_a_cancellation_from_stopping_the_client_does_not_end_consumption(
+        closing: bool) -> None:
+    """A session ended by a dead broker survives its client's stray cancellation (and is
+    re-created); while the dispatcher itself stops the consumer, a cancellation still ends
+    it (the control)."""
+    c = _consumer()
+    c._unreachable = True
+    if closing:
+        c._closing.set()
+    client = _CallerCancellingConsumer()
+
+    async def close() -> str:
+        client.caller = asyncio.current_task()
+        await c._close(cast(Any, client))
+        return "closed"
+
+    task = asyncio.create_task(close())
+    if closing:
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    else:
+        assert await task == "closed"
