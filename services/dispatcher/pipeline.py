@@ -221,8 +221,8 @@ class Pipeline:
         seconds). Below that rate (under 50 a second with the default 20 ms) a claim is
         cheap in total anyway, and a message is not kept waiting for company that will
         not come."""
-        linger_s = self._settings.claim_linger_ms / 1000.0
-        return linger_s > 0 and self._arrivals.recent(time.monotonic()) * linger_s >= 1.0
+        return self._arrivals.another_within(time.monotonic(),
+                                             self._settings.claim_linger_ms / 1000.0)
 
     async def _gather(self) -> None:
         """Wait ``claim_linger_ms`` for company, or until a keyed message or several messages

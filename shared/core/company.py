@@ -30,10 +30,10 @@ class CompanyForecast:
     def arrive(self, now: float, source: Hashable) -> bool:
         """Count a submission from ``source`` at ``now`` (monotonic seconds); True when it
         should wait for company."""
-        recent = self._arrivals.add(now)
+        self._arrivals.add(now)
         if source != self._last_source:
             if self._last_source is not None:
                 self._other_source_at = now
             self._last_source = source
-        return (self._wait_s > 0 and recent * self._wait_s >= 1.0
+        return (self._arrivals.another_within(now, self._wait_s)
                 and now - self._other_source_at <= OTHER_SOURCE_WITHIN_S)

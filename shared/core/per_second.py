@@ -32,3 +32,8 @@ class PerSecondCount:
         """The larger of the counts of the current second and the one before."""
         self._roll(now)
         return max(self._this_second, self._last_second)
+
+    def another_within(self, now: float, wait_s: float) -> bool:
+        """Whether at this rate at least one more event is expected within ``wait_s`` (never
+        for a wait of 0): what makes waiting for company worth its delay."""
+        return wait_s > 0 and self.recent(now) * wait_s >= 1.0
