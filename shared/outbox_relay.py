@@ -33,7 +33,7 @@ from shared.adapters.pg.outbox import (
     outbox_state,
 )
 from shared.adapters.pg.pool import acquire_settled
-from shared.tasks import BackgroundLoop, cancel_and_wait
+from shared.tasks import BackgroundLoop, cancel_and_wait, within
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,10 @@ class OutboxFlusher:
         if self._task is None:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drain_now(), timeout=5)
+            await within(self._drain_now(), 5)
         await cancel_and_wait(self._task)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._cleanup(), timeout=5)
+            await within(self._cleanup(), 5)
 
     async def _drain_now(self) -> None:
         while not self._queue.empty():
@@ -88,7 +88,7 @@ class OutboxFlusher:
                 await self._flush([await self._queue.get()])
             else:
                 try:
-                    first = await asyncio.wait_for(
+                    first = await within(
                         self._queue.get(), max(0.0, self._cleanup_at - loop.time()))
                 except TimeoutError:
                     await self._cleanup()

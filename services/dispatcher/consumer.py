@@ -66,6 +66,7 @@ from shared.adapters.kafka.security import client_options
 from shared.adapters.kafka.topics import DELIVERIES, ensure_topics, topic_name
 from shared.core.delivery_message import decode_delivery_message
 from shared.core.errors import ConfigError
+from shared.tasks import wait_event, within
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +191,7 @@ class DeliveryConsumer:
             except Exception:  # a bug or a library assertion must not end consumption
                 log.exception("kafka consumer crashed; re-creating in %.1fs", backoff)
             self._metrics.consumer_restarts.inc()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), timeout=backoff)
+            await wait_event(self._closing, backoff)
             backoff = min(backoff * 2, 5.0)
 
     def _new_consumer(self) -> AIOKafkaConsumer:
@@ -299,8 +299,8 @@ class DeliveryConsumer:
         empty can stay in progress forever (seen with Tansu); :meth:`_loop` then re-creates
         the consumer."""
         try:
-            return dict(await asyncio.wait_for(
-                consumer.getmany(timeout_ms=100, max_records=2000), timeout=FETCH_STALL_S))
+            return dict(await within(
+                consumer.getmany(timeout_ms=100, max_records=2000), FETCH_STALL_S))
         except TimeoutError:
             return None
 
@@ -395,9 +395,9 @@ class DeliveryConsumer:
         self._last_check = now
         try:
             if changed:
-                await asyncio.wait_for(self._check_group_offsets(consumer),
-                                       timeout=CHECK_TIMEOUT_S)
-            await asyncio.wait_for(self._check(consumer, assigned), timeout=CHECK_TIMEOUT_S)
+                await within(self._check_group_offsets(consumer),
+                                       CHECK_TIMEOUT_S)
+            await within(self._check(consumer, assigned), CHECK_TIMEOUT_S)
         except (KafkaError, OSError, TimeoutError) as exc:
             log.info("reading log ends failed (%s: %s); will retry", type(exc).__name__, exc)
             # judged when the read gave up, not when it began: a read that timed out took

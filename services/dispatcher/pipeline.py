@@ -39,6 +39,7 @@ from shared.core.delivery_message import DeliveryMessage
 from shared.core.per_second import PerSecondCount
 from shared.core.timefmt import utcnow
 from shared.outbox_relay import OutboxFlusher
+from shared.tasks import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +186,7 @@ class Pipeline:
         while True:
             timeout = self.gates.next_ready_in()
             was_idle = not wake.is_set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=timeout)
+            await wait_event(wake, timeout)
             if shard in self._claiming_shards:
                 wake.clear()   # a gathering worker's claim holds this shard; it wakes us after
                 continue
@@ -229,9 +229,7 @@ class Pipeline:
         at once arrive."""
         self._lingering = True
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._hurry.wait(),
-                                       timeout=self._settings.claim_linger_ms / 1000.0)
+            await wait_event(self._hurry, self._settings.claim_linger_ms / 1000.0)
         finally:
             self._lingering = False
             self._burst = False

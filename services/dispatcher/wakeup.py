@@ -26,7 +26,7 @@ from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.offsets import WAKEUP_PARTITION, OffsetTracker, Ticket
 from shared.core.delivery_message import DeliveryMessage, decode_delivery_message
 from shared.core.wakeup import CHANNEL, decode_payload, partition_of
-from shared.tasks import cancel_and_wait
+from shared.tasks import cancel_and_wait, wait_event, within
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class WakeupListener:
                 finally:
                     self.listening.clear()
                     with contextlib.suppress(*_DB_ERRORS):
-                        await asyncio.wait_for(conn.close(), timeout=2)
+                        await within(conn.close(), 2)
                     if not conn.is_closed():
                         conn.terminate()
             await asyncio.sleep(RECONNECT_S)
@@ -130,7 +130,6 @@ class WakeupListener:
         await conn.add_listener(CHANNEL, self._on_notify)
         self.listening.set()
         while not lost.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lost.wait(), timeout=PING_INTERVAL_S)
+            await wait_event(lost, PING_INTERVAL_S)
             if not lost.is_set():
                 await conn.fetchval("SELECT 1", timeout=PING_INTERVAL_S)

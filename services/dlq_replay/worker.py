@@ -35,7 +35,7 @@ from services.dlq_replay.settings import AdminSettings
 from shared.adapters.pg.txn import RETRYABLE, in_transaction
 from shared.logging import fields
 from shared.outbox_relay import OutboxFlusher
-from shared.tasks import cancel_and_wait
+from shared.tasks import cancel_and_wait, wait_event, within
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class BulkReplayWorker:
         release the leases so another process resumes at once."""
         await cancel_and_wait(self._task, *self._jobs.values())
         with contextlib.suppress(*TRANSIENT):
-            await asyncio.wait_for(release_jobs(self._pool, self.owner), timeout=5)
+            await within(release_jobs(self._pool, self.owner), 5)
 
     async def _run(self) -> None:
         while True:
@@ -85,8 +85,7 @@ class BulkReplayWorker:
                 log.warning("bulk replay: cannot claim jobs: %r", exc)
             except Exception:  # never let the claimer die: log, and try again next round
                 log.exception("bulk replay: claiming jobs failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._settings.job_poll_interval_s)
+            await wait_event(self._wake, self._settings.job_poll_interval_s)
             self._wake.clear()
 
     async def _claim_all(self) -> None:

@@ -25,7 +25,7 @@ from aiohttp import web
 from services.ingest.metrics import IngestMetrics
 from shared.adapters.pg.notify import ENDPOINTS_CHANNEL
 from shared.endpoints.store import load_routes
-from shared.tasks import cancel_and_wait
+from shared.tasks import cancel_and_wait, wait_event
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,7 @@ class EndpointCache:
         connection. Never raises for an unreachable database: lookups then bypass the cache
         until the listener connects."""
         self._task = asyncio.create_task(self._run(), name="endpoint-cache-listener")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), timeout=ready_timeout_s)
+        await wait_event(self._ready, ready_timeout_s)
 
     async def stop(self) -> None:
         """Stop listening, close the connection and drop every entry."""
@@ -201,8 +200,7 @@ class EndpointCache:
             self._set_listening(True)
             self._ready.set()
             while not lost.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(lost.wait(), timeout=self._ping_interval_s)
+                await wait_event(lost, self._ping_interval_s)
                 if not lost.is_set():
                     await conn.fetchval("SELECT 1", timeout=self._ping_interval_s)
         except _DB_ERRORS as exc:

@@ -24,7 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from shared.adapters.kafka.security import client_options
 from shared.adapters.kafka.topics import DELIVERIES, topic_name
 from shared.config import CommonSettings
-from shared.tasks import BackgroundLoop
+from shared.tasks import BackgroundLoop, within
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class LagSampler(BackgroundLoop):
     async def _run(self) -> None:
         while True:
             try:
-                lag: int | None = await asyncio.wait_for(self.sample(), _TIMEOUT_S)
+                lag: int | None = await within(self.sample(), _TIMEOUT_S)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any broker trouble: a gap in the chart, not a dead loop

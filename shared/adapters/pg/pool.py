@@ -11,6 +11,7 @@ import orjson
 
 from shared.adapters.pg.migrations import ensure_schema_current
 from shared.core.errors import ConfigError
+from shared.tasks import within
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -101,14 +102,14 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
     ``connect_timeout_s`` or the schema is out of date.
     """
     try:
-        pool: asyncpg.Pool = await asyncio.wait_for(
+        pool: asyncpg.Pool = await within(
             asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
                                 init=_init_generic_plans if generic_plans
                                 else _init_connection, reset=_keep_session,
                                 command_timeout=60,
                                 server_settings=({"application_name": application_name}
                                                  if application_name else None)),
-            timeout=connect_timeout_s,
+            connect_timeout_s,
         )
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError,
             TimeoutError) as exc:  # InterfaceError/ValueError: a bad sslrootcert= and the like
