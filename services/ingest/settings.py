@@ -43,7 +43,7 @@ def load_ingest_settings(env: Mapping[str, str]) -> IngestSettings:
         api_keys=parse_api_keys(env),
         api_key_scopes=parse_scoped_api_keys(env),
         batch_max_events=env_int(env, "POSTWIRE_INGEST_BATCH_MAX_EVENTS", 500, 1, 5000),
-        batch_max_wait_ms=env_int(env, "POSTWIRE_INGEST_BATCH_MAX_WAIT_MS", 20, 0, 1000),
+        batch_max_wait_ms=env_int(env, "POSTWIRE_INGEST_BATCH_MAX_WAIT_MS", 30, 0, 1000),
         reconcile_max_ids=env_int(env, "POSTWIRE_RECONCILE_MAX_IDS", 20_000_000, 1,
                                   1_000_000_000),
         reconcile_concurrency=env_int(env, "POSTWIRE_RECONCILE_CONCURRENCY", 2, 1, 64),
