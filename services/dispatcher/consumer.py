@@ -395,8 +395,7 @@ class DeliveryConsumer:
         self._last_check = now
         try:
             if changed:
-                await within(self._check_group_offsets(consumer),
-                                       CHECK_TIMEOUT_S)
+                await within(self._check_group_offsets(consumer), CHECK_TIMEOUT_S)
             await within(self._check(consumer, assigned), CHECK_TIMEOUT_S)
         except (KafkaError, OSError, TimeoutError) as exc:
             log.info("reading log ends failed (%s: %s); will retry", type(exc).__name__, exc)
