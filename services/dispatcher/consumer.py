@@ -91,10 +91,21 @@ async def bounded(awaitable: Awaitable[object], timeout_s: float) -> bool:
     """Run ``awaitable`` for at most ``timeout_s``; True when it finished (its exception, if
     any, is raised). On time-out it is cancelled and left behind, never awaited: aiokafka
     shields parts of its commit and its stop, and ``asyncio.wait_for`` would then wait for
-    those however long they take (a stop against a dead coordinator never returned)."""
+    those however long they take (a stop against a dead coordinator never returned).
+
+    An awaitable that ended in its own cancellation counts as not finished (False), and its
+    ``CancelledError`` does not reach the caller, whom nobody cancelled: aiokafka's close
+    paths cancel their helper tasks (heartbeat, pending fetches) and await them without
+    suppressing the error, so a stop after the broker connections died ends that way. Raised
+    to the caller, it once ended consumption for good. A cancellation of the caller itself
+    still propagates."""
     task = asyncio.ensure_future(awaitable)
     done, _ = await asyncio.wait({task}, timeout=timeout_s)
     if task in done:
+        if task.cancelled():
+            log.info("%s ended in its own cancellation", getattr(awaitable, "__qualname__",
+                                                                  type(awaitable).__name__))
+            return False
         task.result()
         return True
     task.cancel()
@@ -641,16 +652,5 @@ class DeliveryConsumer:
         self._consumer = None
         self._assigned = 0
         self._checked_assignment = frozenset()
-        try:
-            with contextlib.suppress(KafkaError, OSError):
-                await bounded(consumer.stop(), UNREACHABLE_STOP_S if self._unreachable else 10.0)
-        except asyncio.CancelledError:
-            # Seen with aiokafka after one broker of three was killed: stopping the consumer
-            # cancelled the task that stops it (this one), and consumption ended silently.
-            # Unless this consumer is being stopped (``stop``), the cancellation was not
-            # meant for us: absorb it, so the session is re-created.
-            task = asyncio.current_task()
-            if self._closing.is_set() or task is None:
-                raise
-            task.uncancel()
-            log.warning("stopping the Kafka consumer cancelled its caller; carrying on")
+        with contextlib.suppress(KafkaError, OSError):
+            await bounded(consumer.stop(), UNREACHABLE_STOP_S if self._unreachable else 10.0)

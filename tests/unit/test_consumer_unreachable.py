@@ -3,7 +3,8 @@
 After the embedded broker restarts, a consumer's connections can stay dead: every log-end read
 and every commit times out. The session is re-created once the log ends have been unreadable
 for ``UNREADABLE_RECREATE_S``, judged when a read gives up (not when it began), and the dead
-session's last commit and leave are not waited for.
+session's last commit and leave are not waited for. Closing it survives a client stop that
+ends in its own cancellation (aiokafka's does once its connections died).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from services.dispatcher.consumer import (
     UNREACHABLE_STOP_S,
     UNREADABLE_RECREATE_S,
     DeliveryConsumer,
+    bounded,
 )
 from services.dispatcher.metrics import DispatcherMetrics
 from services.dispatcher.offsets import OffsetTracker
@@ -139,39 +141,46 @@ async def test_closing_a_session_whose_broker_stopped_answering_skips_its_commit
                                  ("_StoppableConsumer.stop", 10.0)]
 
 
-class _CallerCancellingConsumer(_DeadConsumer):
-    """Its stop cancels the task that stops it, as aiokafka's did once one broker of three
-    was killed."""
-
-    def __init__(self) -> None:
-        self.caller: asyncio.Task[Any] | None = None
+class _SelfCancellingConsumer(_DeadConsumer):
+    """Its stop ends in its own ``CancelledError``, as aiokafka's does after the broker
+    connections died: it cancels a helper task (the heartbeat, a pending fetch) and awaits
+    it without suppressing the error. Nobody cancelled the caller."""
 
     async def stop(self) -> None:
-        assert self.caller is not None
-        self.caller.cancel()
+        helper = asyncio.create_task(asyncio.Event().wait())
         await asyncio.sleep(0)
+        helper.cancel()
+        await helper
 
 
 @pytest.mark.parametrize("closing", [False, True], ids=["session-ended", "consumer-stopping"])
-async def test_a_cancellation_from_stopping_the_client_does_not_end_consumption(
+async def test_a_client_stop_that_ends_in_its_own_cancellation_does_not_end_consumption(
         closing: bool) -> None:
-    """A session ended by a dead broker survives its client's stray cancellation (and is
-    re-created); while the dispatcher itself stops the consumer, a cancellation still ends
-    it (the control)."""
+    """The session closes normally (and is re-created, or the consumer stops), whether or
+    not the dispatcher is stopping it: the client's own cancellation is its failure, not a
+    cancellation of the consumer task. Raised to it, it once ended consumption for good."""
     c = _consumer()
     c._unreachable = True
     if closing:
         c._closing.set()
-    client = _CallerCancellingConsumer()
 
     async def close() -> str:
-        client.caller = asyncio.current_task()
-        await c._close(cast(Any, client))
+        await c._close(cast(Any, _SelfCancellingConsumer()))
         return "closed"
 
-    task = asyncio.create_task(close())
-    if closing:
-        with pytest.raises(asyncio.CancelledError):
-            await task
-    else:
-        assert await task == "closed"
+    assert await asyncio.create_task(close()) == "closed"
+
+
+async def test_bounded_counts_an_awaitable_cancelled_from_within_as_unfinished() -> None:
+    assert await bounded(_SelfCancellingConsumer().stop(), 1.0) is False
+    assert await bounded(asyncio.sleep(0), 1.0) is True
+    assert await bounded(asyncio.sleep(3600), 0.01) is False
+
+
+async def test_bounded_still_passes_on_a_cancellation_of_its_caller() -> None:
+    """The control: a caller that is cancelled while it waits is cancelled."""
+    waiting = asyncio.create_task(bounded(asyncio.sleep(3600), 60.0))
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
